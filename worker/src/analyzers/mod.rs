@@ -1,0 +1,75 @@
+//! Package analysers: one folder per ecosystem, each behind [`Analyzer`].
+//!
+//! The layer reader walks a layer's tar once and, for every regular file,
+//! asks each analyser whether it [`wants`](Analyzer::wants) the path. Wanted
+//! files are read into memory (capped) and handed to
+//! [`analyze`](Analyzer::analyze) together, once per layer. The list of
+//! analysers is explicit: see [`all`].
+
+use strata_proto::{OsRelease, Package};
+
+/// One file captured from a layer, in memory. `path` is absolute and
+/// normalised (`/var/lib/dpkg/status`, no `./` prefix, no trailing `/`).
+#[derive(Debug, Clone, Copy)]
+pub struct LayerFile<'a> {
+    pub path: &'a str,
+    pub data: &'a [u8],
+}
+
+/// What one analyser found in one layer.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Analysis {
+    /// Packages, with `layer` left `None` (the layer reader sets it).
+    pub packages: Vec<Package>,
+    /// Set only by the OS release analyser.
+    pub os_release: Option<OsRelease>,
+    /// Non-fatal problems (a record skipped, one file of several unreadable):
+    /// partial results are normal.
+    pub warnings: Vec<String>,
+}
+
+/// An analyser could not make sense of its input at all.
+#[derive(Debug, thiserror::Error)]
+#[error("{analyzer}: {path}: {reason}")]
+pub struct AnalyzeError {
+    pub analyzer: &'static str,
+    pub path: String,
+    pub reason: String,
+}
+
+/// A package analyser. Synchronous and CPU-bound: callers run it off the
+/// async runtime.
+///
+/// Contract: never panics on any input; returns an empty [`Analysis`], not an
+/// error, when it was handed no files.
+pub trait Analyzer: Send + Sync {
+    /// Stable name, persisted with results.
+    fn name(&self) -> &'static str;
+    /// Bump when the output for the same input may change: part of the
+    /// layer dedup key, so a new version re-analyses exactly what it must.
+    fn version(&self) -> u32;
+    /// Cheap filter called for every regular file during the tar walk.
+    fn wants(&self, path: &str) -> bool;
+    /// Turn the wanted files of one layer into packages.
+    fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError>;
+}
+
+/// Every analyser, in a fixed order.
+pub fn all() -> Vec<Box<dyn Analyzer>> {
+    vec![]
+}
+
+/// The analyser-set version: every analyser's name and version, so a change
+/// to any one re-analyses every layer. Part of inventory keys and job ids,
+/// so it uses only `[a-z0-9-]`.
+pub fn analyzer_set_version(analyzers: &[Box<dyn Analyzer>]) -> String {
+    let mut parts: Vec<String> = analyzers
+        .iter()
+        .map(|a| format!("{}{}", a.name(), a.version()))
+        .collect();
+    parts.sort();
+    if parts.is_empty() {
+        return "none".into();
+    }
+    parts.join("-")
+}

@@ -104,7 +104,7 @@ fn os_component(os: &OsRelease) -> Component {
 /// The components for `packages` (sorted) and each package's bom-ref. The
 /// bom-ref is the purl when it is unique in the document, else the purl with
 /// `#<n>` (the same library vendored twice has one purl and two paths).
-fn components<'a>(packages: &'a [Package]) -> (Vec<Component>, HashMap<&'a Package, String>) {
+fn components(packages: &[Package]) -> (Vec<Component>, HashMap<&Package, String>) {
     let mut refs: HashMap<&Package, String> = HashMap::new();
     let mut used: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::new();

@@ -547,6 +547,30 @@ mod tests {
     }
 
     #[test]
+    fn hostile_nesting_and_counts_are_errors_not_crashes() {
+        let depth = 5_000;
+        let mut deep = String::from(r#"{"bomFormat": "CycloneDX", "specVersion": "1.5", "components": ["#);
+        for _ in 0..depth {
+            deep.push_str(r#"{"type": "library", "name": "x", "components": ["#);
+        }
+        for _ in 0..depth {
+            deep.push_str("]}");
+        }
+        deep.push_str("]}");
+        assert!(read(deep.as_bytes()).is_err());
+        assert!(check_count("spdx", MAX_PACKAGES).is_ok());
+        let e = check_count("spdx", MAX_PACKAGES + 1).unwrap_err().to_string();
+        assert!(e.contains("spdx") && e.contains("over the limit"), "{e}");
+        // Nested components within the limit are all read.
+        let nested = br#"{"bomFormat": "CycloneDX", "specVersion": "1.4", "components": [
+            {"type": "application", "name": "app", "purl": "pkg:npm/app@1.0.0", "components": [
+                {"type": "library", "name": "lodash", "purl": "pkg:npm/lodash@4.17.20"}]}]}"#;
+        let (pkgs, os) = read(nested).unwrap();
+        assert_eq!(pkgs.len(), 2);
+        assert!(os.is_none());
+    }
+
+    #[test]
     fn source_info_forms() {
         let d = fixtures::BASE;
         assert_eq!(

@@ -302,6 +302,32 @@ reason = "waiting for the point release"
     }
 
     #[test]
+    fn example_files_load_and_apply() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src/suppress/testdata"));
+        let mut s = Suppressions::default();
+        s.load_ignore_file(&dir.join("strata-ignore.toml")).unwrap();
+        s.load_openvex_file(&dir.join("example.openvex.json")).unwrap();
+        assert_eq!((s.ignore_rules.len(), s.vex_statements.len()), (2, 2));
+        let mut report = fixtures::report();
+        let summary = apply(&mut report, &s, TODAY);
+        let mut gone: Vec<&str> = summary
+            .findings
+            .iter()
+            .map(|f| f.vulnerability_id.as_str())
+            .collect();
+        gone.sort_unstable();
+        // CVE-2023-45133 is only under investigation: it stays.
+        assert_eq!(gone, ["CVE-2023-45853", "CVE-2023-6129", "GHSA-j8r2-6x86-q33q"]);
+        assert_eq!(report.findings.len(), 3);
+        assert!(summary.warnings.is_empty());
+        // Past the expiry date the rule stops applying, with a warning.
+        let mut report = fixtures::report();
+        let summary = apply(&mut report, &s, time::macros::date!(2100 - 01 - 01));
+        assert_eq!(summary.suppressed, 2);
+        assert_eq!(summary.warnings.len(), 1);
+    }
+
+    #[test]
     fn files_are_read_with_their_names_in_errors() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ignore.toml");

@@ -10,7 +10,7 @@
 //! The location is the package's database or manifest path in the image,
 //! without the leading slash (GitHub wants a relative URI and rejects a
 //! result without a location); a package with no known path points at the
-//! image reference instead.
+//! image reference instead, with `:` replaced by `-` so it stays a relative URI.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -236,7 +236,8 @@ pub fn write_report(w: &mut dyn Write, report: &Report) -> Result<(), OutputErro
         });
         for f in findings.iter() {
             let uri = match relative_path(&f.package.path) {
-                "" => report.image_reference.clone(),
+                // `localhost:5000/app` would read as a URI scheme: no colons.
+                "" => report.image_reference.replace(':', "-"),
                 p => p.to_owned(),
             };
             let fingerprint = stable_hash(&[
@@ -372,7 +373,7 @@ mod tests {
         let v = sarif(&r);
         assert_eq!(
             v["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
-            "registry.example/app:1.0"
+            "registry.example/app-1.0"
         );
     }
 }

@@ -3,8 +3,12 @@
 //!
 //! # Layout
 //! - [`api`]: the tonic server (Strata's services, health, reflection).
+//! - [`output`]: report and SBOM formats (table, JSON, CycloneDX, SPDX, SARIF) and SBOM input.
+//! - [`suppress`]: ignore files and OpenVEX documents that remove findings from a report.
 
 pub mod api;
+pub mod output;
+pub mod suppress;
 
 /// The version of this build, reported by `AdminService` and `strata --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

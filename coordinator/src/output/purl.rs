@@ -1,0 +1,329 @@
+//! Package URL → Strata package identity (ecosystem, name, version, source
+//! package, arch) and, for OS packages, the distribution it names.
+//!
+//! Parsing is the `packageurl` crate's; the mapping is ours:
+//! - `deb` with namespace `debian` / `ubuntu`; `apk` with `alpine` / `wolfi` /
+//!   `chainguard`; `rpm` with `redhat` (or `rhel`) / `almalinux` / `rocky` /
+//!   `suse` (or `sles`) / `opensuse`. For these, the `upstream` qualifier gives
+//!   the source package (`name`, `name@version`, or an rpm's source rpm file
+//!   name), `epoch` is folded into an rpm version as `epoch:version`, and the
+//!   `distro` qualifier (`debian-12`, `alpine-3.19.1`) gives the OS release.
+//! - `pypi`, `npm` (`@scope/name`), `golang` (`namespace/name`), `cargo`,
+//!   `maven` (`group:artifact`), `gem`, `nuget`, `composer` (`vendor/name`).
+//!
+//! Anything else is an error the caller may count and skip.
+
+use std::str::FromStr;
+
+use packageurl::PackageUrl;
+use strata_proto::domain::{Ecosystem, OsRelease};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PurlError {
+    #[error("purl {purl:?}: {reason}")]
+    Parse { purl: String, reason: String },
+    #[error("purl {purl:?}: unsupported type {ty:?}")]
+    UnsupportedType { purl: String, ty: String },
+    #[error("purl {purl:?}: unknown distribution {namespace:?} for type {ty:?}")]
+    UnknownDistro {
+        purl: String,
+        ty: String,
+        namespace: String,
+    },
+    #[error("purl {purl:?}: no version")]
+    NoVersion { purl: String },
+}
+
+/// What a purl says about a package.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurlPackage {
+    pub ecosystem: Ecosystem,
+    pub name: String,
+    pub version: String,
+    pub source_name: Option<String>,
+    pub source_version: Option<String>,
+    pub arch: Option<String>,
+    /// The distribution, for OS packages: from `distro=` when present (with
+    /// its version), else from the namespace alone (no version).
+    pub os: Option<OsRelease>,
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(300).collect()
+}
+
+fn os_ecosystem(ty: &str, ns: &str) -> Option<Ecosystem> {
+    Some(match (ty, ns) {
+        ("deb", "debian") => Ecosystem::Debian,
+        ("deb", "ubuntu") => Ecosystem::Ubuntu,
+        ("apk", "alpine") => Ecosystem::Alpine,
+        ("apk", "wolfi") => Ecosystem::Wolfi,
+        ("apk", "chainguard") => Ecosystem::Chainguard,
+        ("rpm", "redhat" | "rhel") => Ecosystem::RedHat,
+        ("rpm", "almalinux") => Ecosystem::AlmaLinux,
+        ("rpm", "rocky") => Ecosystem::RockyLinux,
+        ("rpm", "suse" | "sles" | "sle") => Ecosystem::Suse,
+        ("rpm", "opensuse" | "opensuse-leap" | "opensuse-tumbleweed") => Ecosystem::OpenSuse,
+        _ => return None,
+    })
+}
+
+/// The os-release `ID` a purl namespace stands for.
+fn os_id(ns: &str) -> &str {
+    match ns {
+        "redhat" => "rhel",
+        "suse" | "sle" => "sles",
+        other => other,
+    }
+}
+
+/// `debian-12` → (`debian`, `12`); `opensuse-leap-15.5` → (`opensuse-leap`,
+/// `15.5`); a value without a numeric tail is all id.
+fn split_distro(d: &str) -> (&str, &str) {
+    match d.rsplit_once('-') {
+        Some((id, v)) if v.starts_with(|c: char| c.is_ascii_digit()) && !id.is_empty() => (id, v),
+        _ => (d, ""),
+    }
+}
+
+/// `bash-5.1.8-6.el9.src.rpm` → (`bash`, `5.1.8-6.el9`).
+fn split_source_rpm(s: &str) -> Option<(String, String)> {
+    let base = s
+        .strip_suffix(".src.rpm")
+        .or_else(|| s.strip_suffix(".nosrc.rpm"))?;
+    let (rest, release) = base.rsplit_once('-')?;
+    let (name, version) = rest.rsplit_once('-')?;
+    (!name.is_empty()).then(|| (name.to_owned(), format!("{version}-{release}")))
+}
+
+/// Parses `purl` into a package identity; see the module docs for the mapping.
+pub fn parse(purl: &str) -> Result<PurlPackage, PurlError> {
+    let p = PackageUrl::from_str(purl).map_err(|e| PurlError::Parse {
+        purl: short(purl),
+        reason: e.to_string(),
+    })?;
+    let ty = p.ty().to_ascii_lowercase();
+    let ns = p.namespace().unwrap_or_default();
+    let name = p.name();
+    let version = p
+        .version()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| PurlError::NoVersion { purl: short(purl) })?;
+    let q = |k: &str| {
+        p.qualifiers()
+            .get(k)
+            .map(|v| v.to_string())
+            .filter(|v| !v.is_empty())
+    };
+
+    let joined = |sep: &str| {
+        if ns.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{ns}{sep}{name}")
+        }
+    };
+    let lang = |ecosystem, name: String| PurlPackage {
+        ecosystem,
+        name,
+        version: version.to_owned(),
+        source_name: None,
+        source_version: None,
+        arch: None,
+        os: None,
+    };
+    match ty.as_str() {
+        "pypi" => return Ok(lang(Ecosystem::PyPI, name.to_owned())),
+        "npm" => return Ok(lang(Ecosystem::Npm, joined("/"))),
+        "golang" => return Ok(lang(Ecosystem::Go, joined("/"))),
+        "cargo" => return Ok(lang(Ecosystem::CratesIo, name.to_owned())),
+        "maven" => return Ok(lang(Ecosystem::Maven, joined(":"))),
+        "gem" => return Ok(lang(Ecosystem::RubyGems, name.to_owned())),
+        "nuget" => return Ok(lang(Ecosystem::NuGet, name.to_owned())),
+        "composer" => return Ok(lang(Ecosystem::Packagist, joined("/"))),
+        "deb" | "apk" | "rpm" => {}
+        _ => {
+            return Err(PurlError::UnsupportedType {
+                purl: short(purl),
+                ty: short(&ty),
+            });
+        }
+    }
+
+    // OS packages: the namespace names the distribution; without one, the
+    // `distro` qualifier's id may.
+    let distro = q("distro");
+    let (distro_id, distro_version) = distro.as_deref().map(split_distro).unwrap_or(("", ""));
+    let ns_lower = ns.to_ascii_lowercase();
+    let ecosystem = os_ecosystem(&ty, &ns_lower)
+        .or_else(|| os_ecosystem(&ty, distro_id))
+        .ok_or_else(|| PurlError::UnknownDistro {
+            purl: short(purl),
+            ty: ty.clone(),
+            namespace: short(ns),
+        })?;
+    let os = if !distro_id.is_empty() {
+        Some(OsRelease {
+            id: distro_id.to_owned(),
+            version_id: distro_version.to_owned(),
+            ..OsRelease::default()
+        })
+    } else {
+        Some(OsRelease {
+            id: os_id(&ns_lower).to_owned(),
+            ..OsRelease::default()
+        })
+    };
+
+    let mut version = version.to_owned();
+    if ty == "rpm"
+        && let Some(epoch) = q("epoch")
+        && epoch != "0"
+        && !version.contains(':')
+    {
+        version = format!("{epoch}:{version}");
+    }
+    let (source_name, source_version) = match q("upstream") {
+        None => (None, None),
+        Some(u) if ty == "rpm" => match split_source_rpm(&u) {
+            Some((n, v)) => (Some(n), Some(v)),
+            None => (Some(u), None),
+        },
+        Some(u) => match u.split_once('@') {
+            Some((n, v)) => (Some(n.to_owned()), Some(v.to_owned())),
+            None => (Some(u), None),
+        },
+    };
+    // A source version equal to the binary's says nothing new.
+    let source_version = source_version.filter(|v| *v != version);
+    Ok(PurlPackage {
+        ecosystem,
+        name: name.to_owned(),
+        version,
+        source_name,
+        source_version,
+        arch: q("arch"),
+        os,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deb_with_distro_and_upstream() {
+        let p = parse("pkg:deb/debian/libssl3@3.0.11-1~deb12u2?arch=amd64&distro=debian-12&upstream=openssl")
+            .unwrap();
+        assert_eq!(p.ecosystem, Ecosystem::Debian);
+        assert_eq!(p.name, "libssl3");
+        assert_eq!(p.version, "3.0.11-1~deb12u2");
+        assert_eq!(p.source_name.as_deref(), Some("openssl"));
+        assert_eq!(p.arch.as_deref(), Some("amd64"));
+        let os = p.os.unwrap();
+        assert_eq!((os.id.as_str(), os.version_id.as_str()), ("debian", "12"));
+    }
+
+    #[test]
+    fn deb_epoch_and_source_version() {
+        let p = parse("pkg:deb/ubuntu/libc6@2.35-0ubuntu3.1?upstream=glibc%402.35-0ubuntu3").unwrap();
+        assert_eq!(p.ecosystem, Ecosystem::Ubuntu);
+        assert_eq!(p.source_name.as_deref(), Some("glibc"));
+        assert_eq!(p.source_version.as_deref(), Some("2.35-0ubuntu3"));
+        // The namespace alone names the distribution, without a version.
+        assert_eq!(p.os.unwrap().id, "ubuntu");
+        let z = parse("pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1").unwrap();
+        assert_eq!(z.version, "1:1.2.13.dfsg-1");
+    }
+
+    #[test]
+    fn apk_and_rpm() {
+        let a = parse("pkg:apk/alpine/busybox@1.36.1-r15?arch=x86_64&upstream=busybox&distro=alpine-3.19.1")
+            .unwrap();
+        assert_eq!(a.ecosystem, Ecosystem::Alpine);
+        assert_eq!(a.os.unwrap().version_id, "3.19.1");
+        let w = parse("pkg:apk/wolfi/glibc@2.39-r1").unwrap();
+        assert_eq!(w.ecosystem, Ecosystem::Wolfi);
+
+        let r = parse(
+            "pkg:rpm/redhat/bash@5.1.8-6.el9?arch=x86_64&epoch=1&upstream=bash-5.1.8-6.el9.src.rpm&distro=rhel-9.3",
+        )
+        .unwrap();
+        assert_eq!(r.ecosystem, Ecosystem::RedHat);
+        assert_eq!(r.version, "1:5.1.8-6.el9");
+        assert_eq!(r.source_name.as_deref(), Some("bash"));
+        assert_eq!(r.source_version.as_deref(), Some("5.1.8-6.el9"));
+        let os = r.os.unwrap();
+        assert_eq!((os.id.as_str(), os.version_id.as_str()), ("rhel", "9.3"));
+        for (purl, eco) in [
+            ("pkg:rpm/almalinux/curl@7.76.1-26.el9", Ecosystem::AlmaLinux),
+            ("pkg:rpm/rocky/curl@7.76.1-26.el9", Ecosystem::RockyLinux),
+            ("pkg:rpm/suse/curl@8.0.1-1", Ecosystem::Suse),
+            ("pkg:rpm/opensuse/curl@8.0.1-1", Ecosystem::OpenSuse),
+        ] {
+            assert_eq!(parse(purl).unwrap().ecosystem, eco, "{purl}");
+        }
+    }
+
+    #[test]
+    fn language_ecosystems() {
+        let cases = [
+            ("pkg:pypi/requests@2.31.0", Ecosystem::PyPI, "requests"),
+            (
+                "pkg:npm/%40babel/traverse@7.22.5",
+                Ecosystem::Npm,
+                "@babel/traverse",
+            ),
+            ("pkg:npm/lodash@4.17.21", Ecosystem::Npm, "lodash"),
+            (
+                "pkg:golang/golang.org/x/net@v0.17.0",
+                Ecosystem::Go,
+                "golang.org/x/net",
+            ),
+            ("pkg:cargo/smallvec@1.6.0", Ecosystem::CratesIo, "smallvec"),
+            (
+                "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1",
+                Ecosystem::Maven,
+                "org.apache.logging.log4j:log4j-core",
+            ),
+            ("pkg:gem/rails@7.0.0", Ecosystem::RubyGems, "rails"),
+            (
+                "pkg:nuget/Newtonsoft.Json@12.0.1",
+                Ecosystem::NuGet,
+                "Newtonsoft.Json",
+            ),
+            (
+                "pkg:composer/laravel/framework@8.0.0",
+                Ecosystem::Packagist,
+                "laravel/framework",
+            ),
+        ];
+        for (purl, eco, name) in cases {
+            let p = parse(purl).unwrap();
+            assert_eq!((p.ecosystem, p.name.as_str()), (eco, name), "{purl}");
+            assert!(p.os.is_none());
+        }
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_map() {
+        assert!(matches!(parse("not a purl"), Err(PurlError::Parse { .. })));
+        assert!(matches!(
+            parse("pkg:github/actions/checkout@v4"),
+            Err(PurlError::UnsupportedType { .. })
+        ));
+        assert!(matches!(
+            parse("pkg:deb/raspbian/foo@1"),
+            Err(PurlError::UnknownDistro { .. })
+        ));
+        assert!(matches!(
+            parse("pkg:pypi/requests"),
+            Err(PurlError::NoVersion { .. })
+        ));
+        // An rpm without a namespace is placed by its distro qualifier.
+        assert_eq!(
+            parse("pkg:rpm/curl@1-1?distro=rocky-9.3").unwrap().ecosystem,
+            Ecosystem::RockyLinux
+        );
+    }
+}

@@ -55,14 +55,22 @@ impl<'a> Collector<'a> {
     }
 
     pub(crate) fn warn(&mut self, message: String) {
-        self.warnings.push(Warning { analyzer: None, message });
+        self.warnings.push(Warning {
+            analyzer: None,
+            message,
+        });
     }
 
     /// Count one entry against `max_entries`.
     pub(crate) fn count_entry(&mut self) -> Result<(), LayerError> {
         self.entries += 1;
         if self.entries > self.limits.max_entries {
-            return Err(LayerError::limit(self.layer, LimitKind::Entries, self.limits.max_entries, ""));
+            return Err(LayerError::limit(
+                self.layer,
+                LimitKind::Entries,
+                self.limits.max_entries,
+                "",
+            ));
         }
         Ok(())
     }
@@ -116,7 +124,13 @@ impl<'a> Collector<'a> {
     /// entry at the same path replaces an earlier one, as on disk.
     pub(crate) fn capture(&mut self, path: String, wanted_by: Vec<usize>, data: Vec<u8>) {
         self.captured_bytes += data.len() as u64;
-        self.insert(path, Captured { data: Rc::new(data), wanted_by });
+        self.insert(
+            path,
+            Captured {
+                data: Rc::new(data),
+                wanted_by,
+            },
+        );
     }
 
     fn insert(&mut self, path: String, captured: Captured) {
@@ -156,7 +170,9 @@ impl<'a> Collector<'a> {
             Some(data) => self.insert(path, Captured { data, wanted_by }),
             None => {
                 self.forget(&path);
-                self.warn(format!("hard link {path} -> {target}: target not captured, skipped"));
+                self.warn(format!(
+                    "hard link {path} -> {target}: target not captured, skipped"
+                ));
             }
         }
     }
@@ -185,7 +201,10 @@ impl<'a> Collector<'a> {
                 .iter()
                 .filter_map(|(path, c)| c.as_ref().map(|c| (path, c)))
                 .filter(|(_, c)| c.wanted_by.contains(&i))
-                .map(|(path, c)| LayerFile { path, data: c.data.as_slice() })
+                .map(|(path, c)| LayerFile {
+                    path,
+                    data: c.data.as_slice(),
+                })
                 .collect();
             if files.is_empty() {
                 continue;
@@ -200,12 +219,19 @@ impl<'a> Collector<'a> {
                     if os_release.is_none() {
                         os_release = analysis.os_release;
                     }
-                    warnings.extend(
-                        analysis.warnings.into_iter().map(|message| Warning { analyzer: Some(name), message }),
-                    );
+                    warnings.extend(analysis.warnings.into_iter().map(|message| Warning {
+                        analyzer: Some(name),
+                        message,
+                    }));
                 }
-                Ok(Err(err)) => warnings.push(Warning { analyzer: Some(name), message: err.to_string() }),
-                Err(_) => warnings.push(Warning { analyzer: Some(name), message: "analyser panicked".into() }),
+                Ok(Err(err)) => warnings.push(Warning {
+                    analyzer: Some(name),
+                    message: err.to_string(),
+                }),
+                Err(_) => warnings.push(Warning {
+                    analyzer: Some(name),
+                    message: "analyser panicked".into(),
+                }),
             }
         }
         for p in &mut packages {

@@ -28,7 +28,10 @@ pub fn analyze_dir(
     limits: &Limits,
 ) -> Result<LayerAnalysis, LayerError> {
     let layer = format!("dir:{}", root.display());
-    let io_err = |source| LayerError::Io { layer: layer.clone(), source };
+    let io_err = |source| LayerError::Io {
+        layer: layer.clone(),
+        source,
+    };
     let meta = fs::metadata(root).map_err(io_err)?;
     if !meta.is_dir() {
         return Err(io_err(std::io::Error::other("not a directory")));

@@ -101,11 +101,24 @@ impl fmt::Display for LimitKind {
 #[non_exhaustive]
 pub enum LayerError {
     #[error("layer {layer}: digest mismatch: blob hashes to {actual}")]
-    DigestMismatch { layer: String, expected: Digest, actual: String },
+    DigestMismatch {
+        layer: String,
+        expected: Digest,
+        actual: String,
+    },
     #[error("layer {layer}: limit {which} = {limit} exceeded{}", detail_suffix(.detail))]
-    Limit { layer: String, which: LimitKind, limit: u64, detail: String },
+    Limit {
+        layer: String,
+        which: LimitKind,
+        limit: u64,
+        detail: String,
+    },
     #[error("layer {layer}: {compression} stream is malformed or truncated: {source}")]
-    Decompress { layer: String, compression: Compression, source: io::Error },
+    Decompress {
+        layer: String,
+        compression: Compression,
+        source: io::Error,
+    },
     #[error("layer {layer}: malformed tar: {reason}")]
     Tar { layer: String, reason: String },
     #[error("layer {layer}: entry {path:?} escapes the root with `..`")]
@@ -117,12 +130,21 @@ pub enum LayerError {
 }
 
 fn detail_suffix(detail: &str) -> String {
-    if detail.is_empty() { String::new() } else { format!(" ({detail})") }
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
 }
 
 impl LayerError {
     pub(crate) fn limit(layer: &str, which: LimitKind, limit: u64, detail: impl Into<String>) -> Self {
-        LayerError::Limit { layer: layer.to_owned(), which, limit, detail: detail.into() }
+        LayerError::Limit {
+            layer: layer.to_owned(),
+            which,
+            limit,
+            detail: detail.into(),
+        }
     }
 
     /// The layer (digest or `dir:PATH`) this error is about.
@@ -182,13 +204,23 @@ mod tests {
 
     #[test]
     fn nesting_stops_at_the_cap() {
-        let limits = Limits { max_nesting_depth: 2, ..Limits::default() };
+        let limits = Limits {
+            max_nesting_depth: 2,
+            ..Limits::default()
+        };
         let one = Nesting::default().enter(&limits, "L", "/a.jar").unwrap();
         let two = one.enter(&limits, "L", "/a.jar!/b.jar").unwrap();
         assert_eq!(two.depth(), 2);
         let err = two.enter(&limits, "L", "/a.jar!/b.jar!/c.jar").unwrap_err();
         assert!(
-            matches!(err, LayerError::Limit { which: LimitKind::NestingDepth, limit: 2, .. }),
+            matches!(
+                err,
+                LayerError::Limit {
+                    which: LimitKind::NestingDepth,
+                    limit: 2,
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("max_nesting_depth"), "{err}");

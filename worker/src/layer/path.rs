@@ -97,9 +97,15 @@ mod tests {
 
     #[test]
     fn recognises_whiteouts() {
-        assert_eq!(special("/etc/.wh.passwd"), Some(Special::Whiteout("/etc/passwd".into())));
+        assert_eq!(
+            special("/etc/.wh.passwd"),
+            Some(Special::Whiteout("/etc/passwd".into()))
+        );
         assert_eq!(special("/.wh.etc"), Some(Special::Whiteout("/etc".into())));
-        assert_eq!(special("/usr/lib/.wh..wh..opq"), Some(Special::Opaque("/usr/lib".into())));
+        assert_eq!(
+            special("/usr/lib/.wh..wh..opq"),
+            Some(Special::Opaque("/usr/lib".into()))
+        );
         assert_eq!(special("/.wh..wh..opq"), Some(Special::Opaque("/".into())));
         assert_eq!(special("/.wh..wh.plnk"), Some(Special::Ignored));
         assert_eq!(special("/x/.wh.."), Some(Special::Ignored));

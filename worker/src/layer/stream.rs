@@ -59,15 +59,17 @@ impl Compression {
         if mt.contains("encrypted") {
             return Err(());
         }
-        Ok(if mt.ends_with("+gzip") || mt.ends_with(".gzip") || mt.ends_with(".tar.gz") {
-            Some(Compression::Gzip)
-        } else if mt.ends_with("+zstd") || mt.ends_with(".zstd") {
-            Some(Compression::Zstd)
-        } else if mt.ends_with(".tar") {
-            Some(Compression::None)
-        } else {
-            None
-        })
+        Ok(
+            if mt.ends_with("+gzip") || mt.ends_with(".gzip") || mt.ends_with(".tar.gz") {
+                Some(Compression::Gzip)
+            } else if mt.ends_with("+zstd") || mt.ends_with(".zstd") {
+                Some(Compression::Zstd)
+            } else if mt.ends_with(".tar") {
+                Some(Compression::None)
+            } else {
+                None
+            },
+        )
     }
 }
 
@@ -141,7 +143,13 @@ impl<R: Read> HashingReader<R> {
             "sha512" => Hasher::Sha512(sha2::Sha512::new()),
             _ => return None,
         };
-        Some(HashingReader { inner, hasher, bytes: 0, max_bytes, shared })
+        Some(HashingReader {
+            inner,
+            hasher,
+            bytes: 0,
+            max_bytes,
+            shared,
+        })
     }
 
     /// `algorithm:hex` of everything read, and the byte count.
@@ -160,7 +168,8 @@ impl<R: Read> Read for HashingReader<R> {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
             Err(e) => {
-                self.shared.record(Failure::Source(io::Error::new(e.kind(), e.to_string())));
+                self.shared
+                    .record(Failure::Source(io::Error::new(e.kind(), e.to_string())));
                 return Err(e);
             }
         };
@@ -243,7 +252,12 @@ pub(crate) struct Guard<D> {
 
 impl<D: Read> Guard<D> {
     pub(crate) fn new(inner: D, shared: Rc<Shared>, max_total: u64, max_header: u64) -> Self {
-        Guard { inner, shared, max_total, max_header }
+        Guard {
+            inner,
+            shared,
+            max_total,
+            max_header,
+        }
     }
 }
 
@@ -255,20 +269,27 @@ impl<D: Read> Read for Guard<D> {
             Err(e) => {
                 // A source failure was already recorded below; otherwise the
                 // decoder rejected its input.
-                self.shared.record(Failure::Decode(io::Error::new(e.kind(), e.to_string())));
+                self.shared
+                    .record(Failure::Decode(io::Error::new(e.kind(), e.to_string())));
                 return Err(e);
             }
         };
         let total = self.shared.uncompressed.get() + n as u64;
         self.shared.uncompressed.set(total);
         if total > self.max_total {
-            self.shared.record(Failure::Limit { which: LimitKind::UncompressedBytes, limit: self.max_total });
+            self.shared.record(Failure::Limit {
+                which: LimitKind::UncompressedBytes,
+                limit: self.max_total,
+            });
             return Err(io::Error::other("max_uncompressed_bytes exceeded"));
         }
         if let Some(at) = self.shared.armed_at.get()
             && total - at > self.max_header
         {
-            self.shared.record(Failure::Limit { which: LimitKind::HeaderBytes, limit: self.max_header });
+            self.shared.record(Failure::Limit {
+                which: LimitKind::HeaderBytes,
+                limit: self.max_header,
+            });
             return Err(io::Error::other("tar extension headers too large"));
         }
         Ok(n)
@@ -300,6 +321,8 @@ mod tests {
         let plain = Compression::from_media_type("application/vnd.oci.image.layer.v1.tar");
         assert_eq!(plain, Ok(Some(Compression::None)));
         assert_eq!(Compression::from_media_type("application/octet-stream"), Ok(None));
-        assert!(Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+gzip+encrypted").is_err());
+        assert!(
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+gzip+encrypted").is_err()
+        );
     }
 }

@@ -6,11 +6,11 @@ use std::rc::Rc;
 use strata_proto::Digest;
 use tar::EntryType;
 
+use super::LayerAnalysis;
 use super::collect::Collector;
 use super::limits::{LayerError, Limits};
 use super::path::{normalize, special};
 use super::stream::{Compression, Decoder, Failure, Guard, HashingReader, MAGIC_LEN, Shared, source};
-use super::LayerAnalysis;
 use crate::analyzers::Analyzer;
 
 /// Read buffer for entries nobody wants: large enough that per-call
@@ -27,20 +27,30 @@ pub fn analyze_layer<R: Read>(
     limits: &Limits,
 ) -> Result<LayerAnalysis, LayerError> {
     let layer = expected.as_str();
-    let io_err = |source: io::Error| LayerError::Io { layer: layer.to_owned(), source };
+    let io_err = |source: io::Error| LayerError::Io {
+        layer: layer.to_owned(),
+        source,
+    };
 
     let claimed = match media_type {
-        Some(mt) => Compression::from_media_type(mt)
-            .map_err(|()| LayerError::MediaType { layer: layer.to_owned(), media_type: mt.to_owned() })?,
+        Some(mt) => Compression::from_media_type(mt).map_err(|()| LayerError::MediaType {
+            layer: layer.to_owned(),
+            media_type: mt.to_owned(),
+        })?,
         None => None,
     };
 
     let shared = Rc::new(Shared::default());
-    let mut raw = HashingReader::new(blob, expected.algorithm(), limits.max_uncompressed_bytes, Rc::clone(&shared))
-        .ok_or_else(|| LayerError::MediaType {
-            layer: layer.to_owned(),
-            media_type: format!("digest algorithm {}", expected.algorithm()),
-        })?;
+    let mut raw = HashingReader::new(
+        blob,
+        expected.algorithm(),
+        limits.max_uncompressed_bytes,
+        Rc::clone(&shared),
+    )
+    .ok_or_else(|| LayerError::MediaType {
+        layer: layer.to_owned(),
+        media_type: format!("digest algorithm {}", expected.algorithm()),
+    })?;
     let prefix = read_prefix(&mut raw).map_err(io_err)?;
     let compression = Compression::sniff(&prefix);
 
@@ -54,10 +64,18 @@ pub fn analyze_layer<R: Read>(
         ));
     }
 
-    let decompress_err = |source: io::Error| LayerError::Decompress { layer: layer.to_owned(), compression, source };
+    let decompress_err = |source: io::Error| LayerError::Decompress {
+        layer: layer.to_owned(),
+        compression,
+        source,
+    };
     let decoder = Decoder::new(compression, source(prefix, raw)).map_err(decompress_err)?;
-    let guard =
-        Guard::new(decoder, Rc::clone(&shared), limits.max_uncompressed_bytes, limits.max_header_bytes());
+    let guard = Guard::new(
+        decoder,
+        Rc::clone(&shared),
+        limits.max_uncompressed_bytes,
+        limits.max_header_bytes(),
+    );
     let classify = |e: io::Error| classify(&shared, layer, compression, e);
 
     let mut archive = tar::Archive::new(guard);
@@ -76,7 +94,11 @@ pub fn analyze_layer<R: Read>(
     let (_, raw) = rest.into_inner().into_inner();
     let (actual, _) = raw.finish();
     if actual != expected.as_str() {
-        return Err(LayerError::DigestMismatch { layer: layer.to_owned(), expected: expected.clone(), actual });
+        return Err(LayerError::DigestMismatch {
+            layer: layer.to_owned(),
+            expected: expected.clone(),
+            actual,
+        });
     }
     Ok(collector.finish(Some(expected)))
 }
@@ -107,7 +129,10 @@ impl From<LayerError> for Walk {
 }
 
 fn tar_err(layer: &str, reason: impl Into<String>) -> Walk {
-    Walk::Layer(LayerError::Tar { layer: layer.to_owned(), reason: reason.into() })
+    Walk::Layer(LayerError::Tar {
+        layer: layer.to_owned(),
+        reason: reason.into(),
+    })
 }
 
 fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collector<'_>) -> Result<(), Walk> {
@@ -141,8 +166,10 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
             skip(&mut entry, &mut buf, layer)?;
             continue;
         };
-        let path = normalize(name)
-            .map_err(|_| LayerError::PathTraversal { layer: layer.to_owned(), path: name.to_owned() })?;
+        let path = normalize(name).map_err(|_| LayerError::PathTraversal {
+            layer: layer.to_owned(),
+            path: name.to_owned(),
+        })?;
 
         let kind = entry.header().entry_type();
         if let Some(special) = special(&path) {
@@ -165,7 +192,10 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
                 }
             }
             EntryType::Link => {
-                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
                 c.check_path_len(target.len())?;
                 let target = std::str::from_utf8(&target)
                     .ok()
@@ -189,7 +219,10 @@ fn read_exact_entry(entry: &mut impl Read, size: u64, layer: &str) -> Result<Vec
     let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     entry.take(size).read_to_end(&mut data)?;
     if (data.len() as u64) < size {
-        return Err(tar_err(layer, format!("truncated entry: {} of {size} bytes", data.len())));
+        return Err(tar_err(
+            layer,
+            format!("truncated entry: {} of {size} bytes", data.len()),
+        ));
     }
     Ok(data)
 }
@@ -218,11 +251,24 @@ fn classify(shared: &Shared, layer: &str, compression: Compression, e: io::Error
     let layer = layer.to_owned();
     match shared.take_failure() {
         Some(Failure::Source(source)) => LayerError::Io { layer, source },
-        Some(Failure::Decode(source)) => LayerError::Decompress { layer, compression, source },
-        Some(Failure::Limit { which, limit }) => LayerError::Limit { layer, which, limit, detail: String::new() },
-        None if e.kind() == io::ErrorKind::UnexpectedEof => {
-            LayerError::Tar { layer, reason: format!("truncated: {e}") }
-        }
-        None => LayerError::Tar { layer, reason: e.to_string() },
+        Some(Failure::Decode(source)) => LayerError::Decompress {
+            layer,
+            compression,
+            source,
+        },
+        Some(Failure::Limit { which, limit }) => LayerError::Limit {
+            layer,
+            which,
+            limit,
+            detail: String::new(),
+        },
+        None if e.kind() == io::ErrorKind::UnexpectedEof => LayerError::Tar {
+            layer,
+            reason: format!("truncated: {e}"),
+        },
+        None => LayerError::Tar {
+            layer,
+            reason: e.to_string(),
+        },
     }
 }

@@ -202,7 +202,9 @@ pub(crate) fn source<R: Read>(prefix: Vec<u8>, rest: HashingReader<R>) -> Source
     BufReader::with_capacity(BUF_SIZE, Cursor::new(prefix).chain(rest))
 }
 
-/// One of the supported decoders over a buffered source.
+/// One of the supported decoders over a buffered source. One per layer, so
+/// the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Decoder<B: BufRead> {
     Gzip(flate2::bufread::MultiGzDecoder<B>),
     Zstd(zstd::stream::read::Decoder<'static, B>),

@@ -4,7 +4,8 @@
 //! # Contract
 //! - [`analyze_layer`] reads the blob (`std::io::Read`, synchronous: async
 //!   callers run it in `spawn_blocking` behind `tokio_util`'s `SyncIoBridge`)
-//!   to EOF, hashing it, and fails with [`LayerError::DigestMismatch`] when
+//!   to EOF, hashing it (on one short-lived helper thread, so hashing
+//!   overlaps decompression), and fails with [`LayerError::DigestMismatch`] when
 //!   it is not the expected digest: never a silent result for the wrong bytes.
 //! - Compression (gzip, zstd, none) is decided by the magic bytes, which
 //!   win over the media type as they do in containerd; a media type that
@@ -12,8 +13,8 @@
 //! - The tar is walked from the stream. Each analyser is handed only the
 //!   regular files it [`wants`](crate::analyzers::Analyzer::wants), captured
 //!   in memory, and its `analyze` is called once with all of them.
-//! - Paths are absolute and normalised (`./a//b` → `/a/b`); a name that
-//!   climbs above the root with `..` fails the layer
+//! - Paths are absolute and normalised (`./a//b` → `/a/b`); a name (or
+//!   hard-link target) that climbs above the root with `..` fails the layer
 //!   ([`LayerError::PathTraversal`]), as Docker refuses such layers.
 //! - Whiteouts (`.wh.NAME`) and opaque directories (`.wh..wh..opq`) are
 //!   recorded, never treated as files.

@@ -1,5 +1,6 @@
 //! The byte pipeline under the tar walk:
-//! blob → [`HashingReader`] (digest of the raw bytes) → buffer → decoder
+//! blob → [`HashingReader`] (digest of the raw bytes, computed on a helper
+//! thread so it overlaps decompression) → buffer → decoder
 //! (gzip, zstd or none) → [`Guard`] (uncompressed-byte and header caps) → tar.
 //!
 //! Failures are recorded in [`Shared`] by the reader where they happen, so a
@@ -11,6 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Chain, Cursor, Read};
 use std::rc::Rc;
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 
 use sha2::Digest as _;
 
@@ -121,44 +123,73 @@ impl Shared {
     }
 }
 
-enum Hasher {
+/// The digest computation, run on a helper thread so hashing the raw blob
+/// overlaps decompression instead of adding to it (see [`HashingReader`]).
+pub(crate) enum Hasher {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),
 }
 
-/// Hashes and counts every raw byte read from the blob.
+/// Raw chunks in flight to the hashing thread: bounds the memory it can
+/// fall behind by (at most this many buffer-sized chunks).
+pub(crate) const HASH_QUEUE: usize = 16;
+
+impl Hasher {
+    /// `algorithm` is a [`strata_proto::Digest`] algorithm; `None` if unknown.
+    pub(crate) fn new(algorithm: &str) -> Option<Self> {
+        match algorithm {
+            "sha256" => Some(Hasher::Sha256(sha2::Sha256::new())),
+            "sha512" => Some(Hasher::Sha512(sha2::Sha512::new())),
+            _ => None,
+        }
+    }
+
+    /// Hash every chunk until the sender is dropped, handing buffers back
+    /// for reuse; returns `algorithm:hex`.
+    pub(crate) fn run(mut self, chunks: Receiver<Vec<u8>>, spare: Sender<Vec<u8>>) -> String {
+        for chunk in chunks {
+            match &mut self {
+                Hasher::Sha256(h) => h.update(&chunk),
+                Hasher::Sha512(h) => h.update(&chunk),
+            }
+            // The reader may be gone already; the buffer is then just freed.
+            let _ = spare.send(chunk);
+        }
+        match self {
+            Hasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
+            Hasher::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
+        }
+    }
+}
+
+/// Counts every raw byte read from the blob and sends a copy to the hashing
+/// thread. Buffers come back through `spare`, so only about [`HASH_QUEUE`]
+/// of them ever exist.
 pub(crate) struct HashingReader<R> {
     inner: R,
-    hasher: Hasher,
+    chunks: SyncSender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
     bytes: u64,
     max_bytes: u64,
     shared: Rc<Shared>,
 }
 
 impl<R: Read> HashingReader<R> {
-    /// `algorithm` is a [`strata_proto::Digest`] algorithm; `None` if unknown.
-    pub(crate) fn new(inner: R, algorithm: &str, max_bytes: u64, shared: Rc<Shared>) -> Option<Self> {
-        let hasher = match algorithm {
-            "sha256" => Hasher::Sha256(sha2::Sha256::new()),
-            "sha512" => Hasher::Sha512(sha2::Sha512::new()),
-            _ => return None,
-        };
-        Some(HashingReader {
+    pub(crate) fn new(
+        inner: R,
+        max_bytes: u64,
+        shared: Rc<Shared>,
+        chunks: SyncSender<Vec<u8>>,
+        spare: Receiver<Vec<u8>>,
+    ) -> Self {
+        HashingReader {
             inner,
-            hasher,
+            chunks,
+            spare,
             bytes: 0,
             max_bytes,
             shared,
-        })
-    }
-
-    /// `algorithm:hex` of everything read, and the byte count.
-    pub(crate) fn finish(self) -> (String, u64) {
-        let digest = match self.hasher {
-            Hasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
-            Hasher::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
-        };
-        (digest, self.bytes)
+        }
     }
 }
 
@@ -173,11 +204,6 @@ impl<R: Read> Read for HashingReader<R> {
                 return Err(e);
             }
         };
-        let chunk = buf.get(..n).unwrap_or_default();
-        match &mut self.hasher {
-            Hasher::Sha256(h) => h.update(chunk),
-            Hasher::Sha512(h) => h.update(chunk),
-        }
         self.bytes += n as u64;
         // Compressed data is never meaningfully larger than what it holds,
         // so the raw blob is held to the same cap (bounds the drain to EOF).
@@ -187,6 +213,17 @@ impl<R: Read> Read for HashingReader<R> {
                 limit: self.max_bytes,
             });
             return Err(io::Error::other("raw blob exceeds max_uncompressed_bytes"));
+        }
+        if n > 0 {
+            let mut chunk = self.spare.try_recv().unwrap_or_default();
+            chunk.clear();
+            chunk.extend_from_slice(buf.get(..n).unwrap_or_default());
+            if self.chunks.send(chunk).is_err() {
+                let e = io::Error::other("the hashing thread stopped");
+                self.shared
+                    .record(Failure::Source(io::Error::other(e.to_string())));
+                return Err(e);
+            }
         }
         Ok(n)
     }

@@ -626,6 +626,13 @@ fn path_traversal_names_fail_the_layer() {
         let err = run(&tar, None, &analyzers, &Limits::default()).unwrap_err();
         assert!(matches!(err, LayerError::PathTraversal { .. }), "{err}");
     }
+    // A hard link pointing out of the root is refused the same way.
+    let tar = Layer::new()
+        .file("./a", b"x")
+        .hardlink("./etc/b", "../../a")
+        .tar();
+    let err = run(&tar, None, &[], &Limits::default()).unwrap_err();
+    assert!(matches!(err, LayerError::PathTraversal { .. }), "{err}");
     // Within the root, `..` is resolved.
     let tar = Layer::new()
         .file("./var/tmp/../lib/dpkg/status", b"libc6\n")

@@ -1,7 +1,8 @@
 //! The tar walk over one layer blob: see the contract in [`super`].
 
-use std::io::{self, Read};
+use std::io::{self, BufReader, Read};
 use std::rc::Rc;
+use std::sync::mpsc;
 
 use strata_proto::Digest;
 use tar::EntryType;
@@ -10,12 +11,17 @@ use super::LayerAnalysis;
 use super::collect::Collector;
 use super::limits::{LayerError, Limits};
 use super::path::{normalize, special};
-use super::stream::{Compression, Decoder, Failure, Guard, HashingReader, MAGIC_LEN, Shared, source};
+use super::stream::{
+    Compression, Decoder, Failure, Guard, HASH_QUEUE, Hasher, HashingReader, MAGIC_LEN, Shared, source,
+};
 use crate::analyzers::Analyzer;
 
 /// Read buffer for entries nobody wants: large enough that per-call
 /// overhead through the reader stack stays negligible.
 const SKIP_BUF: usize = 64 * 1024;
+
+/// Buffer between the decoder and the tar reader.
+const DECODED_BUF: usize = 128 * 1024;
 
 /// Analyse one layer blob in a single pass. `media_type` is the manifest's
 /// layer media type when known. Reads `blob` to EOF on success.
@@ -40,18 +46,58 @@ pub fn analyze_layer<R: Read>(
         None => None,
     };
 
-    let shared = Rc::new(Shared::default());
-    let mut raw = HashingReader::new(
-        blob,
-        expected.algorithm(),
-        limits.max_uncompressed_bytes,
-        Rc::clone(&shared),
-    )
-    .ok_or_else(|| LayerError::MediaType {
+    let hasher = Hasher::new(expected.algorithm()).ok_or_else(|| LayerError::MediaType {
         layer: layer.to_owned(),
         media_type: format!("digest algorithm {}", expected.algorithm()),
     })?;
-    let prefix = read_prefix(&mut raw).map_err(io_err)?;
+    let (chunks_tx, chunks_rx) = mpsc::sync_channel(HASH_QUEUE);
+    let (spare_tx, spare_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let hashing = std::thread::Builder::new()
+            .name("layer-digest".into())
+            .spawn_scoped(scope, move || hasher.run(chunks_rx, spare_tx))
+            .map_err(io_err)?;
+        let shared = Rc::new(Shared::default());
+        let raw = HashingReader::new(
+            blob,
+            limits.max_uncompressed_bytes,
+            Rc::clone(&shared),
+            chunks_tx,
+            spare_rx,
+        );
+        // Dropping `raw` (on any return) ends the hashing thread; the scope
+        // then joins it.
+        let (collector, raw) = read_layer(raw, &shared, layer, claimed, media_type, analyzers, limits)?;
+        drop(raw);
+        let actual = hashing
+            .join()
+            .map_err(|_| io_err(io::Error::other("the hashing thread panicked")))?;
+        if actual != expected.as_str() {
+            return Err(LayerError::DigestMismatch {
+                layer: layer.to_owned(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        Ok(collector.finish(Some(expected)))
+    })
+}
+
+/// Everything but the digest check: sniff, decompress, walk, drain to EOF.
+/// Returns the collector and the raw reader (to be dropped, ending the hash).
+fn read_layer<'a, R: Read>(
+    mut raw: HashingReader<R>,
+    shared: &Rc<Shared>,
+    layer: &'a str,
+    claimed: Option<Compression>,
+    media_type: Option<&str>,
+    analyzers: &'a [Box<dyn Analyzer>],
+    limits: &'a Limits,
+) -> Result<(Collector<'a>, HashingReader<R>), LayerError> {
+    let prefix = read_prefix(&mut raw).map_err(|source| LayerError::Io {
+        layer: layer.to_owned(),
+        source,
+    })?;
     let compression = Compression::sniff(&prefix);
 
     let mut collector = Collector::new(layer, analyzers, limits);
@@ -70,16 +116,19 @@ pub fn analyze_layer<R: Read>(
         source,
     };
     let decoder = Decoder::new(compression, source(prefix, raw)).map_err(decompress_err)?;
+    // The tar crate reads headers 512 bytes at a time; serving those from a
+    // buffer keeps the decoder working on large outputs.
+    let decoded = BufReader::with_capacity(DECODED_BUF, decoder);
     let guard = Guard::new(
-        decoder,
-        Rc::clone(&shared),
+        decoded,
+        Rc::clone(shared),
         limits.max_uncompressed_bytes,
         limits.max_header_bytes(),
     );
-    let classify = |e: io::Error| classify(&shared, layer, compression, e);
+    let classify = |e: io::Error| classify(shared, layer, compression, e);
 
     let mut archive = tar::Archive::new(guard);
-    walk(&mut archive, &shared, &mut collector).map_err(|e| match e {
+    walk(&mut archive, shared, &mut collector).map_err(|e| match e {
         Walk::Io(e) => classify(e),
         Walk::Layer(e) => e,
     })?;
@@ -89,18 +138,10 @@ pub fn analyze_layer<R: Read>(
     // blob is hashed and a corrupt tail is still caught by the decoder.
     let mut guard = archive.into_inner();
     io::copy(&mut guard, &mut io::sink()).map_err(classify)?;
-    let mut rest = guard.inner.into_inner();
+    let mut rest = guard.inner.into_inner().into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(classify)?;
     let (_, raw) = rest.into_inner().into_inner();
-    let (actual, _) = raw.finish();
-    if actual != expected.as_str() {
-        return Err(LayerError::DigestMismatch {
-            layer: layer.to_owned(),
-            expected: expected.clone(),
-            actual,
-        });
-    }
-    Ok(collector.finish(Some(expected)))
+    Ok((collector, raw))
 }
 
 /// Up to [`MAGIC_LEN`] bytes from the start of the blob (fewer only at EOF).
@@ -197,11 +238,16 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
                     .map(|t| t.into_owned())
                     .unwrap_or_default();
                 c.check_path_len(target.len())?;
-                let target = std::str::from_utf8(&target)
-                    .ok()
-                    .and_then(|t| normalize(t).ok())
-                    .ok_or_else(|| tar_err(layer, format!("hard link {path}: invalid target")))?;
                 skip(&mut entry, &mut buf, layer)?;
+                let Ok(target) = std::str::from_utf8(&target) else {
+                    c.forget(&path);
+                    c.warn(format!("hard link {path}: target is not UTF-8, skipped"));
+                    continue;
+                };
+                let target = normalize(target).map_err(|_| LayerError::PathTraversal {
+                    layer: layer.to_owned(),
+                    path: target.to_owned(),
+                })?;
                 c.link(path, &target);
             }
             // Directories, symlinks (never followed), devices, FIFOs, PAX

@@ -493,6 +493,36 @@ fn a_decompression_bomb_stops_at_the_uncompressed_cap() {
 }
 
 #[test]
+fn sparse_holes_count_against_the_uncompressed_cap() {
+    // A GNU sparse file that is one 64 MiB hole: a few bytes on the wire.
+    fn octal(field: &mut [u8; 12], v: u64) {
+        field.copy_from_slice(format!("{v:011o}\0").as_bytes());
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_mode(0o644);
+    h.set_size(0);
+    let gnu = h.as_gnu_mut().unwrap();
+    gnu.name[..6].copy_from_slice(b"sparse");
+    octal(&mut gnu.realsize, 64 << 20);
+    octal(&mut gnu.sparse[0].offset, 64 << 20);
+    octal(&mut gnu.sparse[0].numbytes, 0);
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append(&h, &[][..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    assert!(run(&tar, None, &[], &Limits::default()).is_ok());
+    let limits = Limits {
+        max_uncompressed_bytes: 8 << 20,
+        ..Limits::default()
+    };
+    assert_eq!(
+        limit_of(run(&tar, None, &[], &limits)),
+        (LimitKind::UncompressedBytes, 8 << 20)
+    );
+}
+
+#[test]
 fn long_names_are_capped_before_they_are_held_in_memory() {
     let long = format!("var/lib/dpkg/{}", "a/".repeat(300));
     let tar = Layer::new().file(&long, b"x").tar();

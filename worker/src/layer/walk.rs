@@ -9,7 +9,7 @@ use tar::EntryType;
 
 use super::LayerAnalysis;
 use super::collect::Collector;
-use super::limits::{LayerError, Limits};
+use super::limits::{LayerError, LimitKind, Limits};
 use super::path::{normalize, special};
 use super::stream::{
     Compression, Decoder, Failure, Guard, HASH_QUEUE, Hasher, HashingReader, MAGIC_LEN, Shared, source,
@@ -180,6 +180,9 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
     let layer = c.layer;
     let mut entries = archive.entries()?;
     let mut buf = vec![0u8; SKIP_BUF];
+    // Holes of GNU sparse files are zeros the tar crate makes up, never seen
+    // by the byte guard: they count here, so reading them is bounded too.
+    let mut sparse_bytes = 0u64;
     loop {
         shared.arm();
         let before = shared.uncompressed();
@@ -213,6 +216,14 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
         })?;
 
         let kind = entry.header().entry_type();
+        if kind == EntryType::GNUSparse {
+            sparse_bytes = sparse_bytes.saturating_add(entry.size());
+            let max = c.limits.max_uncompressed_bytes;
+            if shared.uncompressed().saturating_add(sparse_bytes) > max {
+                let detail = format!("sparse file {path}");
+                return Err(LayerError::limit(layer, LimitKind::UncompressedBytes, max, detail).into());
+            }
+        }
         if let Some(special) = special(&path) {
             // Whiteouts are markers, not files, whatever their entry type.
             c.special(special);

@@ -7,6 +7,9 @@
 //!   to EOF, hashing it (on one short-lived helper thread, so hashing
 //!   overlaps decompression), and fails with [`LayerError::DigestMismatch`] when
 //!   it is not the expected digest: never a silent result for the wrong bytes.
+//!   Analysers run only after the digest matched. A corrupt blob often fails
+//!   in the decoder or the tar walk first, so its error may be
+//!   `Decompress`/`Tar` rather than `DigestMismatch`: an error either way.
 //! - Compression (gzip, zstd, none) is decided by the magic bytes, which
 //!   win over the media type as they do in containerd; a media type that
 //!   disagrees adds a warning, an encrypted one is an error.

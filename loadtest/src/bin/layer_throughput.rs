@@ -1,0 +1,516 @@
+//! Layer throughput and memory benchmark for the streaming layer reader.
+//!
+//! 1. Memory: a layer of `--memory-mib` (default 1024) MiB uncompressed is
+//!    generated and gzipped on the fly (never held whole) and streamed
+//!    through `analyze_layer`; peak RSS (`VmHWM`) is reported. Target: under
+//!    256 MiB. Run first, so the in-memory layer of step 2 does not count.
+//! 2. Throughput: a realistic gzip layer of `--size-mib` (default 400) MiB
+//!    uncompressed (text, binaries, Python metadata, a dpkg status) is built
+//!    in memory, then, in the same run with the same decoder, (a) plain
+//!    decompression to a sink and (b) the full reader (digest, decompression,
+//!    tar walk, capture, analysis) are timed, best of `--rounds` (default 3; the
+//!    baseline also takes the faster of two input bufferings).
+//!    Target: (b) / (a) ≥ 0.8.
+//!
+//! Analysers: `strata_worker::analyzers::all()`, or, while that list is
+//! empty, two small stand-ins defined here (a dpkg status counter and a
+//! Python METADATA reader) so the capture path is exercised.
+//!
+//! Run: `cargo run --release -p strata-loadtest --bin layer_throughput`.
+
+use std::error::Error;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+use strata_proto::{Digest, Ecosystem, Package};
+use strata_worker::analyzers::{self, Analysis, AnalyzeError, Analyzer, LayerFile};
+use strata_worker::layer::{Limits, analyze_layer};
+
+const MIB: u64 = 1024 * 1024;
+const GZ: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut size_mib = 400u64;
+    let mut memory_mib = 1024u64;
+    let mut rounds = 3u32;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--size-mib" => size_mib = value()?.parse()?,
+            "--memory-mib" => memory_mib = value()?.parse()?,
+            "--rounds" => rounds = value()?.parse()?,
+            _ => return Err(format!("unknown argument {arg}; see the header of layer_throughput.rs").into()),
+        }
+    }
+    let analyzers = bench_analyzers();
+    let names: Vec<&str> = analyzers.iter().map(|a| a.name()).collect();
+    println!("analysers: {}", names.join(", "));
+    let limits = Limits::default();
+
+    // ---- 1. peak memory while streaming a large layer -----------------------
+    let base_hwm = vm_hwm_kib();
+    let gen_fast =
+        || flate2::read::GzEncoder::new(LayerGen::new(memory_mib * MIB, 7), flate2::Compression::fast());
+    let mut hasher = HashWriter(sha2::Sha256::new());
+    io::copy(&mut gen_fast(), &mut hasher)?;
+    let digest = Digest::sha256_from_hex(&hex::encode(hasher.0.finalize()))?;
+    let started = Instant::now();
+    let out = analyze_layer(gen_fast(), &digest, Some(GZ), &analyzers, &limits)?;
+    let elapsed = started.elapsed();
+    let peak = vm_hwm_kib();
+    println!(
+        "memory: {memory_mib} MiB uncompressed layer streamed (gzip generated on the fly): {} entries, \
+         {} packages, {:.1} s incl. on-the-fly compression",
+        out.entries,
+        out.inventory.packages.len(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "memory: peak RSS (VmHWM) {:.1} MiB (before: {:.1} MiB); target < 256 MiB: {}",
+        peak as f64 / 1024.0,
+        base_hwm as f64 / 1024.0,
+        if peak < 256 * 1024 { "PASS" } else { "FAIL" }
+    );
+
+    // ---- 2. throughput: decompress only vs. the full reader -----------------
+    let started = Instant::now();
+    let mut blob = Vec::new();
+    flate2::read::GzEncoder::new(LayerGen::new(size_mib * MIB, 42), flate2::Compression::default())
+        .read_to_end(&mut blob)?;
+    let digest = Digest::sha256_from_hex(&hex::encode(sha2::Sha256::digest(&blob)))?;
+    let uncompressed = plain_decompress(&blob, false)?;
+    println!(
+        "throughput: layer of {:.1} MiB uncompressed, {:.1} MiB gzip (level 6), built in {:.1} s",
+        uncompressed as f64 / MIB as f64,
+        blob.len() as f64 / MIB as f64,
+        started.elapsed().as_secs_f64()
+    );
+    let mut best_plain = Duration::MAX;
+    let mut best_full = Duration::MAX;
+    let mut packages = 0;
+    for _ in 0..rounds {
+        for chunked in [false, true] {
+            let c0 = cpu();
+            let t = Instant::now();
+            plain_decompress(&blob, chunked)?;
+            let took = t.elapsed();
+            if std::env::var_os("BENCH_VERBOSE").is_some() {
+                eprintln!(
+                    "  plain (chunked input: {chunked}): {:.3} s, cpu {:.2} s",
+                    took.as_secs_f64(),
+                    cpu() - c0
+                );
+            }
+            best_plain = best_plain.min(took);
+        }
+        let c0 = cpu();
+        let t = Instant::now();
+        let out = analyze_layer(&blob[..], &digest, Some(GZ), &analyzers, &limits)?;
+        let took = t.elapsed();
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            eprintln!(
+                "  full reader: {:.3} s, cpu {:.2} s",
+                took.as_secs_f64(),
+                cpu() - c0
+            );
+            let c0 = cpu();
+            let t = Instant::now();
+            analyze_layer(&blob[..], &digest, Some(GZ), &[], &limits)?;
+            eprintln!(
+                "  full reader, no analysers: {:.3} s, cpu {:.2}",
+                t.elapsed().as_secs_f64(),
+                cpu() - c0
+            );
+            let t = Instant::now();
+            let _ = sha2::Sha256::digest(&blob);
+            eprintln!("  sha256 of the blob alone: {:.3} s", t.elapsed().as_secs_f64());
+        }
+        best_full = best_full.min(took);
+        packages = out.inventory.packages.len();
+    }
+    let mbps = |d: Duration| uncompressed as f64 / MIB as f64 / d.as_secs_f64();
+    let ratio = mbps(best_full) / mbps(best_plain);
+    println!(
+        "throughput: (a) decompress + discard:          {:7.1} MiB/s",
+        mbps(best_plain)
+    );
+    println!(
+        "throughput: (b) digest + decompress + walk + analyse: {:7.1} MiB/s ({packages} packages)",
+        mbps(best_full)
+    );
+    println!(
+        "throughput: ratio (b)/(a) = {ratio:.3}; target >= 0.8: {}",
+        if ratio >= 0.8 { "PASS" } else { "FAIL" }
+    );
+    println!(
+        "final peak RSS (VmHWM, includes the in-memory layer): {:.1} MiB",
+        vm_hwm_kib() as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// Decompress to a sink with the reader's decoder and buffer sizes (whole
+/// slice as input, or 128 KiB input chunks as the reader feeds it: the
+/// caller keeps the faster); returns bytes produced.
+fn plain_decompress(blob: &[u8], chunked: bool) -> io::Result<u64> {
+    let mut buf = vec![0u8; 128 * 1024];
+    if chunked {
+        let d = flate2::bufread::MultiGzDecoder::new(io::BufReader::with_capacity(128 * 1024, blob));
+        return drain(d, &mut buf);
+    }
+    drain(flate2::bufread::MultiGzDecoder::new(blob), &mut buf)
+}
+
+fn drain(mut d: impl Read, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let n = d.read(buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+    }
+}
+
+/// CPU seconds used by this process (user + system), from /proc at 10 ms
+/// resolution: a figure other processes on the machine do not skew.
+fn cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<u64>() as f64 / 100.0
+}
+
+/// Peak resident set size of this process in KiB (Linux), 0 if unknown.
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct HashWriter(sha2::Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// ---- the generated layer -------------------------------------------------------
+
+/// A deterministic, realistic-looking layer tar produced on demand, one
+/// entry at a time, so even a multi-GiB layer costs a few MiB to generate.
+struct LayerGen {
+    rng: Rng,
+    budget: u64,
+    produced: u64,
+    n: u64,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl LayerGen {
+    fn new(budget: u64, seed: u64) -> Self {
+        LayerGen {
+            rng: Rng(seed | 1),
+            budget,
+            produced: 0,
+            n: 0,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+
+    fn refill(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+        if self.produced >= self.budget {
+            self.buf.resize(1024, 0); // end-of-archive blocks
+            self.done = true;
+            return;
+        }
+        self.n += 1;
+        let n = self.n;
+        let roll = self.rng.below(100);
+        let (path, kind, data) = if n == 1 {
+            (
+                "var/lib/dpkg/status".to_owned(),
+                tar::EntryType::Regular,
+                dpkg_status(&mut self.rng, 450),
+            )
+        } else if roll < 10 {
+            (
+                format!("usr/share/dir{n}/"),
+                tar::EntryType::Directory,
+                Vec::new(),
+            )
+        } else if roll < 14 {
+            let len = 200 + self.rng.below(1800) as usize;
+            let data = metadata(&format!("pkg{n}"), len, &mut self.rng);
+            (
+                format!("usr/lib/python3/dist-packages/pkg{n}-1.0.dist-info/METADATA"),
+                tar::EntryType::Regular,
+                data,
+            )
+        } else if roll < 40 {
+            let len = 16 * 1024 + self.rng.below(2 * MIB) as usize;
+            (
+                format!("usr/lib/x86_64-linux-gnu/lib{n}.so"),
+                tar::EntryType::Regular,
+                binary(len, &mut self.rng),
+            )
+        } else {
+            let len = 256 + self.rng.below(48 * 1024) as usize;
+            (
+                format!("usr/share/doc/pkg{}/file{n}.txt", n % 997),
+                tar::EntryType::Regular,
+                text(len, &mut self.rng),
+            )
+        };
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        // Paths are short and plain, so set_path cannot fail here.
+        if h.set_path(&path).is_err() {
+            self.done = true;
+            return;
+        }
+        h.set_cksum();
+        self.buf.extend_from_slice(h.as_bytes());
+        self.buf.extend_from_slice(&data);
+        let pad = (512 - data.len() % 512) % 512;
+        self.buf.resize(self.buf.len() + pad, 0);
+        self.produced += self.buf.len() as u64;
+    }
+}
+
+impl Read for LayerGen {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.refill();
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// xorshift64*: a few lines instead of a `rand` dependency; quality is
+/// irrelevant, determinism and speed are what matter here.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "package",
+    "library",
+    "version",
+    "install",
+    "system",
+    "file",
+    "data",
+    "config",
+    "service",
+    "network",
+    "security",
+    "update",
+    "kernel",
+    "module",
+    "python",
+    "debian",
+    "license",
+    "copyright",
+    "software",
+    "under",
+    "terms",
+    "of",
+    "and",
+    "or",
+    "with",
+    "for",
+    "this",
+    "is",
+    "provided",
+    "as",
+    "warranty",
+    "function",
+    "return",
+    "value",
+    "error",
+    "string",
+    "buffer",
+    "memory",
+    "thread",
+];
+
+fn text(len: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        out.extend_from_slice(WORDS[rng.below(WORDS.len() as u64) as usize].as_bytes());
+        out.push(if rng.below(12) == 0 { b'\n' } else { b' ' });
+    }
+    out.truncate(len);
+    out
+}
+
+/// About a third random bytes, the rest repeated structure and symbol-like
+/// text: gzip shrinks it about 2.5:1, as it does real shared objects.
+fn binary(len: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        if rng.below(2) == 0 {
+            for _ in 0..16 {
+                out.extend_from_slice(&rng.next().to_le_bytes());
+            }
+        } else {
+            let b = rng.next() as u8;
+            out.extend(std::iter::repeat_n(b, 256));
+            out.extend_from_slice(b"\x48\x89\xe5\x48\x83\xec\x10\xc3");
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn dpkg_status(rng: &mut Rng, packages: usize) -> Vec<u8> {
+    let mut out = String::new();
+    for i in 0..packages {
+        let desc = String::from_utf8_lossy(&text(300, rng)).replace('\n', " ");
+        out.push_str(&format!(
+            "Package: pkg{i}\nStatus: install ok installed\nPriority: optional\nSection: libs\n\
+             Installed-Size: {}\nMaintainer: Debian <debian@example.org>\nArchitecture: amd64\n\
+             Source: src{}\nVersion: 1.{i}-{}\nDepends: libc6 (>= 2.36)\nDescription: {desc}\n\n",
+            rng.below(5000),
+            i / 3,
+            rng.below(9)
+        ));
+    }
+    out.into_bytes()
+}
+
+fn metadata(name: &str, len: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut out =
+        format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\nSummary: a package\n\n").into_bytes();
+    out.extend(text(len, rng));
+    out
+}
+
+// ---- stand-in analysers ----------------------------------------------------------
+
+fn bench_analyzers() -> Vec<Box<dyn Analyzer>> {
+    let real = analyzers::all();
+    if !real.is_empty() {
+        return real;
+    }
+    vec![Box::new(DpkgStandIn), Box::new(PyStandIn)]
+}
+
+fn package(ecosystem: Ecosystem, name: &str, version: &str, path: &str) -> Package {
+    Package {
+        ecosystem,
+        name: name.to_owned(),
+        version: version.to_owned(),
+        source_name: None,
+        source_version: None,
+        arch: None,
+        purl: String::new(),
+        path: path.to_owned(),
+        layer: None,
+    }
+}
+
+/// Reads `Package:`/`Version:` pairs from a dpkg status.
+struct DpkgStandIn;
+
+impl Analyzer for DpkgStandIn {
+    fn name(&self) -> &'static str {
+        "bench-dpkg"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn wants(&self, path: &str) -> bool {
+        path == "/var/lib/dpkg/status"
+    }
+    fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
+        let mut out = Analysis::default();
+        for f in files {
+            let text = String::from_utf8_lossy(f.data);
+            for para in text.split("\n\n") {
+                let field = |k: &str| para.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+                if let (Some(name), Some(version)) = (field("Package:"), field("Version:")) {
+                    out.packages
+                        .push(package(Ecosystem::Debian, name, version, f.path));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Reads `Name:`/`Version:` from Python `*.dist-info/METADATA`.
+struct PyStandIn;
+
+impl Analyzer for PyStandIn {
+    fn name(&self) -> &'static str {
+        "bench-python"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn wants(&self, path: &str) -> bool {
+        path.ends_with("/METADATA") && path.contains(".dist-info/")
+    }
+    fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
+        let mut out = Analysis::default();
+        for f in files {
+            let text = String::from_utf8_lossy(f.data);
+            let header = text.split("\n\n").next().unwrap_or_default();
+            let field = |k: &str| header.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+            if let (Some(name), Some(version)) = (field("Name:"), field("Version:")) {
+                out.packages.push(package(Ecosystem::PyPI, name, version, f.path));
+            }
+        }
+        Ok(out)
+    }
+}

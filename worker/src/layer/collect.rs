@@ -1,0 +1,255 @@
+//! What one walk (a layer's tar, or a root directory) gathers, and the
+//! dispatch to analysers at its end.
+//!
+//! The walker reports entries in order; the collector counts them against
+//! the caps, keeps the bytes of files some analyser wants (each file once,
+//! shared by every analyser that wants it and by hard links to it), records
+//! whiteouts, and finally calls each analyser once with its files. An
+//! analyser's error or panic becomes a warning: the layer still succeeds.
+
+use std::collections::{BTreeSet, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+
+use strata_proto::{Digest, LayerInventory};
+
+use super::limits::{LayerError, LimitKind, Limits};
+use super::path::Special;
+use super::{LayerAnalysis, Warning};
+use crate::analyzers::{Analyzer, LayerFile, analyzer_set_version};
+
+struct Captured {
+    data: Rc<Vec<u8>>,
+    /// Indexes into the analyser list.
+    wanted_by: Vec<usize>,
+}
+
+pub(crate) struct Collector<'a> {
+    pub(crate) layer: &'a str,
+    analyzers: &'a [Box<dyn Analyzer>],
+    pub(crate) limits: &'a Limits,
+    /// In entry order; `None` once a later entry at the same path replaced it.
+    files: Vec<(String, Option<Captured>)>,
+    by_path: HashMap<String, usize>,
+    captured_bytes: u64,
+    entries: u64,
+    whiteouts: BTreeSet<String>,
+    opaque_dirs: BTreeSet<String>,
+    warnings: Vec<Warning>,
+}
+
+impl<'a> Collector<'a> {
+    pub(crate) fn new(layer: &'a str, analyzers: &'a [Box<dyn Analyzer>], limits: &'a Limits) -> Self {
+        Collector {
+            layer,
+            analyzers,
+            limits,
+            files: Vec::new(),
+            by_path: HashMap::new(),
+            captured_bytes: 0,
+            entries: 0,
+            whiteouts: BTreeSet::new(),
+            opaque_dirs: BTreeSet::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    pub(crate) fn warn(&mut self, message: String) {
+        self.warnings.push(Warning {
+            analyzer: None,
+            message,
+        });
+    }
+
+    /// Count one entry against `max_entries`.
+    pub(crate) fn count_entry(&mut self) -> Result<(), LayerError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(LayerError::limit(
+                self.layer,
+                LimitKind::Entries,
+                self.limits.max_entries,
+                "",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Check a stored name (entry path or link target) against `max_path_len`.
+    pub(crate) fn check_path_len(&self, len: usize) -> Result<(), LayerError> {
+        if len as u64 > self.limits.max_path_len {
+            return Err(LayerError::limit(
+                self.layer,
+                LimitKind::PathLength,
+                self.limits.max_path_len,
+                format!("a name of {len} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Indexes of the analysers that want the regular file at `path`.
+    pub(crate) fn wanted_by(&self, path: &str) -> Vec<usize> {
+        self.analyzers
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.wants(path))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Check a wanted file's size against the per-file and total caps before
+    /// reading it.
+    pub(crate) fn check_capture(&self, path: &str, size: u64) -> Result<(), LayerError> {
+        if size > self.limits.max_file_bytes {
+            return Err(LayerError::limit(
+                self.layer,
+                LimitKind::FileBytes,
+                self.limits.max_file_bytes,
+                format!("{path} is {size} bytes"),
+            ));
+        }
+        if self.captured_bytes.saturating_add(size) > self.limits.max_captured_bytes {
+            return Err(LayerError::limit(
+                self.layer,
+                LimitKind::CapturedBytes,
+                self.limits.max_captured_bytes,
+                format!("capturing {path}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Keep a wanted file's bytes (after [`Self::check_capture`]). A later
+    /// entry at the same path replaces an earlier one, as on disk.
+    pub(crate) fn capture(&mut self, path: String, wanted_by: Vec<usize>, data: Vec<u8>) {
+        self.captured_bytes += data.len() as u64;
+        self.insert(
+            path,
+            Captured {
+                data: Rc::new(data),
+                wanted_by,
+            },
+        );
+    }
+
+    fn insert(&mut self, path: String, captured: Captured) {
+        self.forget(&path);
+        self.by_path.insert(path.clone(), self.files.len());
+        self.files.push((path, Some(captured)));
+    }
+
+    /// A non-captured entry (directory, symlink, unwanted file) now occupies
+    /// `path`: drop whatever was captured there earlier in this layer.
+    pub(crate) fn forget(&mut self, path: &str) {
+        if let Some(i) = self.by_path.remove(path)
+            && let Some(slot) = self.files.get_mut(i)
+        {
+            slot.1 = None;
+        }
+    }
+
+    /// A hard link `path` → `target` (both normalised). When an analyser
+    /// wants `path`, it gets the target's bytes if the target was captured
+    /// earlier in this layer (tar hard links point backwards); otherwise
+    /// the bytes have already streamed past and the link is skipped with a
+    /// warning.
+    pub(crate) fn link(&mut self, path: String, target: &str) {
+        let wanted_by = self.wanted_by(&path);
+        if wanted_by.is_empty() {
+            self.forget(&path);
+            return;
+        }
+        let data = self
+            .by_path
+            .get(target)
+            .and_then(|&i| self.files.get(i))
+            .and_then(|(_, c)| c.as_ref())
+            .map(|c| Rc::clone(&c.data));
+        match data {
+            Some(data) => self.insert(path, Captured { data, wanted_by }),
+            None => {
+                self.forget(&path);
+                self.warn(format!(
+                    "hard link {path} -> {target}: target not captured, skipped"
+                ));
+            }
+        }
+    }
+
+    pub(crate) fn special(&mut self, special: Special) {
+        match special {
+            Special::Whiteout(p) => {
+                self.whiteouts.insert(p);
+            }
+            Special::Opaque(d) => {
+                self.opaque_dirs.insert(d);
+            }
+            Special::Ignored => {}
+        }
+    }
+
+    /// Run every analyser on its files and assemble the inventory.
+    pub(crate) fn finish(self, digest: Option<&Digest>) -> LayerAnalysis {
+        let mut warnings = self.warnings;
+        let mut packages = Vec::new();
+        let mut os_release = None;
+        let mut analyzed = BTreeSet::new();
+        for (i, analyzer) in self.analyzers.iter().enumerate() {
+            let files: Vec<LayerFile<'_>> = self
+                .files
+                .iter()
+                .filter_map(|(path, c)| c.as_ref().map(|c| (path, c)))
+                .filter(|(_, c)| c.wanted_by.contains(&i))
+                .map(|(path, c)| LayerFile {
+                    path,
+                    data: c.data.as_slice(),
+                })
+                .collect();
+            if files.is_empty() {
+                continue;
+            }
+            analyzed.extend(files.iter().map(|f| f.path.to_owned()));
+            let name = analyzer.name();
+            // The trait promises no panics; a broken analyser still must not
+            // take the layer (or the worker thread) down with it.
+            match catch_unwind(AssertUnwindSafe(|| analyzer.analyze(&files))) {
+                Ok(Ok(analysis)) => {
+                    packages.extend(analysis.packages);
+                    if os_release.is_none() {
+                        os_release = analysis.os_release;
+                    }
+                    warnings.extend(analysis.warnings.into_iter().map(|message| Warning {
+                        analyzer: Some(name),
+                        message,
+                    }));
+                }
+                Ok(Err(err)) => warnings.push(Warning {
+                    analyzer: Some(name),
+                    message: err.to_string(),
+                }),
+                Err(_) => warnings.push(Warning {
+                    analyzer: Some(name),
+                    message: "analyser panicked".into(),
+                }),
+            }
+        }
+        for p in &mut packages {
+            p.layer = digest.cloned();
+        }
+        LayerAnalysis {
+            inventory: LayerInventory {
+                digest: digest.cloned(),
+                analyzer_set_version: analyzer_set_version(self.analyzers),
+                packages,
+                whiteouts: self.whiteouts.into_iter().collect(),
+                opaque_dirs: self.opaque_dirs.into_iter().collect(),
+                analyzed_files: analyzed.into_iter().collect(),
+                os_release,
+            },
+            warnings,
+            entries: self.entries,
+            captured_bytes: self.captured_bytes,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The layer reader's dispatch over a plain root filesystem directory
+//! (`strata sbom dir:PATH`).
+//!
+//! Contract: the same analysers, path normalisation, whiteout handling and
+//! caps as a layer, except `max_uncompressed_bytes`, which does not apply
+//! (files nobody wants are never read). Symlinks are never followed, neither
+//! to directories nor to files, so the walk cannot leave `root`; a wanted
+//! file is opened and re-checked to be the same regular file that was
+//! listed, so a file swapped for a symlink mid-walk is not read. Unreadable
+//! subdirectories and files become warnings; only an unreadable `root` is
+//! an error. The inventory has no digest and its packages no layer.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::LayerAnalysis;
+use super::collect::Collector;
+use super::limits::{LayerError, Limits};
+use super::path::special;
+use crate::analyzers::Analyzer;
+
+/// Analyse a root filesystem directory as if it were one layer.
+pub fn analyze_dir(
+    root: &Path,
+    analyzers: &[Box<dyn Analyzer>],
+    limits: &Limits,
+) -> Result<LayerAnalysis, LayerError> {
+    let layer = format!("dir:{}", root.display());
+    let io_err = |source| LayerError::Io {
+        layer: layer.clone(),
+        source,
+    };
+    let meta = fs::metadata(root).map_err(io_err)?;
+    if !meta.is_dir() {
+        return Err(io_err(std::io::Error::other("not a directory")));
+    }
+    let mut c = Collector::new(&layer, analyzers, limits);
+    // Explicit stack rather than recursion: depth is bounded by the path
+    // length cap, but the thread's stack is not ours to spend.
+    let mut stack: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let mut names: Vec<(String, fs::DirEntry)> = Vec::new();
+        let read = match fs::read_dir(&dir) {
+            Ok(read) => read,
+            Err(e) if rel.is_empty() => return Err(io_err(e)),
+            Err(e) => {
+                c.warn(format!("{rel}: cannot list: {e}"));
+                continue;
+            }
+        };
+        for entry in read {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    c.warn(format!("{}: cannot list: {e}", display(&rel)));
+                    break;
+                }
+            };
+            c.count_entry()?;
+            match entry.file_name().into_string() {
+                Ok(name) => names.push((name, entry)),
+                Err(name) => c.warn(format!("{}/{name:?}: name is not UTF-8, skipped", rel)),
+            }
+        }
+        // Sorted, so results and warnings do not depend on readdir order.
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut subdirs = Vec::new();
+        for (name, entry) in names {
+            let path = format!("{rel}/{name}");
+            c.check_path_len(path.len())?;
+            if let Some(special) = special(&path) {
+                c.special(special);
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else {
+                c.warn(format!("{path}: cannot stat, skipped"));
+                continue;
+            };
+            if kind.is_dir() {
+                subdirs.push((entry.path(), path));
+            } else if kind.is_file() {
+                let wanted_by = c.wanted_by(&path);
+                if !wanted_by.is_empty() {
+                    match read_file(&entry.path(), &path, &c) {
+                        Ok(Ok(data)) => c.capture(path, wanted_by, data),
+                        Ok(Err(warning)) => c.warn(warning),
+                        Err(limit) => return Err(limit),
+                    }
+                }
+            }
+            // Symlinks, sockets, FIFOs, devices: never opened.
+        }
+        // Reverse so the stack visits subdirectories in name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(c.finish(None))
+}
+
+fn display(rel: &str) -> &str {
+    if rel.is_empty() { "/" } else { rel }
+}
+
+/// The bytes of a wanted regular file; `Ok(Err(warning))` when it cannot be
+/// read or is no longer the file that was listed, `Err` when over a cap.
+fn read_file(fs_path: &Path, path: &str, c: &Collector<'_>) -> Result<Result<Vec<u8>, String>, LayerError> {
+    let listed = match fs::symlink_metadata(fs_path) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Ok(Err(format!("{path}: no longer a regular file, skipped"))),
+        Err(e) => return Ok(Err(format!("{path}: {e}, skipped"))),
+    };
+    let mut file = match File::open(fs_path) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(format!("{path}: {e}, skipped"))),
+    };
+    let opened = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(format!("{path}: {e}, skipped"))),
+    };
+    if !opened.is_file() || opened.dev() != listed.dev() || opened.ino() != listed.ino() {
+        return Ok(Err(format!("{path}: replaced while reading, skipped")));
+    }
+    c.check_capture(path, opened.len())?;
+    // Read at most one byte past the cap, in case the file grows.
+    let cap = c.limits.max_file_bytes;
+    let mut data = Vec::with_capacity(usize::try_from(opened.len()).unwrap_or(0));
+    if let Err(e) = (&mut file).take(cap.saturating_add(1)).read_to_end(&mut data) {
+        return Ok(Err(format!("{path}: {e}, skipped")));
+    }
+    c.check_capture(path, data.len() as u64)?;
+    Ok(Ok(data))
+}

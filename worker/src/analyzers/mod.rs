@@ -6,6 +6,16 @@
 //! [`analyze`](Analyzer::analyze) together, once per layer. The list of
 //! analysers is explicit: see [`all`].
 
+pub mod apk;
+mod common;
+#[cfg(test)]
+mod conformance;
+pub mod dpkg;
+#[cfg(test)]
+mod expected;
+pub mod os_release;
+pub mod rpm;
+
 use strata_proto::{OsRelease, Package};
 
 /// One file captured from a layer, in memory. `path` is absolute and
@@ -56,7 +66,12 @@ pub trait Analyzer: Send + Sync {
 
 /// Every analyser, in a fixed order.
 pub fn all() -> Vec<Box<dyn Analyzer>> {
-    vec![]
+    vec![
+        Box::new(dpkg::Dpkg),
+        Box::new(apk::Apk),
+        Box::new(rpm::Rpm),
+        Box::new(os_release::OsReleaseAnalyzer),
+    ]
 }
 
 /// The analyser-set version: every analyser's name and version, so a change

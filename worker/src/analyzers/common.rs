@@ -71,6 +71,15 @@ mod tests {
         let p = os_purl("apk", "alpine", "musl", "1.2.3-r5", None).unwrap();
         assert_eq!(p, "pkg:apk/alpine/musl@1.2.3-r5");
         assert!(os_purl("deb", "debian", "", "1", None).is_err());
+        let p = os_purl(
+            "deb",
+            "debian",
+            "libpam-runtime",
+            "1.5.2-6+deb12u1~x",
+            Some("all"),
+        )
+        .unwrap();
+        assert_eq!(p, "pkg:deb/debian/libpam-runtime@1.5.2-6%2Bdeb12u1~x?arch=all");
     }
 
     #[test]

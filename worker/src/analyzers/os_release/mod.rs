@@ -181,9 +181,8 @@ fn parse_redhat_release(line: &str) -> Option<OsRelease> {
     let lower = distro.to_ascii_lowercase();
     let (id, version) = if lower.starts_with("red hat") {
         ("rhel", version)
-    } else if lower.starts_with("centos stream") {
-        ("centos", version.split('.').next().unwrap_or(version))
     } else if lower.starts_with("centos") {
+        // CentOS Linux and CentOS Stream both say the major version only.
         ("centos", version.split('.').next().unwrap_or(version))
     } else if lower.starts_with("fedora") {
         ("fedora", version)

@@ -89,8 +89,9 @@ impl Analyzer for Rpm {
                 Backend::Sqlite => sqlite::for_each_blob(file.data, MAX_PACKAGES, &mut each).map_err(err)?,
                 Backend::BerkeleyDb => {
                     let mut bdb_warnings = Vec::new();
-                    let res =
-                        bdb::for_each_blob(file.data, MAX_PACKAGES, &mut each, |w| bdb_warnings.push(w));
+                    let res = bdb::for_each_blob(file.data, MAX_PACKAGES, &mut each, |w| {
+                        warn(&mut bdb_warnings, w)
+                    });
                     res.map_err(err)?;
                     for w in bdb_warnings {
                         warn(&mut warnings, format!("{NAME}: {}: {w}", file.path));

@@ -51,6 +51,14 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
             read("anchore+syft/syft/pkg/cataloger/debian/testdata/image-dpkg/etc/os-release"),
         ),
         (
+            "bdb Packages-512",
+            std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/analyzers/rpm/testdata/Packages-512"
+            ))
+            .unwrap(),
+        ),
+        (
             "rpmdb.sqlite",
             std::fs::read(concat!(
                 env!("CARGO_MANIFEST_DIR"),

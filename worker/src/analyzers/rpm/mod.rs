@@ -244,6 +244,23 @@ mod tests {
         }
     }
 
+    /// The sqlite fixture's three headers loaded into BerkeleyDB hash files
+    /// with 512-byte pages (so headers span overflow chains), little- and
+    /// big-endian; rpm's own `bdb_ro` backend lists the same three.
+    #[test]
+    fn berkeley_db_multi_page_both_byte_orders() {
+        let sqlite = summary(&run(
+            "/var/lib/rpm/rpmdb.sqlite",
+            &std::fs::read(SQLITE_FIXTURE).unwrap(),
+        ));
+        for name in ["Packages-512", "Packages-512-be"] {
+            let path = format!("{}/src/analyzers/rpm/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+            let a = run("/var/lib/rpm/Packages", &std::fs::read(path).unwrap());
+            assert!(a.warnings.is_empty(), "{name}: {:?}", a.warnings);
+            assert_eq!(summary(&a), sqlite, "{name}");
+        }
+    }
+
     /// Expected values are what rpm 4.18's own read-only BerkeleyDB backend
     /// (`rpm --define '_db_backend bdb_ro' -qa`) printed for these files.
     #[test]

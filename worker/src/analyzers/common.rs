@@ -21,6 +21,15 @@ pub(crate) fn warn(warnings: &mut Vec<String>, msg: String) {
     }
 }
 
+/// A value shortened for an error message (input may be hostile).
+pub(crate) fn clip(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
 /// Builds an OS package purl (`pkg:deb/debian/NAME@VERSION?arch=ARCH`).
 /// Uses the `packageurl` crate for the percent-encoding rules.
 pub(crate) fn os_purl(

@@ -92,6 +92,8 @@ fn garbage() -> Vec<(String, Vec<u8>)> {
         ("0xff".into(), vec![0xff; 70_000]),
         ("huge line".into(), vec![b'a'; 2 << 20]),
         ("huge field".into(), [&b"Package: "[..], &vec![b'a'; 1 << 20], b"\nVersion: 1\n"].concat()),
+        ("huge version".into(), [&b"Package: a\nStatus: install ok installed\nVersion: 1:"[..], &vec![b'-'; 4000], b"\n"].concat()),
+        ("huge status".into(), [&b"Package: a\nStatus: "[..], &vec![b'x'; 4000], b"\n"].concat()),
         ("huge apk field".into(), [&b"P:"[..], &vec![b'a'; 1 << 20], b"\nV:1\n"].concat()),
         ("invalid utf-8 fields".into(), b"Package: \xff\xfe\nStatus: install ok installed\nVersion: \xc3\x28\n\nP:\xff\nV:\xfe\nID=\xff\n".to_vec()),
         ("many blank stanzas".into(), b"Package: a\n\n".repeat(50_000)),
@@ -121,6 +123,11 @@ fn garbage() -> Vec<(String, Vec<u8>)> {
 fn check(a: &dyn Analyzer, path: &str, what: &str, data: &[u8]) {
     let result = catch_unwind(AssertUnwindSafe(|| a.analyze(&[LayerFile { path, data }])));
     let result = result.unwrap_or_else(|_| panic!("{} panicked on {what} at {path}", a.name()));
+    if let Err(e) = &result {
+        // Errors name the analyser and the file, so a log line says where.
+        assert_eq!((e.analyzer, e.path.as_str()), (a.name(), path), "{what}: {e}");
+        assert!(!e.reason.is_empty() && e.reason.len() < 600, "{what}: {e}");
+    }
     if let Ok(analysis) = result {
         for p in &analysis.packages {
             assert!(
@@ -183,8 +190,9 @@ fn garbage_never_panics() {
 #[test]
 fn truncated_fixtures_never_panic() {
     for (what, data) in fixtures() {
-        // Every prefix of small files; a sample (plus the edges) of large ones.
-        let step = (data.len() / 400).max(1);
+        // Every prefix of files up to 1,500 bytes; about 1,500 evenly
+        // spaced prefixes (plus the edges) of larger ones.
+        let step = (data.len() / 1500).max(1);
         let mut lens: Vec<usize> = (0..=data.len()).step_by(step).collect();
         lens.extend([data.len().saturating_sub(1), 99, 100, 101, 4095, 4096, 4097]);
         lens.retain(|n| *n <= data.len());

@@ -11,7 +11,7 @@
 //! package that is not `not-installed`, a malformed `Source`. Relationship
 //! fields (`Depends`, …) are not read, so their syntax is not checked.
 
-use crate::analyzers::common::{MAX_PACKAGES, field_str, lines};
+use crate::analyzers::common::{MAX_PACKAGES, clip, field_str, lines};
 
 /// Most stanzas one file may hold. Debian's whole archive is ~70k packages.
 pub(crate) const MAX_STANZAS: usize = 200_000;
@@ -156,8 +156,8 @@ fn finish(s: &Stanza<'_>, missing_status: MissingStatus, out: &mut Vec<Entry>) -
     let at = |msg: String| format!("stanza at line {}: {msg}", s.start_line);
     let name = s.package.ok_or_else(|| at("missing Package".into()))?;
     let name = field_str("Package", name).map_err(at)?;
-    check_name(name).map_err(|e| at(format!("invalid package name {name:?}: {e}")))?;
-    let at = |msg: String| format!("stanza at line {} (package {name}): {msg}", s.start_line);
+    check_name(name).map_err(|e| at(format!("invalid package name {:?}: {e}", clip(name))))?;
+    let at = |msg: String| format!("stanza at line {} (package {}): {msg}", s.start_line, clip(name));
     let state = match s.status {
         Some(v) => parse_status(field_str("Status", v).map_err(at)?).map_err(at)?,
         None => match missing_status {
@@ -171,12 +171,12 @@ fn finish(s: &Stanza<'_>, missing_status: MissingStatus, out: &mut Vec<Entry>) -
     }
     let version = s.version.ok_or_else(|| at("missing Version".into()))?;
     let version = field_str("Version", version).map_err(at)?;
-    check_version(version).map_err(|e| at(format!("Version {version:?}: {e}")))?;
+    check_version(version).map_err(|e| at(format!("Version {:?}: {e}", clip(version))))?;
     let (source_name, source_version) = match s.source {
         None => (name, version),
         Some(v) => {
             let v = field_str("Source", v).map_err(at)?;
-            parse_source(v, version).map_err(|e| at(format!("Source {v:?}: {e}")))?
+            parse_source(v, version).map_err(|e| at(format!("Source {:?}: {e}", clip(v))))?
         }
     };
     let arch = match s.arch {
@@ -228,15 +228,15 @@ fn check_name(name: &str) -> Result<(), &'static str> {
 fn parse_status(v: &str) -> Result<State, String> {
     let words: Vec<&str> = v.split_ascii_whitespace().take(4).collect();
     let [want, flag, state] = words[..] else {
-        return Err(format!("Status {v:?}: expected three words"));
+        return Err(format!("Status {:?}: expected three words", clip(v)));
     };
     if !["unknown", "install", "hold", "deinstall", "purge"].contains(&want) {
-        return Err(format!("Status {v:?}: unknown want {want:?}"));
+        return Err(format!("Status {:?}: unknown want", clip(v)));
     }
     if !["ok", "reinstreq", "hold", "hold-reinstreq"].contains(&flag) {
-        return Err(format!("Status {v:?}: unknown flag {flag:?}"));
+        return Err(format!("Status {:?}: unknown flag", clip(v)));
     }
-    State::parse(state).ok_or_else(|| format!("Status {v:?}: unknown state {state:?}"))
+    State::parse(state).ok_or_else(|| format!("Status {:?}: unknown state", clip(v)))
 }
 
 /// The errors dpkg's version parser raises (its warnings are not errors

@@ -5,6 +5,17 @@
 //! files are read into memory (capped) and handed to
 //! [`analyze`](Analyzer::analyze) together, once per layer. The list of
 //! analysers is explicit: see [`all`].
+//!
+//! # The analysers
+//! - [`dpkg`]: `/var/lib/dpkg/status`, `/var/lib/dpkg/status.d/*`.
+//! - [`apk`]: `/lib/apk/db/installed`.
+//! - [`rpm`]: `rpmdb.sqlite` and BerkeleyDB `Packages` under `/var/lib/rpm/`
+//!   or `/usr/lib/sysimage/rpm/`; NDB `Packages.db` only yields a warning.
+//! - [`os_release`]: `/etc/os-release`, `/usr/lib/os-release`, distro files.
+//!
+//! Every one is checked by the conformance suite (`conformance.rs`: empty,
+//! garbage, truncated and mutated input) and, where real tools' output
+//! exists, against it (`expected.rs`: every `pkgdb-expected` file).
 
 pub mod apk;
 mod common;

@@ -3,12 +3,12 @@
 //!
 //! Contract:
 //! - Only packages whose files are on disk are reported (see
-//!   [`parse::State::is_present`]): `config-files` and `not-installed`
+//!   `parse::State::is_present`): `config-files` and `not-installed`
 //!   stanzas are skipped, as are stanzas without `Status` in the main status
 //!   file (dpkg's rule). In `status.d/*` a stanza without `Status` but with
 //!   a `Version` is an installed package: distroless writes only installed
 //!   packages there, without that field.
-//! - `/var/lib/dpkg/status` that dpkg would reject (see [`parse`]) is an
+//! - `/var/lib/dpkg/status` that dpkg would reject (see `parse`) is an
 //!   error for the whole analysis, as `dpkg-query` refuses it too. A bad
 //!   `status.d/*` file is a warning and the other files still count: each
 //!   such file is one package, written by image build tools.

@@ -2,9 +2,9 @@
 //!
 //! Supported backends, all read from memory:
 //! - SQLite `rpmdb.sqlite` (rpm ≥ 4.16: RHEL 9, UBI 9, Fedora ≥ 33), under
-//!   `/var/lib/rpm/` or `/usr/lib/sysimage/rpm/` — see [`sqlite`].
+//!   `/var/lib/rpm/` or `/usr/lib/sysimage/rpm/` — see `sqlite`.
 //! - BerkeleyDB hash `Packages` (RHEL/CentOS 7 and 8, Amazon Linux 2) —
-//!   see [`bdb`].
+//!   see `bdb`.
 //!
 //! Not supported: the NDB backend (`Packages.db`, SUSE): when present it
 //! yields a warning saying so and no packages.

@@ -7,11 +7,11 @@
 //! analysers is explicit: see [`all`].
 //!
 //! # The analysers
-//! - [`dpkg`]: `/var/lib/dpkg/status`, `/var/lib/dpkg/status.d/*`.
-//! - [`apk`]: `/lib/apk/db/installed`.
-//! - [`rpm`]: `rpmdb.sqlite` and BerkeleyDB `Packages` under `/var/lib/rpm/`
+//! - [`dpkg`] reads `/var/lib/dpkg/status`, `/var/lib/dpkg/status.d/*`.
+//! - [`apk`] reads `/lib/apk/db/installed`.
+//! - [`rpm`] reads `rpmdb.sqlite` and BerkeleyDB `Packages` under `/var/lib/rpm/`
 //!   or `/usr/lib/sysimage/rpm/`; NDB `Packages.db` only yields a warning.
-//! - [`os_release`]: `/etc/os-release`, `/usr/lib/os-release`, distro files.
+//! - [`os_release`] reads `/etc/os-release`, `/usr/lib/os-release`, distro files.
 //!
 //! Every one is checked by the conformance suite (`conformance.rs`: empty,
 //! garbage, truncated and mutated input) and, where real tools' output

@@ -37,6 +37,9 @@ pub(crate) fn for_each_blob(data: &[u8], max_rows: usize, mut each: impl FnMut(&
     // virtual tables): only a plain table is read.
     conn.pragma_update(None, "trusted_schema", false)
         .map_err(sql_err)?;
+    // Any temporary b-tree stays in memory too: nothing is written to disk.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(sql_err)?;
     let kind: Option<(String, String)> = conn
         .query_row(
             "SELECT type, sql FROM sqlite_schema WHERE name = 'Packages'",

@@ -19,7 +19,7 @@ pub(crate) mod parse;
 
 use strata_proto::{Ecosystem, Package};
 
-use super::common::{os_purl, warn};
+use super::common::{MAX_PACKAGES, os_purl, warn};
 use super::{Analysis, AnalyzeError, Analyzer, LayerFile};
 use parse::MissingStatus;
 
@@ -95,6 +95,13 @@ impl Analyzer for Dpkg {
                     continue;
                 }
             };
+            if analysis.packages.len() + entries.len() > MAX_PACKAGES {
+                return Err(AnalyzeError {
+                    analyzer: NAME,
+                    path: file.path.to_owned(),
+                    reason: format!("more than {MAX_PACKAGES} packages in this layer's dpkg files"),
+                });
+            }
             for e in entries {
                 let purl = match os_purl("deb", "debian", &e.name, &e.version, e.arch.as_deref()) {
                     Ok(p) => p,

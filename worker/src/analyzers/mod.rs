@@ -5,6 +5,27 @@
 //! files are read into memory (capped) and handed to
 //! [`analyze`](Analyzer::analyze) together, once per layer. The list of
 //! analysers is explicit: see [`all`].
+//!
+//! # The analysers
+//! - [`dpkg`] reads `/var/lib/dpkg/status`, `/var/lib/dpkg/status.d/*`.
+//! - [`apk`] reads `/lib/apk/db/installed`.
+//! - [`rpm`] reads `rpmdb.sqlite` and BerkeleyDB `Packages` under `/var/lib/rpm/`
+//!   or `/usr/lib/sysimage/rpm/`; NDB `Packages.db` only yields a warning.
+//! - [`os_release`] reads `/etc/os-release`, `/usr/lib/os-release`, distro files.
+//!
+//! Every one is checked by the conformance suite (`conformance.rs`: empty,
+//! garbage, truncated and mutated input) and, where real tools' output
+//! exists, against it (`expected.rs`: every `pkgdb-expected` file).
+
+pub mod apk;
+mod common;
+#[cfg(test)]
+mod conformance;
+pub mod dpkg;
+#[cfg(test)]
+mod expected;
+pub mod os_release;
+pub mod rpm;
 
 use strata_proto::{OsRelease, Package};
 
@@ -56,7 +77,12 @@ pub trait Analyzer: Send + Sync {
 
 /// Every analyser, in a fixed order.
 pub fn all() -> Vec<Box<dyn Analyzer>> {
-    vec![]
+    vec![
+        Box::new(dpkg::Dpkg),
+        Box::new(apk::Apk),
+        Box::new(rpm::Rpm),
+        Box::new(os_release::OsReleaseAnalyzer),
+    ]
 }
 
 /// The analyser-set version: every analyser's name and version, so a change

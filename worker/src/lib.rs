@@ -9,3 +9,4 @@
 //! - `analyzers`: one folder per ecosystem behind the [`analyzers::Analyzer`] trait.
 
 pub mod analyzers;
+pub mod source;

@@ -9,7 +9,7 @@
 //! the classic names) are read; symlinks and hard links inside the archive
 //! are followed (a few hops).
 //!
-//! Layer digests: taken from a `blobs/<alg>/<hex>` path; else, for an
+//! Layer digests: taken from a `blobs/<alg>/<hex>` path (after links); else, for an
 //! uncompressed layer, the config's `diff_ids` entry (the digest of exactly
 //! those bytes); else computed by hashing the entry once. The caller
 //! verifies every layer's digest while streaming it, so a wrong name is an
@@ -117,17 +117,20 @@ impl DockerArchiveSource {
         })
     }
 
-    /// Follows links to the file entry at `path`.
-    fn locate(&self, path: &str) -> Result<Loc, SourceError> {
+    /// Follows links to the file entry at `path`; returns it with its final path.
+    fn locate(&self, path: &str) -> Result<(Loc, String), SourceError> {
         let mut cur = normalize(Path::new(path))
             .ok_or_else(|| SourceError::format(&self.name, format!("bad path {path:?} in manifest.json")))?;
         for _ in 0..MAX_LINK_HOPS {
             match self.entries.get(&cur) {
                 Some(Entry::File { offset, size }) => {
-                    return Ok(Loc {
-                        offset: *offset,
-                        size: *size,
-                    });
+                    return Ok((
+                        Loc {
+                            offset: *offset,
+                            size: *size,
+                        },
+                        cur,
+                    ));
                 }
                 Some(Entry::Link(target)) => cur = target.clone(),
                 None => {
@@ -200,7 +203,7 @@ impl DockerArchiveSource {
             ));
         }
 
-        let config_loc = self.locate(&image.config)?;
+        let (config_loc, _) = self.locate(&image.config)?;
         if config_loc.size > manifest::MAX_CONFIG_BYTES {
             return Err(SourceError::format(
                 name,
@@ -222,7 +225,7 @@ impl DockerArchiveSource {
         let mut layers = Vec::with_capacity(image.layers.len());
         let mut locs = HashMap::new();
         for (i, layer_path) in image.layers.iter().enumerate() {
-            let loc = self.locate(layer_path)?;
+            let (loc, final_path) = self.locate(layer_path)?;
             let magic = self
                 .read_at(Loc {
                     offset: loc.offset,
@@ -230,7 +233,7 @@ impl DockerArchiveSource {
                 })
                 .await?;
             let media_type = media_type_from_magic(&magic);
-            let digest = match digest_from_path(layer_path) {
+            let digest = match digest_from_path(&final_path) {
                 Some(d) => d,
                 None => match config.diff_ids.get(i).and_then(|d| d.parse::<Digest>().ok()) {
                     Some(d) if media_type == manifest::DOCKER_LAYER_TAR => d,
@@ -350,12 +353,12 @@ impl ImageSource for DockerArchiveSource {
     }
 }
 
+/// Every entry's location by path, and the bytes of `manifest.json` if present.
+type TarIndex = (HashMap<String, Entry>, Option<Vec<u8>>);
+
 /// Walks the tar headers once, seeking over data. Returns every regular
 /// file's data location, every link, and the bytes of `manifest.json`.
-fn index_tar(
-    file: std::fs::File,
-    name: &str,
-) -> Result<(HashMap<String, Entry>, Option<Vec<u8>>), SourceError> {
+fn index_tar(file: std::fs::File, name: &str) -> Result<TarIndex, SourceError> {
     let io = |e: std::io::Error| SourceError::format(name, format!("reading the tarball: {e}"));
     let mut archive = tar::Archive::new(file);
     let mut entries = HashMap::new();

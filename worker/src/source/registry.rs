@@ -6,10 +6,13 @@
 //! Plain HTTP is used only for the registries in
 //! [`SourceConfig::insecure_registries`].
 //!
-//! `oci-client` verifies every manifest's digest against the reference and
-//! the registry's `Docker-Content-Digest`, and every blob stream's digest
-//! at its end. Known limit: it reads a manifest response whole before we can
-//! check its size; [`manifest::MAX_MANIFEST_BYTES`] is enforced right after.
+//! Manifests are fetched by hand with `reqwest` (using the credentials or
+//! token `oci-client` settled on) because `oci-client` reads a manifest
+//! response whole, without bound, before anyone can look at its size: here
+//! at most [`manifest::MAX_MANIFEST_BYTES`] are read, and the digest is
+//! checked against the reference's (when it names one) and the registry's
+//! `Docker-Content-Digest`. Blobs go through `oci-client`'s stream, which
+//! checks the digest at its end; we bound it to the descriptor's size.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,10 +39,26 @@ pub struct RegistrySource {
     docker_config: Option<PathBuf>,
     /// Set on first use: read the Docker config, then authenticate.
     auth: OnceCell<RegistryAuth>,
+    /// For manifests only: read with a size bound (see the module header).
+    http: reqwest::Client,
+    /// `http` or `https` for this reference's registry.
+    scheme: &'static str,
 }
 
 impl RegistrySource {
     pub fn new(reference: Reference, config: &SourceConfig) -> Result<Self, SourceError> {
+        let insecure = config
+            .insecure_registries
+            .iter()
+            .any(|h| h == reference.registry() || h == reference.resolve_registry());
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| SourceError::Registry {
+                registry: reference.registry().to_owned(),
+                message: format!("HTTP client: {}", error_chain(&e)),
+            })?;
         let protocol = if config.insecure_registries.is_empty() {
             ClientProtocol::Https
         } else {
@@ -64,6 +83,8 @@ impl RegistrySource {
             client,
             docker_config: docker_config::config_path(config.docker_config.as_deref()),
             auth: OnceCell::new(),
+            http,
+            scheme: if insecure { "http" } else { "https" },
         })
     }
 
@@ -71,44 +92,133 @@ impl RegistrySource {
         self.reference.to_string()
     }
 
-    /// Reads credentials and authenticates, once. A bearer-token failure is
-    /// `Unauthorized` here; a basic-auth failure shows on the first request.
-    async fn auth(&self) -> Result<&RegistryAuth, SourceError> {
+    /// Reads credentials from the Docker config, once.
+    async fn credentials(&self) -> Result<&RegistryAuth, SourceError> {
         self.auth
             .get_or_try_init(|| async {
-                let auth = match &self.docker_config {
+                Ok(match &self.docker_config {
                     Some(path) => match docker_config::lookup(path, self.reference.registry()).await? {
                         Some(c) => RegistryAuth::Basic(c.username, c.password),
                         None => RegistryAuth::Anonymous,
                     },
                     None => RegistryAuth::Anonymous,
-                };
-                self.client
-                    .auth(&self.reference, &auth, RegistryOperation::Pull)
-                    .await
-                    .map_err(|e| map_error(e, &self.name(), self.reference.registry()))?;
-                Ok(auth)
+                })
             })
             .await
     }
 
-    /// Fetches and parses one manifest; returns it with its (verified) digest.
-    async fn fetch_manifest(&self, reference: &Reference) -> Result<(Document, Digest), SourceError> {
-        let auth = self.auth().await?;
-        let what = reference.to_string();
-        let (bytes, digest) = self
+    /// Authenticates for pulling (oci-client follows a bearer challenge to
+    /// the token service and keeps the token for blob pulls). Returns the
+    /// `Authorization` header value for our own manifest requests. A refused
+    /// token request is `Unauthorized` here; refused basic credentials show
+    /// on the first request.
+    async fn authorize(&self) -> Result<Option<String>, SourceError> {
+        let creds = self.credentials().await?;
+        let token = self
             .client
-            .pull_manifest_raw(reference, auth, manifest::ACCEPTED_MANIFESTS)
+            .auth(&self.reference, creds, RegistryOperation::Pull)
             .await
-            .map_err(|e| map_error(e, &what, reference.registry()))?;
-        let digest: Digest = digest.parse().map_err(|e: strata_proto::ParseError| {
-            SourceError::format(&what, format!("manifest digest: {e}"))
-        })?;
-        Ok((manifest::parse_document(&bytes, &what)?, digest))
+            .map_err(|e| map_error(e, &self.name(), self.reference.registry()))?;
+        Ok(match (token, creds) {
+            (Some(token), _) => Some(format!("Bearer {token}")),
+            (None, RegistryAuth::Basic(user, password)) => {
+                use base64::Engine as _;
+                let raw = format!("{user}:{password}");
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                ))
+            }
+            (None, _) => None,
+        })
+    }
+
+    /// Fetches and parses one manifest, reading at most
+    /// [`manifest::MAX_MANIFEST_BYTES`]; checks its digest against the
+    /// reference's and the registry's `Docker-Content-Digest`.
+    async fn fetch_manifest(
+        &self,
+        reference: &Reference,
+        authorization: Option<&str>,
+    ) -> Result<(Document, Digest), SourceError> {
+        let what = reference.to_string();
+        let registry = reference.registry();
+        let tag_or_digest = reference.digest().or(reference.tag()).unwrap_or("latest");
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{tag_or_digest}",
+            self.scheme,
+            reference.resolve_registry(),
+            reference.repository()
+        );
+        let mut request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, manifest::ACCEPTED_MANIFESTS.join(", "));
+        if let Some(value) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let net = |e: reqwest::Error| SourceError::Registry {
+            registry: registry.to_owned(),
+            message: format!("{what}: {}", one_line(&error_chain(&e))),
+        };
+        let mut response = request.send().await.map_err(net)?;
+        let status = response.status();
+        let header_digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let too_big = || {
+            SourceError::format(
+                &what,
+                format!("manifest larger than {} bytes", manifest::MAX_MANIFEST_BYTES),
+            )
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > manifest::MAX_MANIFEST_BYTES)
+        {
+            return Err(too_big());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(net)? {
+            if (body.len() + chunk.len()) as u64 > manifest::MAX_MANIFEST_BYTES {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            return Err(status_error(status.as_u16(), &body, &what, registry));
+        }
+        let digest = match reference.digest() {
+            Some(d) => {
+                let expected: Digest = d
+                    .parse()
+                    .map_err(|e: strata_proto::ParseError| SourceError::format(&what, e.to_string()))?;
+                let desc = LayerDesc {
+                    digest: expected.clone(),
+                    media_type: String::new(),
+                    size: body.len() as u64,
+                };
+                manifest::verify_blob(&desc, &body, &what)?;
+                expected
+            }
+            None => manifest::sha256_digest(&body),
+        };
+        if let Some(h) = header_digest.filter(|h| h.starts_with("sha256:"))
+            && reference.digest().is_none()
+            && h != digest.as_str()
+        {
+            return Err(SourceError::format(
+                &what,
+                format!("registry says digest {h}, content is {digest}"),
+            ));
+        }
+        Ok((manifest::parse_document(&body, &what)?, digest))
     }
 
     async fn blob_reader(&self, blob: &LayerDesc) -> Result<BoundedReader<LayerStream>, SourceError> {
-        let auth = self.auth().await?;
+        let auth = self.credentials().await?;
         // pull_blob_stream reuses the stored auth; make sure it is stored.
         self.client
             .store_auth_if_needed(self.reference.resolve_registry(), auth)
@@ -136,7 +246,9 @@ impl RegistrySource {
 
     async fn resolve_inner(&self, wanted: Option<&Platform>) -> Result<ResolvedImage, SourceError> {
         let name = self.name();
-        let (mut doc, mut digest) = self.fetch_manifest(&self.reference).await?;
+        let authorization = self.authorize().await?;
+        let authorization = authorization.as_deref();
+        let (mut doc, mut digest) = self.fetch_manifest(&self.reference, authorization).await?;
         let mut index_digest = None;
         let mut chosen = None;
         for _ in 0..manifest::MAX_INDEX_DEPTH {
@@ -148,7 +260,10 @@ impl RegistrySource {
             index_digest.get_or_insert(digest);
             chosen = platform;
             (doc, digest) = self
-                .fetch_manifest(&self.reference.clone_with_digest(entry.digest.to_string()))
+                .fetch_manifest(
+                    &self.reference.clone_with_digest(entry.digest.to_string()),
+                    authorization,
+                )
                 .await?;
         }
         let Document::Image { config, layers } = doc else {
@@ -259,6 +374,30 @@ fn map_error(e: OciDistributionError, what: &str, registry: &str) -> SourceError
             registry: registry.to_owned(),
             message: format!("{what}: {}", one_line(&error_chain(&other))),
         },
+    }
+}
+
+/// Maps an HTTP error status and its body (an OCI error envelope, when the
+/// registry follows the spec) to our error.
+fn status_error(code: u16, body: &[u8], what: &str, registry: &str) -> SourceError {
+    match serde_json::from_slice::<oci_client::errors::OciEnvelope>(body) {
+        Ok(envelope) if !envelope.errors.is_empty() => map_error(
+            OciDistributionError::RegistryError {
+                envelope,
+                url: String::new(),
+            },
+            what,
+            registry,
+        ),
+        _ => map_error(
+            OciDistributionError::ServerError {
+                code,
+                url: String::new(),
+                message: String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned(),
+            },
+            what,
+            registry,
+        ),
     }
 }
 

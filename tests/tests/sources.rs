@@ -424,6 +424,56 @@ async fn oci_layout_with_nested_multi_platform_index() {
 }
 
 #[tokio::test]
+async fn broken_local_images_are_errors() {
+    let image = TestImage::build("amd64", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = SourceConfig::default();
+
+    // A truncated archive (manifest.json, written last, is cut off).
+    let archive = dir.path().join("image.tar");
+    support::write_docker_archive(&archive, &image, "test/app:v1");
+    let len = std::fs::metadata(&archive)
+        .map(|m| m.len())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&archive)
+        .unwrap_or_else(|e| panic!("{e}"));
+    file.set_len(len / 2).unwrap_or_else(|e| panic!("{e}"));
+    let err = resolve(&format!("docker-archive:{}", archive.display()), &config, None)
+        .await
+        .err();
+    assert!(matches!(err, Some(SourceError::Format { .. })), "{err:?}");
+
+    // A layout whose config blob was altered: its digest no longer matches.
+    let layout = dir.path().join("layout");
+    support::write_oci_layout(&layout, &[(&image, "v1")], None);
+    let config_blob = layout
+        .join("blobs/sha256")
+        .join(&image.config.digest["sha256:".len()..]);
+    let mut altered = image.config.bytes.clone();
+    altered[0] = b' ';
+    std::fs::write(&config_blob, altered).unwrap_or_else(|e| panic!("{e}"));
+    match resolve(&format!("oci-dir:{}", layout.display()), &config, None).await {
+        Err(SourceError::Format { reason, .. }) => assert!(reason.contains("digest mismatch"), "{reason}"),
+        other => panic!("{:?}", other.map(|(_, r)| r)),
+    }
+
+    // A layer blob shorter than its descriptor: the reader fails, it does not end quietly.
+    support::write_oci_layout(&layout, &[(&image, "v1")], None);
+    let (source, resolved) = resolve(&format!("oci-dir:{}", layout.display()), &config, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = &resolved.layers[0];
+    let blob = layout.join("blobs/sha256").join(first.digest.hex());
+    std::fs::write(&blob, &image.layers[0].bytes[..10]).unwrap_or_else(|e| panic!("{e}"));
+    let mut reader = source.open_layer(first).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut sink = Vec::new();
+    let err = reader.read_to_end(&mut sink).await.err().map(|e| e.kind());
+    assert_eq!(err, Some(std::io::ErrorKind::UnexpectedEof));
+}
+
+#[tokio::test]
 async fn dir_source_returns_the_path() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let r = ImageRef::parse(&format!("dir:{}", dir.path().display())).unwrap_or_else(|e| panic!("{e}"));

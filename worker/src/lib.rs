@@ -10,3 +10,4 @@
 
 pub mod analyzers;
 pub mod layer;
+pub mod source;

@@ -1,0 +1,475 @@
+//! Images in an OCI / Docker registry, over the Distribution API with
+//! `oci-client`: anonymous, HTTP basic auth, or the bearer-token flow
+//! (`oci-client` follows the `WWW-Authenticate` challenge to the token
+//! service). Credentials come from the Docker config file on first use.
+//!
+//! Plain HTTP is used only for the registries in
+//! [`SourceConfig::insecure_registries`].
+//!
+//! Manifests are fetched by hand with `reqwest` (using the credentials or
+//! token `oci-client` settled on) because `oci-client` reads a manifest
+//! response whole, without bound, before anyone can look at its size: here
+//! at most [`manifest::MAX_MANIFEST_BYTES`] are read, and the digest is
+//! checked against the reference's (when it names one) and the registry's
+//! `Docker-Content-Digest`. Blobs go through `oci-client`'s stream, which
+//! checks the digest at its end; we bound it to the descriptor's size.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use strata_proto::Digest;
+use tokio::io::AsyncReadExt;
+use tokio::sync::OnceCell;
+use tokio_util::io::StreamReader;
+
+use super::manifest::{self, Document};
+use super::{
+    BoundedReader, ImageConfig, ImageSource, LayerDesc, LayerReader, Platform, ResolvedImage, SourceConfig,
+    SourceError, docker_config,
+};
+
+pub struct RegistrySource {
+    reference: Reference,
+    client: Client,
+    docker_config: Option<PathBuf>,
+    /// Set on first use: read the Docker config, then authenticate.
+    auth: OnceCell<RegistryAuth>,
+    /// For manifests only: read with a size bound (see the module header).
+    http: reqwest::Client,
+    /// `http` or `https` for this reference's registry.
+    scheme: &'static str,
+}
+
+impl RegistrySource {
+    pub fn new(reference: Reference, config: &SourceConfig) -> Result<Self, SourceError> {
+        let insecure = config
+            .insecure_registries
+            .iter()
+            .any(|h| h == reference.registry() || h == reference.resolve_registry());
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| SourceError::Registry {
+                registry: reference.registry().to_owned(),
+                message: format!("HTTP client: {}", error_chain(&e)),
+            })?;
+        let protocol = if config.insecure_registries.is_empty() {
+            ClientProtocol::Https
+        } else {
+            // oci-client compares against the resolved host (`index.docker.io`
+            // for Docker Hub), so list both spellings of the hub.
+            let mut hosts = config.insecure_registries.clone();
+            if hosts.iter().any(|h| h == "docker.io") {
+                hosts.push("index.docker.io".to_owned());
+            }
+            ClientProtocol::HttpsExcept(hosts)
+        };
+        let client = Client::new(ClientConfig {
+            protocol,
+            // We choose from indexes ourselves, to report what they offer.
+            platform_resolver: None,
+            connect_timeout: Some(Duration::from_secs(30)),
+            read_timeout: Some(Duration::from_secs(120)),
+            ..ClientConfig::default()
+        });
+        Ok(RegistrySource {
+            reference,
+            client,
+            docker_config: docker_config::config_path(config.docker_config.as_deref()),
+            auth: OnceCell::new(),
+            http,
+            scheme: if insecure { "http" } else { "https" },
+        })
+    }
+
+    fn name(&self) -> String {
+        self.reference.to_string()
+    }
+
+    /// Reads credentials from the Docker config, once.
+    async fn credentials(&self) -> Result<&RegistryAuth, SourceError> {
+        self.auth
+            .get_or_try_init(|| async {
+                Ok(match &self.docker_config {
+                    Some(path) => match docker_config::lookup(path, self.reference.registry()).await? {
+                        Some(c) => RegistryAuth::Basic(c.username, c.password),
+                        None => RegistryAuth::Anonymous,
+                    },
+                    None => RegistryAuth::Anonymous,
+                })
+            })
+            .await
+    }
+
+    /// Authenticates for pulling (oci-client follows a bearer challenge to
+    /// the token service and keeps the token for blob pulls). Returns the
+    /// `Authorization` header value for our own manifest requests. A refused
+    /// token request is `Unauthorized` here; refused basic credentials show
+    /// on the first request.
+    async fn authorize(&self) -> Result<Option<String>, SourceError> {
+        let creds = self.credentials().await?;
+        let token = self
+            .client
+            .auth(&self.reference, creds, RegistryOperation::Pull)
+            .await
+            .map_err(|e| map_error(e, &self.name(), self.reference.registry()))?;
+        Ok(match (token, creds) {
+            (Some(token), _) => Some(format!("Bearer {token}")),
+            (None, RegistryAuth::Basic(user, password)) => {
+                use base64::Engine as _;
+                let raw = format!("{user}:{password}");
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                ))
+            }
+            (None, _) => None,
+        })
+    }
+
+    /// Fetches and parses one manifest, reading at most
+    /// [`manifest::MAX_MANIFEST_BYTES`]; checks its digest against the
+    /// reference's and the registry's `Docker-Content-Digest`.
+    async fn fetch_manifest(
+        &self,
+        reference: &Reference,
+        authorization: Option<&str>,
+    ) -> Result<(Document, Digest), SourceError> {
+        let what = reference.to_string();
+        let registry = reference.registry();
+        let tag_or_digest = reference.digest().or(reference.tag()).unwrap_or("latest");
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{tag_or_digest}",
+            self.scheme,
+            reference.resolve_registry(),
+            reference.repository()
+        );
+        let mut request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, manifest::ACCEPTED_MANIFESTS.join(", "));
+        if let Some(value) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let net = |e: reqwest::Error| SourceError::Registry {
+            registry: registry.to_owned(),
+            message: format!("{what}: {}", one_line(&error_chain(&e))),
+        };
+        let mut response = request.send().await.map_err(net)?;
+        let status = response.status();
+        let header_digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let too_big = || {
+            SourceError::format(
+                &what,
+                format!("manifest larger than {} bytes", manifest::MAX_MANIFEST_BYTES),
+            )
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > manifest::MAX_MANIFEST_BYTES)
+        {
+            return Err(too_big());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(net)? {
+            if (body.len() + chunk.len()) as u64 > manifest::MAX_MANIFEST_BYTES {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            return Err(status_error(status.as_u16(), &body, &what, registry));
+        }
+        let digest = match reference.digest() {
+            Some(d) => {
+                let expected: Digest = d
+                    .parse()
+                    .map_err(|e: strata_proto::ParseError| SourceError::format(&what, e.to_string()))?;
+                let desc = LayerDesc {
+                    digest: expected.clone(),
+                    media_type: String::new(),
+                    size: body.len() as u64,
+                };
+                manifest::verify_blob(&desc, &body, &what)?;
+                expected
+            }
+            None => manifest::sha256_digest(&body),
+        };
+        if let Some(h) = header_digest.filter(|h| h.starts_with("sha256:"))
+            && reference.digest().is_none()
+            && h != digest.as_str()
+        {
+            return Err(SourceError::format(
+                &what,
+                format!("registry says digest {h}, content is {digest}"),
+            ));
+        }
+        Ok((manifest::parse_document(&body, &what)?, digest))
+    }
+
+    async fn blob_reader(&self, blob: &LayerDesc) -> Result<BoundedReader<LayerStream>, SourceError> {
+        let auth = self.credentials().await?;
+        // pull_blob_stream reuses the stored auth; make sure it is stored.
+        self.client
+            .store_auth_if_needed(self.reference.resolve_registry(), auth)
+            .await;
+        let what = format!("{}: blob {}", self.name(), blob.digest);
+        let sized = self
+            .client
+            .pull_blob_stream(&self.reference, blob.digest.as_str())
+            .await
+            .map_err(|e| map_error(e, &what, self.reference.registry()))?;
+        if let Some(len) = sized.content_length
+            && len != blob.size
+        {
+            return Err(SourceError::format(
+                what,
+                format!("registry sends {len} bytes, descriptor says {}", blob.size),
+            ));
+        }
+        Ok(BoundedReader::new(
+            StreamReader::new(sized.stream),
+            blob.size,
+            blob.digest.to_string(),
+        ))
+    }
+
+    async fn resolve_inner(&self, wanted: Option<&Platform>) -> Result<ResolvedImage, SourceError> {
+        let name = self.name();
+        let authorization = self.authorize().await?;
+        let authorization = authorization.as_deref();
+        let (mut doc, mut digest) = self.fetch_manifest(&self.reference, authorization).await?;
+        let mut index_digest = None;
+        let mut chosen = None;
+        for _ in 0..manifest::MAX_INDEX_DEPTH {
+            let Document::Index { manifests } = &doc else {
+                break;
+            };
+            let (entry, platform) = manifest::choose_entry(manifests, wanted)?;
+            let entry = manifest::to_layer_desc(entry, &name)?;
+            index_digest.get_or_insert(digest);
+            chosen = platform;
+            (doc, digest) = self
+                .fetch_manifest(
+                    &self.reference.clone_with_digest(entry.digest.to_string()),
+                    authorization,
+                )
+                .await?;
+        }
+        let Document::Image { config, layers } = doc else {
+            return Err(SourceError::format(name, "indexes nested too deep"));
+        };
+        let (config_desc, layers) = manifest::image_parts(&config, &layers, &name)?;
+        let config = self.fetch_config(config_desc).await?;
+        let platform = match chosen {
+            Some(p) => Some(p),
+            None => manifest::config_platform(&config, wanted)?,
+        };
+        Ok(ResolvedImage {
+            reference: name,
+            manifest_digest: digest,
+            index_digest,
+            platform,
+            layers,
+            config,
+        })
+    }
+
+    async fn fetch_config(&self, desc: LayerDesc) -> Result<ImageConfig, SourceError> {
+        let what = format!("{}: config {}", self.name(), desc.digest);
+        let mut reader = self.blob_reader(&desc).await?;
+        // The size is bounded by image_parts (MAX_CONFIG_BYTES).
+        let mut raw = Vec::with_capacity(usize::try_from(desc.size).unwrap_or(0));
+        reader
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| SourceError::io(&what, e))?;
+        manifest::verify_blob(&desc, &raw, &what)?;
+        manifest::parse_config(desc, raw.into(), &what)
+    }
+}
+
+type LayerStream =
+    StreamReader<futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>, bytes::Bytes>;
+
+impl ImageSource for RegistrySource {
+    fn resolve<'a>(
+        &'a self,
+        platform: Option<&'a Platform>,
+    ) -> BoxFuture<'a, Result<ResolvedImage, SourceError>> {
+        Box::pin(self.resolve_inner(platform))
+    }
+
+    fn open_layer<'a>(&'a self, layer: &'a LayerDesc) -> BoxFuture<'a, Result<LayerReader, SourceError>> {
+        Box::pin(async move {
+            let reader = self.blob_reader(layer).await?;
+            Ok(Box::new(reader) as LayerReader)
+        })
+    }
+}
+
+/// Maps an `oci-client` error to ours; `what` names the image or blob.
+fn map_error(e: OciDistributionError, what: &str, registry: &str) -> SourceError {
+    use OciDistributionError as E;
+    match e {
+        E::AuthenticationFailure(reason) => {
+            SourceError::Unauthorized(format!("{what}: token request refused: {}", one_line(&reason)))
+        }
+        E::UnauthorizedError { .. } => SourceError::Unauthorized(format!(
+            "{what}: the registry refused the credentials (or needs some)"
+        )),
+        E::RegistryError { envelope, .. } => {
+            let codes = &envelope.errors;
+            let message: Vec<String> = codes
+                .iter()
+                .map(|c| {
+                    if c.message.is_empty() {
+                        format!("{:?}", c.code)
+                    } else {
+                        c.message.clone()
+                    }
+                })
+                .collect();
+            let message = one_line(&message.join("; "));
+            let has = |f: fn(&OciErrorCode) -> bool| codes.iter().any(|c| f(&c.code));
+            if has(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NotFound
+                )
+            }) {
+                SourceError::NotFound(format!("{what}: {message}"))
+            } else if has(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
+                SourceError::Unauthorized(format!("{what}: {message}"))
+            } else {
+                SourceError::Registry {
+                    registry: registry.to_owned(),
+                    message: format!("{what}: {message}"),
+                }
+            }
+        }
+        E::ServerError { code: 404, .. } => SourceError::NotFound(format!("{what}: HTTP 404")),
+        E::ServerError { code: 401 | 403, .. } => SourceError::Unauthorized(format!("{what}: HTTP 401/403")),
+        E::ServerError { code, message, .. } => SourceError::Registry {
+            registry: registry.to_owned(),
+            message: format!("{what}: HTTP {code}: {}", one_line(&message)),
+        },
+        E::IoError(source) => SourceError::io(what, source),
+        E::DigestError(d) => SourceError::format(what, d.to_string()),
+        E::ManifestParsingError(m) | E::VersionedParsingError(m) => SourceError::format(what, m),
+        other => SourceError::Registry {
+            registry: registry.to_owned(),
+            message: format!("{what}: {}", one_line(&error_chain(&other))),
+        },
+    }
+}
+
+/// Maps an HTTP error status and its body (an OCI error envelope, when the
+/// registry follows the spec) to our error.
+fn status_error(code: u16, body: &[u8], what: &str, registry: &str) -> SourceError {
+    match serde_json::from_slice::<oci_client::errors::OciEnvelope>(body) {
+        Ok(envelope) if !envelope.errors.is_empty() => map_error(
+            OciDistributionError::RegistryError {
+                envelope,
+                url: String::new(),
+            },
+            what,
+            registry,
+        ),
+        _ => map_error(
+            OciDistributionError::ServerError {
+                code,
+                url: String::new(),
+                message: String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned(),
+            },
+            what,
+            registry,
+        ),
+    }
+}
+
+/// The error with its sources (reqwest hides the useful part there).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = inner.source();
+    }
+    s
+}
+
+/// Collapses whitespace and bounds a server-provided message for a one-line error.
+fn one_line(s: &str) -> String {
+    let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if joined.chars().count() > 300 {
+        format!("{}…", joined.chars().take(300).collect::<String>())
+    } else {
+        joined
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_mapping() {
+        let env = |code: &str| -> OciDistributionError {
+            let envelope =
+                serde_json::from_str(&format!(r#"{{"errors":[{{"code":"{code}","message":"m"}}]}}"#))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            OciDistributionError::RegistryError {
+                envelope,
+                url: "u".into(),
+            }
+        };
+        assert!(matches!(
+            map_error(env("MANIFEST_UNKNOWN"), "x", "r"),
+            SourceError::NotFound(_)
+        ));
+        assert!(matches!(
+            map_error(env("NAME_UNKNOWN"), "x", "r"),
+            SourceError::NotFound(_)
+        ));
+        assert!(matches!(
+            map_error(env("DENIED"), "x", "r"),
+            SourceError::Unauthorized(_)
+        ));
+        assert!(matches!(
+            map_error(env("TOOMANYREQUESTS"), "x", "r"),
+            SourceError::Registry { .. }
+        ));
+        let e = OciDistributionError::UnauthorizedError { url: "u".into() };
+        assert!(matches!(map_error(e, "x", "r"), SourceError::Unauthorized(_)));
+        let e = OciDistributionError::ServerError {
+            code: 500,
+            url: "u".into(),
+            message: "a\nb".into(),
+        };
+        assert_eq!(map_error(e, "x", "r").to_string(), "registry r: x: HTTP 500: a b");
+    }
+
+    #[test]
+    fn one_line_bounds() {
+        assert_eq!(one_line(" a \n b "), "a b");
+        assert!(one_line(&"x".repeat(1000)).chars().count() <= 301);
+    }
+}

@@ -4,11 +4,13 @@
 //! # Layout
 //! - [`api`]: the tonic server (Strata's services, health, reflection).
 //! - [`compose`]: ordered layer inventories → the image's packages.
+//! - [`engine`]: the single-process pipeline: reference → layers analysed → composed.
 //! - [`output`]: report and SBOM formats (table, JSON, CycloneDX, SPDX, SARIF) and SBOM input.
 //! - [`suppress`]: ignore files and OpenVEX documents that remove findings from a report.
 
 pub mod api;
 pub mod compose;
+pub mod engine;
 pub mod output;
 pub mod suppress;
 

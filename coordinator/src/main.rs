@@ -18,10 +18,36 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cli::run(args)) {
         Ok(code) => ExitCode::from(code),
+        // The reader went away (`strata sbom … | head`): not an error.
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(cli::EXIT_OK),
         Err(err) => {
             // One line, with the chain of causes: CI logs read this.
-            eprintln!("strata: {err:#}");
+            eprintln!("strata: {}", one_line(&err));
             ExitCode::from(cli::EXIT_ERROR)
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes on one line, skipping a cause whose text the
+/// message already carries (our error types print their source inline).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }

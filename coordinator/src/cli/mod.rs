@@ -3,6 +3,8 @@
 //! Exit codes are part of the interface CI gates on: 0 clean, 1 findings at
 //! or above `--fail-on`, 2 an error (with a one-line message on stderr).
 
+mod image;
+mod sbom;
 mod status;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -37,6 +39,8 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// List an image's packages (an SBOM): table, json, cyclonedx or spdx.
+    Sbom(sbom::SbomArgs),
     /// Show a coordinator's status (version, uptime, NATS connection, workers).
     Status(status::StatusArgs),
 }
@@ -55,6 +59,15 @@ pub fn init_logging(global: &GlobalArgs) {
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
+        Command::Sbom(args) => sbom::run(args).await,
         Command::Status(args) => status::run(args).await,
     }
+}
+
+/// Milliseconds since the Unix epoch, for report timestamps.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }

@@ -1,0 +1,101 @@
+//! What `strata sbom` and `strata scan` share: how to reach an image, and
+//! the progress display.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use strata_coordinator::engine::{self, EngineConfig, ImageAnalysis, Progress};
+use strata_proto::LayerInventory;
+use strata_worker::layer::LayerError;
+use strata_worker::source::{LayerDesc, Platform, ResolvedImage, SourceConfig};
+
+#[derive(Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// The image: a registry reference (`alpine:3.19`, `ghcr.io/o/r@sha256:…`),
+    /// `oci-dir:PATH[:TAG]`, `docker-archive:PATH`, or `dir:PATH` (a root filesystem).
+    pub image: String,
+    /// Platform to choose from a multi-platform index: `os/arch[/variant]`.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// A registry (`host[:port]`) to speak plain HTTP to. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// The Docker config file with registry credentials
+    /// (default: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`).
+    #[arg(long, value_name = "FILE")]
+    pub docker_config: Option<PathBuf>,
+    /// Layers analysed at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+}
+
+impl ImageArgs {
+    pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
+        let platform = self.platform.as_deref().map(Platform::parse).transpose()?;
+        Ok(EngineConfig {
+            source: SourceConfig {
+                insecure_registries: self.insecure_registries.clone(),
+                docker_config: self.docker_config.clone(),
+            },
+            platform,
+            concurrency: self.concurrency.clamp(1, 64),
+            ..EngineConfig::default()
+        })
+    }
+
+    /// Analyse the image, with a progress bar when stderr is a terminal.
+    /// A failed layer is an error: an inventory without it would be wrong.
+    pub async fn analyze(&self) -> anyhow::Result<ImageAnalysis> {
+        let config = self.engine_config()?;
+        let progress: Arc<dyn Progress> = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            Arc::new(Bar::new())
+        } else {
+            Arc::new(engine::Quiet)
+        };
+        let analysis = engine::analyze_image(&self.image, &config, progress).await?;
+        if let Some(err) = analysis.first_layer_error() {
+            anyhow::bail!("{err}");
+        }
+        for warning in analysis
+            .warnings
+            .iter()
+            .chain(analysis.layers.iter().flat_map(|l| &l.warnings))
+        {
+            tracing::warn!(image = %self.image, "{warning}");
+        }
+        Ok(analysis)
+    }
+}
+
+/// A progress bar over the image's layers, on stderr.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new() -> Self {
+        let bar = ProgressBar::new_spinner();
+        bar.set_message("resolving image");
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Bar(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn resolved(&self, image: &ResolvedImage) {
+        self.0.set_length(image.layers.len() as u64);
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} layers") {
+            self.0.set_style(style.progress_chars("=> "));
+        }
+        self.0.set_message(format!("analysing {}", image.reference));
+    }
+    fn layer_done(&self, _index: usize, _desc: &LayerDesc, _result: &Result<LayerInventory, LayerError>) {
+        self.0.inc(1);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}

@@ -103,7 +103,7 @@ pub async fn analyze_image(
     let analyzers: Arc<Vec<Box<dyn Analyzer>>> = Arc::new(analyzers::all());
     match Source::open(image_ref, &config.source).await? {
         Source::RootDir(root) => {
-            let limits = config.limits.clone();
+            let limits = config.limits;
             let analyzers = analyzers.clone();
             let analysis =
                 tokio::task::spawn_blocking(move || layer::analyze_dir(&root, &analyzers, &limits))
@@ -129,7 +129,7 @@ pub async fn analyze_image(
                 futures::stream::iter(resolved.layers.iter().cloned().enumerate().map(|(index, desc)| {
                     let source = source.clone();
                     let analyzers = analyzers.clone();
-                    let limits = config.limits.clone();
+                    let limits = config.limits;
                     let progress = progress.clone();
                     async move {
                         let outcome = analyze_one(source, desc, analyzers, limits).await;

@@ -1,1 +1,2 @@
 //! Strata's coordinator.
+pub mod versions;

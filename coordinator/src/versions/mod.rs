@@ -122,6 +122,14 @@ impl VersionError {
         }
     }
 
+    /// The shared length bound, checked by every scheme's parser.
+    pub(crate) fn check_len(scheme: Scheme, s: &str) -> Result<(), VersionError> {
+        if s.len() > MAX_VERSION_LEN {
+            return Err(VersionError::invalid(scheme, s, "longer than 1024 bytes"));
+        }
+        Ok(())
+    }
+
     pub(crate) fn invalid_range(scheme: Scheme, range: &str, reason: &'static str) -> VersionError {
         VersionError::InvalidRange {
             scheme,
@@ -298,6 +306,67 @@ mod tests {
         let b = parse(Scheme::Rpm, "1.0").unwrap();
         assert_ne!(a, b);
         assert_eq!(a.cmp(&b), a.scheme().cmp(&b.scheme()));
+    }
+
+    const ALL: [Scheme; 8] = [
+        Scheme::Dpkg,
+        Scheme::Apk,
+        Scheme::Rpm,
+        Scheme::Pep440,
+        Scheme::Semver,
+        Scheme::Go,
+        Scheme::Maven,
+        Scheme::RubyGems,
+    ];
+
+    /// Garbage, empty and odd input: every scheme answers (an error or a
+    /// version equal to itself), never panics.
+    #[test]
+    fn garbage_never_panics() {
+        let nested = "a1".repeat(500);
+        let digits = "9".repeat(1000);
+        let inputs = [
+            "",
+            " ",
+            "\0",
+            "-",
+            ":",
+            "~",
+            "^",
+            ".",
+            "+",
+            "_",
+            "v",
+            "=",
+            "1:",
+            ":1",
+            "-r",
+            "1-",
+            "1..",
+            "🦀",
+            "1.🦀",
+            "é1",
+            "1é",
+            "1.0-é",
+            "0:",
+            "1.0~~~",
+            "v1.2.3-+",
+            "1.2.3-.",
+            "99999999999999999999999999",
+            &nested,
+            &digits,
+            "1-1-1-1-1-1-1-1-1-1-1",
+            "1.0a1b2c3",
+            "\u{7f}",
+        ];
+        for scheme in ALL {
+            for s in inputs {
+                if let Ok(v) = parse(scheme, s) {
+                    assert_eq!(v.cmp(&v), Ordering::Equal, "{scheme} {s:?}");
+                    assert_eq!(v.scheme(), scheme);
+                }
+            }
+        }
     }
 
     #[test]

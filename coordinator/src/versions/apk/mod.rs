@@ -24,6 +24,7 @@ pub struct ApkVersion {
 
 impl ApkVersion {
     pub fn parse(input: &str) -> Result<ApkVersion, VersionError> {
+        VersionError::check_len(Scheme::Apk, input)?;
         if !is_valid(input) {
             return Err(VersionError::invalid(Scheme::Apk, input, "not an apk version"));
         }

@@ -32,6 +32,7 @@ fn err(s: &str, reason: &'static str) -> VersionError {
 
 impl DpkgVersion {
     pub fn parse(input: &str) -> Result<DpkgVersion, VersionError> {
+        VersionError::check_len(Scheme::Dpkg, input)?;
         let s = input.trim_matches(|c: char| c.is_ascii_whitespace());
         if s.is_empty() {
             return Err(err(input, "empty version"));

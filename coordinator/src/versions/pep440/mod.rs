@@ -19,6 +19,7 @@ pub struct Pep440Version {
 
 impl Pep440Version {
     pub fn parse(input: &str) -> Result<Pep440Version, VersionError> {
+        VersionError::check_len(Scheme::Pep440, input)?;
         let v = pep440_rs::Version::from_str(input)
             .map_err(|_| VersionError::invalid(Scheme::Pep440, input, "not a PEP 440 version"))?;
         Ok(Pep440Version {

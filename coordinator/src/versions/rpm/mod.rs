@@ -34,6 +34,7 @@ fn err(s: &str, reason: &'static str) -> VersionError {
 
 impl RpmVersion {
     pub fn parse(input: &str) -> Result<RpmVersion, VersionError> {
+        VersionError::check_len(Scheme::Rpm, input)?;
         let s = input.trim();
         if !s.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(err(input, "non-printable, blank or non-ASCII character"));

@@ -143,12 +143,10 @@ impl<'a> Lexer<'a> {
         let prev = self.kind;
         self.kind = Kind::Invalid;
         match c {
-            b'a'..=b'z' => {
-                if prev <= Kind::Digit {
-                    self.value = (self.pos, self.pos + 1);
-                    self.pos += 1;
-                    self.kind = Kind::Letter;
-                }
+            b'a'..=b'z' if prev <= Kind::Digit => {
+                self.value = (self.pos, self.pos + 1);
+                self.pos += 1;
+                self.kind = Kind::Letter;
             }
             b'.' | b'0'..=b'9' => {
                 if c == b'.' {
@@ -164,32 +162,26 @@ impl<'a> Lexer<'a> {
                 };
                 self.digits();
             }
-            b'_' => {
-                if prev <= Kind::SuffixNo {
-                    self.pos += 1;
-                    self.span(|c| c.is_ascii_lowercase());
-                    let v = self.value();
-                    if let Some(&(_, rank)) = SUFFIXES.iter().find(|(name, _)| name.as_bytes() == v) {
-                        self.suffix = rank;
-                        self.kind = Kind::Suffix;
-                    }
+            b'_' if prev <= Kind::SuffixNo => {
+                self.pos += 1;
+                self.span(|c| c.is_ascii_lowercase());
+                let v = self.value();
+                if let Some(&(_, rank)) = SUFFIXES.iter().find(|(name, _)| name.as_bytes() == v) {
+                    self.suffix = rank;
+                    self.kind = Kind::Suffix;
                 }
             }
-            b'~' => {
-                if prev < Kind::CommitHash {
-                    self.pos += 1;
-                    self.span(|c| c.is_ascii_hexdigit());
-                    if self.value.0 < self.value.1 {
-                        self.kind = Kind::CommitHash;
-                    }
+            b'~' if prev < Kind::CommitHash => {
+                self.pos += 1;
+                self.span(|c| c.is_ascii_hexdigit());
+                if self.value.0 < self.value.1 {
+                    self.kind = Kind::CommitHash;
                 }
             }
-            b'-' => {
-                if prev < Kind::RevisionNo && self.b.get(self.pos + 1) == Some(&b'r') {
-                    self.pos += 2;
-                    self.kind = Kind::RevisionNo;
-                    self.digits();
-                }
+            b'-' if prev < Kind::RevisionNo && self.b.get(self.pos + 1) == Some(&b'r') => {
+                self.pos += 2;
+                self.kind = Kind::RevisionNo;
+                self.digits();
             }
             _ => {}
         }

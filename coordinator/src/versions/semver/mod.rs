@@ -94,8 +94,10 @@ pub(crate) fn parse_parts(s: &str, start: usize, mode: Mode) -> Result<Parts, &'
     let b = s.as_bytes();
     let loose = mode == Mode::Loose;
     let mut i = start;
-    let mut p = Parts::default();
-    p.major = number(b, &mut i, loose)?;
+    let mut p = Parts {
+        major: number(b, &mut i, loose)?,
+        ..Parts::default()
+    };
     let mut shorthand = false;
     if mode == Mode::Go && i == b.len() {
         shorthand = true;

@@ -307,8 +307,8 @@ fn parse_set(part: &str, opts: Options, whole: &str) -> Result<Vec<Comparator>, 
         [a, "-", b] => xrange(a, opts.loose).zip(xrange(b, opts.loose)),
         _ => None,
     };
-    if let Some((a, b)) = hy {
-        strings = hyphen(&a, &b, opts);
+    if let Some((a, b)) = &hy {
+        strings = hyphen(a, b, opts);
     } else {
         // Glue a lone operator to the version after it (`>= 1.2`, `~ 1`, `^ 1`).
         let mut i = 0;
@@ -331,7 +331,9 @@ fn parse_set(part: &str, opts: Options, whole: &str) -> Result<Vec<Comparator>, 
             }
         }
     }
-    if strings.is_empty() {
+    // An empty set (`""`, `x - x`) is "any"; a set whose comparators loose
+    // mode all dropped is no set at all (as in node-semver).
+    if toks.is_empty() || (hy.is_some() && strings.is_empty()) {
         strings.push(String::new());
     }
     let gte0 = if opts.include_prerelease {
@@ -486,5 +488,21 @@ mod tests {
         assert!(Range::parse(">=1.2.3 bar", Options::default()).is_err());
         assert!(Range::parse(&"1 ".repeat(3000), Options::default()).is_err());
         assert!(satisfies("^1.2.3", "not-a-version", Options::default()).is_err());
+        let loose = Options {
+            loose: true,
+            ..Options::default()
+        };
+        assert!(
+            Range::parse("^foo", loose).is_err(),
+            "a range loose mode empties is invalid, not any"
+        );
+        assert_eq!(satisfies("== 1.0.0 || foo", "1.0.0", loose).ok(), Some(true));
+        assert_eq!(satisfies("== 1.0.0 || foo", "1.0.1", loose).ok(), Some(false));
+        // An empty alternative matches anything.
+        assert_eq!(
+            satisfies("1.2.3 ||", "9.9.9", Options::default()).ok(),
+            Some(true)
+        );
+        assert_eq!(satisfies("x - x", "9.9.9", Options::default()).ok(), Some(true));
     }
 }

@@ -38,7 +38,8 @@ pub use s3::S3Server;
 
 /// Everything the harness can fail with. Messages carry the binary, port or
 /// path involved, and for a server that did not come up, its log.
-#[derive(Debug, thiserror::Error)]
+/// `Debug` prints the message too, so a test returning `Result` shows it readably.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum HarnessError {
     #[error("{what}: {source}")]
@@ -70,6 +71,12 @@ pub enum HarnessError {
     },
     #[error("image: {0}")]
     Image(String),
+}
+
+impl std::fmt::Debug for HarnessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl HarnessError {

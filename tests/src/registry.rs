@@ -64,9 +64,10 @@ impl RegistryBuilder {
             match spawn(&binary, &config, dir.path(), port) {
                 Ok(child) => {
                     return Ok(Registry {
+                        binary,
                         dir,
                         port,
-                        child,
+                        child: Some(child),
                         credentials: self.htpasswd,
                     });
                 }
@@ -79,9 +80,10 @@ impl RegistryBuilder {
 
 /// A running registry.
 pub struct Registry {
+    binary: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
-    child: Child,
+    child: Option<Child>,
     credentials: Option<(String, String)>,
 }
 
@@ -178,6 +180,33 @@ impl Registry {
         Ok(text.lines().filter(|line| is_blob_get(line, digest)).count())
     }
 
+    /// Kills the registry (SIGKILL) and waits for it to exit; its storage stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            util::kill(&mut child);
+        }
+    }
+
+    /// Stops the registry if it runs and starts it again on the same port with
+    /// the same storage and credentials, waiting until `/v2/` answers.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let config = self.dir.path().join("config.yml");
+        let mut last_error = None;
+        // The port may be briefly unavailable; retry it a few times.
+        for _ in 0..PORT_ATTEMPTS {
+            match spawn(&self.binary, &config, self.dir.path(), self.port) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                Err(e) => last_error = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(last_error.unwrap_or_else(|| HarnessError::Binary("docker-registry: no attempt made".into())))
+    }
+
     /// The registry's own log (stderr), for diagnosing a failing test.
     pub fn log(&self) -> String {
         util::log_tail(&self.dir.path().join("registry.log"))
@@ -186,7 +215,7 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        util::kill(&mut self.child);
+        self.stop();
     }
 }
 

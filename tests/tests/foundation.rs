@@ -44,6 +44,9 @@ async fn pushed_two_layer_image_comes_back_with_the_same_digests() -> TestResult
 
     let image = two_layer_image();
     let pushed = image.push(&registry, "strata/two-layer", "v1").await?;
+    // Storage outlives a registry restart on the same port.
+    let mut registry = registry;
+    registry.restart()?;
     assert_eq!(pushed, image.manifest_digest);
 
     let fetched = registry.client().get_manifest("strata/two-layer", "v1").await?;
@@ -118,6 +121,27 @@ async fn multi_platform_index_and_tampered_blob_are_served() -> TestResult {
         index.image("linux/arm64/v8").map(|i| &i.manifest_digest),
         Some(&arm.manifest_digest)
     );
+
+    // Docker schema 2 media types are accepted too.
+    let docker = Image::builder()
+        .layer(shared.clone())
+        .docker_media_types()
+        .build()?;
+    let docker_list = Index::of(vec![docker.clone()])?;
+    docker_list.push(&registry, "strata/docker", "v1").await?;
+    let fetched = client.get_manifest("strata/docker", "v1").await?;
+    assert_eq!(
+        fetched.media_type,
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    let fetched = client
+        .get_manifest("strata/docker", &docker.manifest_digest)
+        .await?;
+    assert_eq!(
+        fetched.media_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(sha256_digest(&fetched.bytes), docker.manifest_digest);
 
     // A layer whose stored bytes no longer match its digest.
     let bad = Layer::builder()

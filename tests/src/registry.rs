@@ -157,12 +157,20 @@ impl Registry {
     }
 
     /// How many successful `GET /v2/<name>/blobs/<digest>` requests the
-    /// registry has served, over every repository.
+    /// registry has served, over every repository. `HEAD`s and refused
+    /// requests (401, 404) do not count.
+    pub fn blob_fetch_count(&self, digest: &str) -> Result<usize> {
+        self.get_count(&format!("/blobs/{digest}"))
+    }
+
+    /// How many successful `GET /v2/...` requests whose path (without query)
+    /// ends with `suffix` the registry has served: `/manifests/v1` counts
+    /// manifest fetches by that tag.
     ///
     /// The registry writes a request's log line as its handler returns, which
     /// can be a moment after the client has read the last byte; so this first
     /// waits (at most 2 s) until the log stops growing.
-    pub fn blob_fetch_count(&self, digest: &str) -> Result<usize> {
+    pub fn get_count(&self, suffix: &str) -> Result<usize> {
         let path = self.access_log_path();
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         let start = Instant::now();
@@ -177,7 +185,10 @@ impl Registry {
         }
         let text = std::fs::read_to_string(&path)
             .map_err(|e| HarnessError::io(format!("reading {}", path.display()), e))?;
-        Ok(text.lines().filter(|line| is_blob_get(line, digest)).count())
+        Ok(text
+            .lines()
+            .filter(|line| is_successful_get(line, suffix))
+            .count())
     }
 
     /// Kills the registry (SIGKILL) and waits for it to exit; its storage stays.
@@ -219,9 +230,9 @@ impl Drop for Registry {
     }
 }
 
-/// True for an access-log line of a successful GET of `digest`'s blob:
+/// True for an access-log line of a successful GET of a path ending in `suffix`:
 /// `127.0.0.1 - - [date] "GET /v2/a/b/blobs/sha256:... HTTP/1.1" 200 123 "" "ua"`.
-fn is_blob_get(line: &str, digest: &str) -> bool {
+fn is_successful_get(line: &str, suffix: &str) -> bool {
     let Some((_, rest)) = line.split_once("\"GET ") else {
         return false;
     };
@@ -232,7 +243,7 @@ fn is_blob_get(line: &str, digest: &str) -> bool {
     let Some(status) = rest.split_once("\" ").and_then(|(_, r)| r.split(' ').next()) else {
         return false;
     };
-    path.starts_with("/v2/") && path.ends_with(&format!("/blobs/{digest}")) && status.starts_with('2')
+    path.starts_with("/v2/") && path.ends_with(suffix) && status.starts_with('2')
 }
 
 fn config_yaml(port: u16, storage: &Path, htpasswd: Option<&Path>) -> String {
@@ -374,9 +385,25 @@ impl RegistryClient {
         })
     }
 
+    /// True when `repo` already links the blob (`HEAD` 200), false on 404.
+    pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+        let what = format!("head of blob {digest} in {repo}");
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        match self.send(&what, self.request(reqwest::Method::HEAD, &url)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.http_status() == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Uploads `bytes` as one blob of `repo` under `digest` (which the
-    /// registry checks), with `POST /blobs/uploads/` then `PUT ?digest=`.
+    /// registry checks), with `POST /blobs/uploads/` then `PUT ?digest=`;
+    /// skipped when the repository already has it, so images sharing base
+    /// layers push quickly.
     pub async fn push_blob(&self, repo: &str, digest: &str, bytes: &[u8]) -> Result<()> {
+        if self.blob_exists(repo, digest).await? {
+            return Ok(());
+        }
         let what = format!("upload of blob {digest} to {repo}");
         let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
         let response = self
@@ -489,12 +516,12 @@ mod tests {
 
     #[test]
     fn recognises_blob_gets_in_the_access_log() {
-        let d = "sha256:aa";
+        let d = "/blobs/sha256:aa";
         let ok = r#"127.0.0.1 - - [28/Nov/2026:15:40:00 +0000] "GET /v2/a/b/blobs/sha256:aa HTTP/1.1" 200 12 "" "x""#;
-        assert!(is_blob_get(ok, d));
-        assert!(!is_blob_get(&ok.replace("GET", "HEAD"), d));
-        assert!(!is_blob_get(&ok.replace("\" 200", "\" 401"), d));
-        assert!(!is_blob_get(&ok.replace("sha256:aa", "sha256:aab"), d));
-        assert!(!is_blob_get("garbage", d));
+        assert!(is_successful_get(ok, d));
+        assert!(!is_successful_get(&ok.replace("GET", "HEAD"), d));
+        assert!(!is_successful_get(&ok.replace("\" 200", "\" 401"), d));
+        assert!(!is_successful_get(&ok.replace("sha256:aa", "sha256:aab"), d));
+        assert!(!is_successful_get("garbage", d));
     }
 }

@@ -56,6 +56,7 @@ async fn pushed_two_layer_image_comes_back_with_the_same_digests() -> TestResult
         Some(image.manifest_digest.as_str())
     );
     assert_eq!(sha256_digest(&fetched.bytes), image.manifest_digest);
+    assert_eq!(registry.get_count("/strata/two-layer/manifests/v1")?, 1);
 
     let manifest: Value = serde_json::from_slice(&fetched.bytes)?;
     let layer_digests: Vec<&str> = manifest["layers"]

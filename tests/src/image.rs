@@ -641,6 +641,80 @@ impl Image {
         let bytes = archive.into_inner().map_err(archive_err(path))?;
         std::fs::write(path, bytes).map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
     }
+
+    /// Writes an archive the way `docker save` does since Docker 25: an OCI
+    /// image layout (`oci-layout`, `index.json`, `blobs/sha256/...`) whose
+    /// manifest lists the uncompressed layer tars (digest = diff_id), plus the
+    /// classic `manifest.json` whose Config and Layers point into `blobs/`.
+    pub fn write_docker_archive_oci(&self, path: &Path, repo_tag: &str) -> Result<()> {
+        let (_, tag) = repo_tag
+            .rsplit_once(':')
+            .filter(|(_, tag)| !tag.contains('/'))
+            .ok_or_else(|| HarnessError::Image(format!("docker archive: want repo:tag, got {repo_tag:?}")))?;
+        let blob_name = |digest: &str| format!("blobs/sha256/{}", hex_of(digest));
+        let manifest = to_bytes(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": { "mediaType": OCI_CONFIG, "digest": self.config_digest, "size": self.config.len() },
+            "layers": self.layers.iter().map(|l| json!({
+                "mediaType": Compression::None.oci_media_type(),
+                "digest": l.diff_id,
+                "size": l.tar.len(),
+            })).collect::<Vec<_>>(),
+        }))?;
+        let manifest_digest = sha256_digest(&manifest);
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{
+                "mediaType": OCI_MANIFEST,
+                "digest": manifest_digest,
+                "size": manifest.len(),
+                "annotations": {
+                    "io.containerd.image.name": repo_tag,
+                    "org.opencontainers.image.ref.name": tag,
+                },
+            }],
+        });
+        let docker_manifest = json!([{
+            "Config": blob_name(&self.config_digest),
+            "RepoTags": [repo_tag],
+            "Layers": self.layers.iter().map(|l| blob_name(&l.diff_id)).collect::<Vec<_>>(),
+        }]);
+
+        let mut files: Vec<(String, Vec<u8>)> = vec![
+            (
+                "oci-layout".to_owned(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            (blob_name(&self.config_digest), self.config.clone()),
+            (blob_name(&manifest_digest), manifest),
+        ];
+        for layer in &self.layers {
+            files.push((blob_name(&layer.diff_id), layer.tar.clone()));
+        }
+        files.push(("index.json".to_owned(), to_bytes(&index)?));
+        files.push(("manifest.json".to_owned(), to_bytes(&docker_manifest)?));
+
+        let mut archive = tar::Builder::new(Vec::new());
+        let mut written = std::collections::HashSet::new();
+        for dir in ["blobs", "blobs/sha256"] {
+            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            archive
+                .append_data(&mut h, dir, std::io::empty())
+                .map_err(archive_err(path))?;
+        }
+        for (name, bytes) in files {
+            if written.insert(name.clone()) {
+                let mut h = header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
+                archive
+                    .append_data(&mut h, &name, bytes.as_slice())
+                    .map_err(archive_err(path))?;
+            }
+        }
+        let bytes = archive.into_inner().map_err(archive_err(path))?;
+        std::fs::write(path, bytes).map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
+    }
 }
 
 fn archive_err(path: &Path) -> impl Fn(std::io::Error) -> HarnessError + '_ {

@@ -364,38 +364,36 @@ fn oci_layout_blobs_match_their_names_and_descriptors() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn docker_archive_matches_docker_save_format() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("image.tar");
-    let image = two_layer_image();
-    image.write_docker_archive(&path, "strata/app:v1")?;
-    let again = dir.path().join("again.tar");
-    image.write_docker_archive(&again, "strata/app:v1")?;
-    assert_eq!(
-        std::fs::read(&path)?,
-        std::fs::read(&again)?,
-        "archives are deterministic"
-    );
-
-    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut archive = tar::Archive::new(std::fs::File::open(&path)?);
+fn read_archive(
+    path: &std::path::Path,
+) -> Result<HashMap<String, Vec<u8>>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut files = HashMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(path)?);
     for entry in archive.entries()? {
         let mut entry = entry?;
+        if entry.header().entry_type().is_dir() {
+            continue;
+        }
         let name = entry.path()?.to_string_lossy().into_owned();
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes)?;
         files.insert(name, bytes);
     }
+    Ok(files)
+}
+
+/// The `manifest.json` of a docker archive names a config whose sha256 is in
+/// its name, and layer tars whose sha256 are the config's diff_ids, in order.
+fn assert_docker_manifest(files: &HashMap<String, Vec<u8>>, repo_tag: &str) -> TestResult {
     let manifest: Value = serde_json::from_slice(files.get("manifest.json").ok_or("no manifest.json")?)?;
     let entry = &manifest[0];
-    assert_eq!(entry["RepoTags"][0], "strata/app:v1");
+    assert_eq!(entry["RepoTags"][0], repo_tag);
     let config_name = entry["Config"].as_str().ok_or("no Config")?;
     let config_bytes = files.get(config_name).ok_or("config missing")?;
-    assert_eq!(
-        format!("sha256:{}", config_name.trim_end_matches(".json")),
-        sha256_digest(config_bytes)
-    );
+    let config_hex = config_name
+        .trim_start_matches("blobs/sha256/")
+        .trim_end_matches(".json");
+    assert_eq!(format!("sha256:{config_hex}"), sha256_digest(config_bytes));
     let config: Value = serde_json::from_slice(config_bytes)?;
     let layers = entry["Layers"].as_array().cloned().unwrap_or_default();
     assert_eq!(layers.len(), 2);
@@ -406,6 +404,53 @@ fn docker_archive_matches_docker_save_format() -> TestResult {
             config["rootfs"]["diff_ids"][i].as_str()
         );
     }
+    Ok(())
+}
+
+#[test]
+fn docker_archives_match_docker_save_formats() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let image = two_layer_image();
+
+    let classic = dir.path().join("classic.tar");
+    image.write_docker_archive(&classic, "strata/app:v1")?;
+    let again = dir.path().join("again.tar");
+    image.write_docker_archive(&again, "strata/app:v1")?;
+    assert_eq!(
+        std::fs::read(&classic)?,
+        std::fs::read(&again)?,
+        "archives are deterministic"
+    );
+    let files = read_archive(&classic)?;
+    assert_docker_manifest(&files, "strata/app:v1")?;
+    assert!(files.contains_key("repositories"));
+
+    // Docker 25+: an OCI layout inside, and manifest.json pointing into blobs/.
+    let oci = dir.path().join("oci.tar");
+    image.write_docker_archive_oci(&oci, "strata/app:v2")?;
+    let files = read_archive(&oci)?;
+    assert_docker_manifest(&files, "strata/app:v2")?;
+    for (name, bytes) in &files {
+        if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+            assert_eq!(sha256_digest(bytes), format!("sha256:{hex}"));
+        }
+    }
+    let index: Value = serde_json::from_slice(files.get("index.json").ok_or("no index.json")?)?;
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "v2"
+    );
+    let manifest_digest = index["manifests"][0]["digest"].as_str().ok_or("no digest")?;
+    let manifest_name = format!("blobs/sha256/{}", manifest_digest.trim_start_matches("sha256:"));
+    let manifest: Value = serde_json::from_slice(files.get(&manifest_name).ok_or("manifest blob missing")?)?;
+    assert_eq!(
+        manifest["layers"][0]["digest"].as_str(),
+        Some(image.layers[0].diff_id.as_str())
+    );
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
     Ok(())
 }
 

@@ -73,6 +73,11 @@ impl NatsServer {
         self.dir.path().join("store")
     }
 
+    /// The last lines of the server's log, for diagnosing a failing test.
+    pub fn log(&self) -> String {
+        util::log_tail(&self.dir.path().join("nats-server.log"))
+    }
+
     /// The binary this handle runs.
     pub fn binary(&self) -> &Path {
         &self.binary

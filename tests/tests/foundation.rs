@@ -462,3 +462,23 @@ async fn s3_server_creates_buckets() -> TestResult {
     assert!(listing.contains("<Name>inventories</Name>"), "{listing}");
     Ok(())
 }
+
+#[tokio::test]
+async fn dropping_a_server_kills_it_and_removes_its_directory() -> TestResult {
+    let nats = NatsServer::start()?;
+    let (url, store) = (nats.url(), nats.store_dir());
+    assert!(store.is_dir());
+    drop(nats);
+    assert!(!store.exists(), "{} left behind", store.display());
+    assert!(async_nats::connect(&url).await.is_err(), "{url} still answers");
+
+    let registry = Registry::start()?;
+    let (storage, port) = (registry.storage_dir(), registry.port());
+    drop(registry);
+    assert!(!storage.exists(), "{} left behind", storage.display());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "registry port {port} still open"
+    );
+    Ok(())
+}

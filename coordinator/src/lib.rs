@@ -18,4 +18,3 @@ pub mod versions;
 
 /// The version of this build, reported by `AdminService` and `strata --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-

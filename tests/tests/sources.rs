@@ -267,9 +267,14 @@ async fn basic_auth_from_docker_config() -> TestResult {
 
     // `auth` form (base64 user:password), keyed by host:port.
     let good = support::write_docker_config(dir.path(), "good.json", &host, "alice", "s3cret", true)?;
-    let (source, resolved) = resolve(&reference, &source_config(&host, Some(good)), None).await?;
+    let (source, resolved) = resolve(&reference, &source_config(&host, Some(good.clone())), None).await?;
     assert_eq!(layers_of(&resolved), pushed_layers(&image));
     stream_all(source.as_ref(), &resolved, &blobs(&image)).await?;
+    let fresh = open(&reference, &source_config(&host, Some(good.clone()))).await?;
+    assert_eq!(
+        read_layer(fresh.as_ref(), &resolved.layers[0]).await?,
+        image.layers[0].blob
+    );
 
     // `username`/`password` form, keyed by URL.
     let url_key = format!("http://{host}/v2/");
@@ -306,13 +311,19 @@ async fn bearer_token_flow() -> TestResult {
 
     let issued_for_push = tokens.issued();
     let good = support::write_docker_config(dir.path(), "good.json", &host, "bob", "t0ken-pass", true)?;
-    let (source, resolved) = resolve(&reference, &source_config(&host, Some(good)), None).await?;
+    let (source, resolved) = resolve(&reference, &source_config(&host, Some(good.clone())), None).await?;
     assert_eq!(layers_of(&resolved), pushed_layers(&image));
     stream_all(source.as_ref(), &resolved, &blobs(&image)).await?;
     assert!(
         tokens.issued() > issued_for_push,
         "no token was issued for the pull"
     );
+
+    // A worker opens layers by descriptor without resolving first: the
+    // token flow must happen on that path too.
+    let fresh = open(&reference, &source_config(&host, Some(good.clone()))).await?;
+    let bytes = read_layer(fresh.as_ref(), &resolved.layers[2]).await?;
+    assert_eq!(bytes, image.layers[2].blob);
 
     let wrong = support::write_docker_config(dir.path(), "wrong.json", &host, "bob", "nope", true)?;
     let err = resolve(&reference, &source_config(&host, Some(wrong)), None)

@@ -1,7 +1,7 @@
-//! Image sources against real servers: a real `docker-registry` process
-//! (anonymous, htpasswd basic auth, and token auth with a real token
-//! service issuing RS256 JWTs), OCI layout directories and docker-archive
-//! tarballs written from the same images.
+//! Image sources against real servers: the harness's `docker-registry`
+//! (anonymous and htpasswd basic auth), a registry behind token auth with a
+//! real token service issuing RS256 JWTs, and OCI layout directories and
+//! docker-archive tarballs written by the harness from the same images.
 //!
 //! Every test streams the layers it resolves and checks each one's sha256,
 //! as the layer reader does.
@@ -10,16 +10,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
+use strata_harness::{Compression, Image, Index, Layer, Registry};
 use strata_worker::source::{
     ImageRef, ImageSource, LayerDesc, Platform, ResolvedImage, Source, SourceConfig, SourceError,
 };
 use tokio::io::AsyncReadExt;
 
-use support::{Registry, TestImage};
+type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-fn source_config(registry: &Registry, docker_config: Option<PathBuf>) -> SourceConfig {
+fn source_config(registry_host: &str, docker_config: Option<PathBuf>) -> SourceConfig {
     SourceConfig {
-        insecure_registries: vec![registry.addr.clone()],
+        insecure_registries: vec![registry_host.to_owned()],
         // A path that does not exist means "no credentials", independent of
         // the machine's own ~/.docker.
         docker_config: Some(
@@ -29,8 +30,7 @@ fn source_config(registry: &Registry, docker_config: Option<PathBuf>) -> SourceC
 }
 
 async fn open(reference: &str, config: &SourceConfig) -> Result<Box<dyn ImageSource>, SourceError> {
-    let r = ImageRef::parse(reference)?;
-    match Source::open(r, config).await? {
+    match Source::open(ImageRef::parse(reference)?, config).await? {
         Source::Image(s) => Ok(s),
         Source::RootDir(p) => panic!("{reference}: unexpected root dir {}", p.display()),
     }
@@ -42,45 +42,43 @@ async fn resolve(
     platform: Option<&str>,
 ) -> Result<(Box<dyn ImageSource>, ResolvedImage), SourceError> {
     let source = open(reference, config).await?;
-    let platform = platform.map(|p| Platform::parse(p).unwrap_or_else(|e| panic!("{e}")));
+    let platform = platform.map(Platform::parse).transpose()?;
     let resolved = source.resolve(platform.as_ref()).await?;
     Ok((source, resolved))
 }
 
-/// Streams every layer, checking its sha256 and its bytes against `image`.
-async fn stream_all(source: &dyn ImageSource, resolved: &ResolvedImage, image: &TestImage) {
-    assert_eq!(resolved.layers.len(), image.layers.len());
-    for (desc, blob) in resolved.layers.iter().zip(&image.layers) {
-        let mut reader = source
-            .open_layer(desc)
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", desc.digest));
-        let mut bytes = Vec::new();
-        reader
-            .read_to_end(&mut bytes)
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", desc.digest));
-        assert_eq!(
-            format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
-            desc.digest.as_str()
-        );
-        assert!(bytes == blob.bytes, "{}: bytes differ", desc.digest);
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+async fn read_layer(source: &dyn ImageSource, desc: &LayerDesc) -> std::io::Result<Vec<u8>> {
+    let mut reader = source.open_layer(desc).await.map_err(std::io::Error::other)?;
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).await?;
+    Ok(bytes)
+}
+
+/// Streams every layer, checking its sha256 and that it is `expected[i]`.
+async fn stream_all(source: &dyn ImageSource, resolved: &ResolvedImage, expected: &[&[u8]]) -> TestResult {
+    assert_eq!(resolved.layers.len(), expected.len());
+    for (desc, want) in resolved.layers.iter().zip(expected) {
+        let bytes = read_layer(source, desc).await?;
+        assert_eq!(sha256(&bytes), desc.digest.as_str());
+        assert!(bytes == *want, "{}: bytes differ", desc.digest);
     }
+    Ok(())
 }
 
-fn layer_digests(layers: &[LayerDesc]) -> Vec<String> {
-    layers.iter().map(|l| l.digest.to_string()).collect()
+fn blobs(image: &Image) -> Vec<&[u8]> {
+    image.layers.iter().map(|l| l.blob.as_slice()).collect()
 }
 
-fn expected_layers(image: &TestImage) -> Vec<(String, String, u64)> {
-    image
-        .layers
-        .iter()
-        .map(|b| (b.digest.clone(), b.media_type.clone(), b.bytes.len() as u64))
-        .collect()
+fn tars(image: &Image) -> Vec<&[u8]> {
+    image.layers.iter().map(|l| l.tar.as_slice()).collect()
 }
 
-fn actual_layers(resolved: &ResolvedImage) -> Vec<(String, String, u64)> {
+/// `(digest, media type, size)` of each layer.
+fn layers_of(resolved: &ResolvedImage) -> Vec<(String, String, u64)> {
     resolved
         .layers
         .iter()
@@ -88,17 +86,63 @@ fn actual_layers(resolved: &ResolvedImage) -> Vec<(String, String, u64)> {
         .collect()
 }
 
-#[tokio::test]
-async fn anonymous_registry_resolve_and_stream_every_layer() {
-    let registry = Registry::start(support::Auth::None).await;
-    let image = TestImage::build("amd64", None);
-    registry.push(&image, "test/app", "v1", None).await;
-    let config = source_config(&registry, None);
+fn pushed_layers(image: &Image) -> Vec<(String, String, u64)> {
+    image
+        .layers
+        .iter()
+        .map(|l| (l.digest.clone(), l.media_type().to_owned(), l.size()))
+        .collect()
+}
 
-    let reference = format!("{}/test/app:v1", registry.addr);
-    let (source, resolved) = resolve(&reference, &config, None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+fn digests(resolved: &ResolvedImage) -> Vec<String> {
+    resolved.layers.iter().map(|l| l.digest.to_string()).collect()
+}
+
+/// An image with one layer of each compression; `platform` as `os/arch[/variant]`.
+fn mixed_image(platform: &str) -> Result<Image, Box<dyn std::error::Error>> {
+    let base = Layer::builder()
+        .file(
+            "/etc/os-release",
+            format!("ID=debian\nVERSION_ID=\"12\"\n# {platform}\n"),
+        )
+        .file("/etc/hostname", "strata\n")
+        .build(Compression::Gzip)?;
+    let middle = Layer::builder()
+        .file("/usr/share/doc/readme", format!("layer two, {platform}\n"))
+        .build(Compression::None)?;
+    let top = Layer::builder()
+        .file("/opt/app/VERSION", "1.0\n")
+        .whiteout("/opt/app/old")
+        .build(Compression::Zstd)?;
+    Ok(Image::builder()
+        .platform(platform)
+        .layer(base)
+        .layer(middle)
+        .layer(top)
+        .build()?)
+}
+
+/// An image whose layers are uncompressed, as `docker save` stores them, so
+/// its registry digests and its archive digests are the same bytes.
+fn plain_image() -> Result<Image, Box<dyn std::error::Error>> {
+    let a = Layer::builder()
+        .file("/etc/os-release", "ID=alpine\nVERSION_ID=3.19.1\n")
+        .build(Compression::None)?;
+    let b = Layer::builder()
+        .file("/lib/apk/db/installed", "P:musl\nV:1.2.4-r2\n\n")
+        .build(Compression::None)?;
+    Ok(Image::builder().layer(a).layer(b).build()?)
+}
+
+#[tokio::test]
+async fn anonymous_registry_resolve_and_stream_every_layer() -> TestResult {
+    let registry = Registry::start()?;
+    let image = mixed_image("linux/amd64")?;
+    image.push(&registry, "test/app", "v1").await?;
+    let config = source_config(&registry.host(), None);
+
+    let reference = format!("{}/test/app:v1", registry.host());
+    let (source, resolved) = resolve(&reference, &config, None).await?;
     assert_eq!(resolved.reference, reference);
     assert_eq!(resolved.manifest_digest.as_str(), image.manifest_digest);
     assert_eq!(resolved.index_digest, None);
@@ -106,19 +150,22 @@ async fn anonymous_registry_resolve_and_stream_every_layer() {
         resolved.platform.as_ref().map(|p| p.to_string()).as_deref(),
         Some("linux/amd64")
     );
-    assert_eq!(actual_layers(&resolved), expected_layers(&image));
-    assert_eq!(resolved.config.desc.digest.as_str(), image.config.digest);
-    assert_eq!(resolved.config.diff_ids, image.diff_ids);
-    stream_all(source.as_ref(), &resolved, &image).await;
+    assert_eq!(layers_of(&resolved), pushed_layers(&image));
+    assert_eq!(resolved.config.desc.digest.as_str(), image.config_digest);
+    assert_eq!(resolved.config.raw.as_ref(), image.config.as_slice());
+    let diff_ids: Vec<String> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+    assert_eq!(resolved.config.diff_ids, diff_ids);
+    stream_all(source.as_ref(), &resolved, &blobs(&image)).await?;
 
     // By digest too, and with tag and digest together.
-    let by_digest = format!("{}/test/app@{}", registry.addr, image.manifest_digest);
-    let (_, again) = resolve(&by_digest, &config, None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(layer_digests(&again.layers), layer_digests(&resolved.layers));
-    let both = format!("{}/test/app:v1@{}", registry.addr, image.manifest_digest);
-    assert!(resolve(&both, &config, None).await.is_ok());
+    let by_digest = format!("{}/test/app@{}", registry.host(), image.manifest_digest);
+    let (_, again) = resolve(&by_digest, &config, None).await?;
+    assert_eq!(digests(&again), digests(&resolved));
+    let both = format!("{}/test/app:v1@{}", registry.host(), image.manifest_digest);
+    assert_eq!(
+        resolve(&both, &config, None).await?.1.manifest_digest,
+        resolved.manifest_digest
+    );
 
     // Asking a single-platform image for another platform is an error.
     let err = resolve(&reference, &config, Some("linux/arm64")).await.err();
@@ -135,18 +182,42 @@ async fn anonymous_registry_resolve_and_stream_every_layer() {
     };
     let err = resolve(&reference, &https_only, None).await.err();
     assert!(matches!(err, Some(SourceError::Registry { .. })), "{err:?}");
+    Ok(())
 }
 
 #[tokio::test]
-async fn missing_tag_repository_and_blob_are_not_found() {
-    let registry = Registry::start(support::Auth::None).await;
-    let image = TestImage::build("amd64", None);
-    registry.push(&image, "test/app", "v1", None).await;
-    let config = source_config(&registry, None);
+async fn docker_media_types_resolve_too() -> TestResult {
+    let registry = Registry::start()?;
+    let layer = Layer::builder()
+        .file("/etc/os-release", "ID=debian\n")
+        .build(Compression::Gzip)?;
+    let image = Image::builder().docker_media_types().layer(layer).build()?;
+    image.push(&registry, "test/docker", "v1").await?;
+    let config = source_config(&registry.host(), None);
+    let (source, resolved) = resolve(&format!("{}/test/docker:v1", registry.host()), &config, None).await?;
+    assert_eq!(resolved.manifest_digest.as_str(), image.manifest_digest);
+    assert_eq!(
+        resolved.layers[0].media_type,
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    assert_eq!(
+        resolved.config.desc.media_type,
+        "application/vnd.docker.container.image.v1+json"
+    );
+    stream_all(source.as_ref(), &resolved, &blobs(&image)).await
+}
+
+#[tokio::test]
+async fn missing_tag_repository_and_blob_are_not_found() -> TestResult {
+    let registry = Registry::start()?;
+    mixed_image("linux/amd64")?
+        .push(&registry, "test/app", "v1")
+        .await?;
+    let config = source_config(&registry.host(), None);
 
     for reference in [
-        format!("{}/test/app:nope", registry.addr),
-        format!("{}/test/absent:v1", registry.addr),
+        format!("{}/test/app:nope", registry.host()),
+        format!("{}/test/absent:v1", registry.host()),
     ] {
         match resolve(&reference, &config, None).await {
             Err(SourceError::NotFound(msg)) => assert!(msg.contains(&reference), "{msg}"),
@@ -154,208 +225,249 @@ async fn missing_tag_repository_and_blob_are_not_found() {
         }
     }
 
-    let source = open(&format!("{}/test/app:v1", registry.addr), &config)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let source = open(&format!("{}/test/app:v1", registry.host()), &config).await?;
     let absent = LayerDesc {
-        digest: format!("sha256:{}", "0".repeat(64))
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}")),
+        digest: format!("sha256:{}", "0".repeat(64)).parse()?,
         media_type: "application/vnd.oci.image.layer.v1.tar".into(),
         size: 1,
     };
     let err = source.open_layer(&absent).await.err();
     assert!(matches!(err, Some(SourceError::NotFound(_))), "{err:?}");
+    Ok(())
 }
 
 #[tokio::test]
-async fn basic_auth_from_docker_config() {
-    let registry = Registry::start(support::Auth::Htpasswd {
-        user: "alice",
-        password: "s3cret",
-    })
-    .await;
-    let image = TestImage::build("amd64", None);
-    registry
-        .push(&image, "private/app", "v1", Some(("alice", "s3cret")))
-        .await;
-    let reference = format!("{}/private/app:v1", registry.addr);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+async fn tampered_registry_blob_fails_while_streaming() -> TestResult {
+    let registry = Registry::start()?;
+    let good = Layer::builder()
+        .file("/etc/os-release", "ID=debian\n")
+        .build(Compression::Gzip)?;
+    let bad = Layer::builder()
+        .file("/etc/hostname", "x".repeat(4096))
+        .build(Compression::Gzip)?
+        .with_mismatched_digest();
+    let image = Image::builder().layer(good).layer(bad).build()?;
+    image.push(&registry, "test/tampered", "v1").await?;
+    let config = source_config(&registry.host(), None);
+    let (source, resolved) = resolve(&format!("{}/test/tampered:v1", registry.host()), &config, None).await?;
+    assert!(read_layer(source.as_ref(), &resolved.layers[0]).await.is_ok());
+    // The registry serves other bytes under the digest: an error, never a result.
+    assert!(read_layer(source.as_ref(), &resolved.layers[1]).await.is_err());
+    Ok(())
+}
+
+#[tokio::test]
+async fn basic_auth_from_docker_config() -> TestResult {
+    let registry = Registry::builder().htpasswd("alice", "s3cret").start()?;
+    let image = mixed_image("linux/amd64")?;
+    image.push(&registry, "private/app", "v1").await?;
+    let host = registry.host();
+    let reference = format!("{host}/private/app:v1");
+    let dir = tempfile::tempdir()?;
 
     // `auth` form (base64 user:password), keyed by host:port.
-    let good = support::write_docker_config(dir.path(), "good.json", &registry.addr, "alice", "s3cret", true);
-    let (source, resolved) = resolve(&reference, &source_config(&registry, Some(good)), None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(actual_layers(&resolved), expected_layers(&image));
-    stream_all(source.as_ref(), &resolved, &image).await;
+    let good = support::write_docker_config(dir.path(), "good.json", &host, "alice", "s3cret", true)?;
+    let (source, resolved) = resolve(&reference, &source_config(&host, Some(good.clone())), None).await?;
+    assert_eq!(layers_of(&resolved), pushed_layers(&image));
+    stream_all(source.as_ref(), &resolved, &blobs(&image)).await?;
+    let fresh = open(&reference, &source_config(&host, Some(good.clone()))).await?;
+    assert_eq!(
+        read_layer(fresh.as_ref(), &resolved.layers[0]).await?,
+        image.layers[0].blob
+    );
 
     // `username`/`password` form, keyed by URL.
-    let url_key = format!("http://{}/v2/", registry.addr);
-    let plain = support::write_docker_config(dir.path(), "plain.json", &url_key, "alice", "s3cret", false);
+    let url_key = format!("http://{host}/v2/");
+    let plain = support::write_docker_config(dir.path(), "plain.json", &url_key, "alice", "s3cret", false)?;
     assert!(
-        resolve(&reference, &source_config(&registry, Some(plain)), None)
+        resolve(&reference, &source_config(&host, Some(plain)), None)
             .await
             .is_ok()
     );
 
-    let wrong = support::write_docker_config(dir.path(), "wrong.json", &registry.addr, "alice", "nope", true);
-    let err = resolve(&reference, &source_config(&registry, Some(wrong)), None)
+    let wrong = support::write_docker_config(dir.path(), "wrong.json", &host, "alice", "nope", true)?;
+    let err = resolve(&reference, &source_config(&host, Some(wrong)), None)
         .await
         .err();
     assert!(matches!(err, Some(SourceError::Unauthorized(_))), "{err:?}");
 
     // No credentials at all.
-    let err = resolve(&reference, &source_config(&registry, None), None)
-        .await
-        .err();
+    let err = resolve(&reference, &source_config(&host, None), None).await.err();
     assert!(matches!(err, Some(SourceError::Unauthorized(_))), "{err:?}");
+    Ok(())
 }
 
 #[tokio::test]
-async fn bearer_token_flow() {
-    let tokens = support::TokenServer::start("bob", "t0ken-pass").await;
-    let registry = Registry::start(support::Auth::Token(tokens.registry_auth_yaml())).await;
-    let image = TestImage::build("amd64", None);
+async fn bearer_token_flow() -> TestResult {
+    let tokens = support::TokenServer::start("bob", "t0ken-pass").await?;
+    let registry = support::TokenRegistry::start(&tokens.registry_auth_yaml()).await?;
+    let image = mixed_image("linux/amd64")?;
     registry
-        .push(&image, "team/app", "v1", Some(("bob", "t0ken-pass")))
-        .await;
-    let reference = format!("{}/team/app:v1", registry.addr);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        .push(&image, "team/app", "v1", ("bob", "t0ken-pass"))
+        .await?;
+    let host = registry.addr.clone();
+    let reference = format!("{host}/team/app:v1");
+    let dir = tempfile::tempdir()?;
 
-    let good =
-        support::write_docker_config(dir.path(), "good.json", &registry.addr, "bob", "t0ken-pass", true);
-    let (source, resolved) = resolve(&reference, &source_config(&registry, Some(good)), None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(actual_layers(&resolved), expected_layers(&image));
-    stream_all(source.as_ref(), &resolved, &image).await;
-    assert!(tokens.issued() >= 1, "no token was issued");
+    let issued_for_push = tokens.issued();
+    let good = support::write_docker_config(dir.path(), "good.json", &host, "bob", "t0ken-pass", true)?;
+    let (source, resolved) = resolve(&reference, &source_config(&host, Some(good.clone())), None).await?;
+    assert_eq!(layers_of(&resolved), pushed_layers(&image));
+    stream_all(source.as_ref(), &resolved, &blobs(&image)).await?;
+    assert!(
+        tokens.issued() > issued_for_push,
+        "no token was issued for the pull"
+    );
 
-    let wrong = support::write_docker_config(dir.path(), "wrong.json", &registry.addr, "bob", "nope", true);
-    let err = resolve(&reference, &source_config(&registry, Some(wrong)), None)
+    // A worker opens layers by descriptor without resolving first: the
+    // token flow must happen on that path too.
+    let fresh = open(&reference, &source_config(&host, Some(good.clone()))).await?;
+    let bytes = read_layer(fresh.as_ref(), &resolved.layers[2]).await?;
+    assert_eq!(bytes, image.layers[2].blob);
+
+    let wrong = support::write_docker_config(dir.path(), "wrong.json", &host, "bob", "nope", true)?;
+    let err = resolve(&reference, &source_config(&host, Some(wrong)), None)
         .await
         .err();
     assert!(matches!(err, Some(SourceError::Unauthorized(_))), "{err:?}");
 
-    // Anonymous: the token service refuses anonymous pulls here.
-    let err = resolve(&reference, &source_config(&registry, None), None)
-        .await
-        .err();
+    // Anonymous: this token service refuses anonymous requests.
+    let err = resolve(&reference, &source_config(&host, None), None).await.err();
     assert!(matches!(err, Some(SourceError::Unauthorized(_))), "{err:?}");
+    Ok(())
 }
 
 #[tokio::test]
-async fn multi_platform_index_in_registry() {
-    let registry = Registry::start(support::Auth::None).await;
-    let amd = TestImage::build("amd64", None);
-    let arm = TestImage::build("arm64", Some("v8"));
-    let index = support::index_of(&[(&amd, "amd64", None), (&arm, "arm64", Some("v8"))]);
-    registry.push(&amd, "multi/app", &amd.manifest_digest, None).await;
-    registry.push(&arm, "multi/app", &arm.manifest_digest, None).await;
-    registry
-        .push_manifest("multi/app", "v1", &index, support::OCI_INDEX, None)
-        .await;
-    let config = source_config(&registry, None);
-    let reference = format!("{}/multi/app:v1", registry.addr);
-    let index_digest = support::sha256(&index);
+async fn multi_platform_index_in_registry() -> TestResult {
+    let registry = Registry::start()?;
+    let index = Index::of(vec![mixed_image("linux/amd64")?, mixed_image("linux/arm64/v8")?])?;
+    index.push(&registry, "multi/app", "v1").await?;
+    let config = source_config(&registry.host(), None);
+    let reference = format!("{}/multi/app:v1", registry.host());
+    let amd = index.image("linux/amd64").ok_or("no amd64")?;
+    let arm = index.image("linux/arm64/v8").ok_or("no arm64")?;
 
-    let (source, resolved) = resolve(&reference, &config, None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (source, resolved) = resolve(&reference, &config, None).await?;
     assert_eq!(resolved.manifest_digest.as_str(), amd.manifest_digest);
     assert_eq!(
         resolved.index_digest.as_ref().map(|d| d.to_string()),
-        Some(index_digest.clone())
+        Some(index.digest.clone())
     );
     assert_eq!(
         resolved.platform.as_ref().map(|p| p.to_string()).as_deref(),
         Some("linux/amd64")
     );
-    stream_all(source.as_ref(), &resolved, &amd).await;
+    stream_all(source.as_ref(), &resolved, &blobs(amd)).await?;
 
-    let (source, resolved) = resolve(&reference, &config, Some("linux/arm64"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (source, resolved) = resolve(&reference, &config, Some("linux/arm64")).await?;
     assert_eq!(resolved.manifest_digest.as_str(), arm.manifest_digest);
     assert_eq!(
         resolved.platform.as_ref().map(|p| p.to_string()).as_deref(),
         Some("linux/arm64/v8")
     );
     assert_eq!(resolved.config.architecture.as_deref(), Some("arm64"));
-    stream_all(source.as_ref(), &resolved, &arm).await;
+    stream_all(source.as_ref(), &resolved, &blobs(arm)).await?;
 
     match resolve(&reference, &config, Some("linux/s390x")).await {
         Err(e @ SourceError::PlatformNotFound { .. }) => {
-            let SourceError::PlatformNotFound { wanted, offered } = &e else {
+            let text = e.to_string();
+            let SourceError::PlatformNotFound { wanted, offered } = e else {
                 unreachable!()
             };
             assert_eq!(wanted, "linux/s390x");
-            assert_eq!(offered, &["linux/amd64", "linux/arm64/v8"]);
-            assert!(e.to_string().contains("linux/amd64, linux/arm64/v8"), "{e}");
+            assert_eq!(offered, ["linux/amd64", "linux/arm64/v8"]);
+            assert!(text.contains("linux/amd64, linux/arm64/v8"), "{text}");
         }
         other => panic!("{:?}", other.map(|(_, r)| r)),
     }
+    Ok(())
 }
 
 #[tokio::test]
-async fn oci_layout_and_docker_archive_match_the_registry() {
-    let registry = Registry::start(support::Auth::None).await;
-    let image = TestImage::build("amd64", None);
-    registry.push(&image, "test/app", "v1", None).await;
-    let (_, pushed) = resolve(
-        &format!("{}/test/app:v1", registry.addr),
-        &source_config(&registry, None),
-        None,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+async fn oci_layout_and_docker_archives_match_the_registry() -> TestResult {
+    let registry = Registry::start()?;
+    let dir = tempfile::tempdir()?;
+    let local = SourceConfig::default();
+    for (name, image) in [("mixed", mixed_image("linux/amd64")?), ("plain", plain_image()?)] {
+        image.push(&registry, &format!("test/{name}"), "v1").await?;
+        let (_, pushed) = resolve(
+            &format!("{}/test/{name}:v1", registry.host()),
+            &source_config(&registry.host(), None),
+            None,
+        )
+        .await?;
 
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let layout = dir.path().join("layout");
-    support::write_oci_layout(&layout, &[(&image, "v1")], None);
-    let archive = dir.path().join("image.tar");
-    support::write_docker_archive(&archive, &image, "test/app:v1");
-    let config = SourceConfig::default();
-
-    for reference in [
-        format!("oci-dir:{}", layout.display()),
-        format!("oci-dir:{}:v1", layout.display()),
-        format!("docker-archive:{}", archive.display()),
-        format!("docker-archive:{}:v1", archive.display()),
-    ] {
-        let (source, resolved) = resolve(&reference, &config, None)
-            .await
-            .unwrap_or_else(|e| panic!("{reference}: {e}"));
-        assert_eq!(
-            layer_digests(&resolved.layers),
-            layer_digests(&pushed.layers),
-            "{reference}"
-        );
-        let sizes = |r: &ResolvedImage| r.layers.iter().map(|l| l.size).collect::<Vec<_>>();
-        assert_eq!(sizes(&resolved), sizes(&pushed), "{reference}");
-        let types: Vec<&str> = resolved.layers.iter().map(|l| l.media_type.as_str()).collect();
-        if reference.starts_with("oci-dir:") {
-            assert_eq!(actual_layers(&resolved), actual_layers(&pushed), "{reference}");
-        } else {
-            // No manifest in an archive: types come from magic bytes.
-            assert_eq!(types, image.docker_media_types(), "{reference}");
+        // An OCI layout holds the very blobs the registry holds.
+        let layout = dir.path().join(format!("{name}-layout"));
+        image.write_oci_layout(&layout, "v1")?;
+        for reference in [
+            format!("oci-dir:{}", layout.display()),
+            format!("oci-dir:{}:v1", layout.display()),
+        ] {
+            let (source, resolved) = resolve(&reference, &local, None).await?;
+            assert_eq!(layers_of(&resolved), layers_of(&pushed), "{reference}");
+            assert_eq!(resolved.manifest_digest, pushed.manifest_digest, "{reference}");
+            assert_eq!(
+                resolved.config.desc.digest, pushed.config.desc.digest,
+                "{reference}"
+            );
+            stream_all(source.as_ref(), &resolved, &blobs(&image)).await?;
         }
-        assert_eq!(
-            resolved.config.desc.digest, pushed.config.desc.digest,
-            "{reference}"
-        );
-        assert_eq!(resolved.config.diff_ids, image.diff_ids, "{reference}");
-        stream_all(source.as_ref(), &resolved, &image).await;
-        if reference.starts_with("oci-dir:") {
-            assert_eq!(resolved.manifest_digest, pushed.manifest_digest);
+
+        // A docker archive holds each layer uncompressed, as `docker save`
+        // does: its digests are the diff_ids, which for uncompressed layers
+        // are the registry's digests.
+        let classic = dir.path().join(format!("{name}.tar"));
+        image.write_docker_archive(&classic, &format!("test/{name}:v1"))?;
+        let docker25 = dir.path().join(format!("{name}-25.tar"));
+        image.write_docker_archive_oci(&docker25, &format!("test/{name}:v1"))?;
+        let diff_ids: Vec<String> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+        for archive in [&classic, &docker25] {
+            for reference in [
+                format!("docker-archive:{}", archive.display()),
+                format!("docker-archive:{}:v1", archive.display()),
+            ] {
+                let (source, resolved) = resolve(&reference, &local, None).await?;
+                assert_eq!(digests(&resolved), diff_ids, "{reference}");
+                if name == "plain" {
+                    assert_eq!(digests(&resolved), digests(&pushed), "{reference}");
+                }
+                assert!(
+                    resolved
+                        .layers
+                        .iter()
+                        .all(|l| l.media_type == "application/vnd.docker.image.rootfs.diff.tar"),
+                    "{reference}"
+                );
+                assert_eq!(
+                    resolved.config.desc.digest, pushed.config.desc.digest,
+                    "{reference}"
+                );
+                assert_eq!(
+                    resolved.platform.as_ref().map(|p| p.to_string()).as_deref(),
+                    Some("linux/amd64")
+                );
+                stream_all(source.as_ref(), &resolved, &tars(&image)).await?;
+            }
         }
     }
+    Ok(())
+}
 
-    // Missing things are NotFound.
+#[tokio::test]
+async fn missing_local_images_are_not_found() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let image = plain_image()?;
+    let layout = dir.path().join("layout");
+    image.write_oci_layout(&layout, "v1")?;
+    let archive = dir.path().join("image.tar");
+    image.write_docker_archive(&archive, "test/app:v1")?;
+    let config = SourceConfig::default();
     for reference in [
         format!("oci-dir:{}:v2", layout.display()),
         format!("oci-dir:{}", dir.path().join("absent").display()),
+        // A directory that is not a layout.
+        format!("oci-dir:{}", dir.path().display()),
         format!("docker-archive:{}:v2", archive.display()),
         format!("docker-archive:{}", dir.path().join("absent.tar").display()),
     ] {
@@ -365,50 +477,29 @@ async fn oci_layout_and_docker_archive_match_the_registry() {
             "{reference}: {err:?}"
         );
     }
-    // A plain directory is not a layout; a file that is not a tarball is not an archive.
-    let err = resolve(&format!("oci-dir:{}", dir.path().display()), &config, None)
-        .await
-        .err();
-    assert!(matches!(err, Some(SourceError::NotFound(_))), "{err:?}");
-    let garbage = dir.path().join("garbage.tar");
-    std::fs::write(
-        &garbage,
-        b"this is not a tar file at all, not even close............",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let err = resolve(&format!("docker-archive:{}", garbage.display()), &config, None)
-        .await
-        .err();
-    assert!(matches!(err, Some(SourceError::Format { .. })), "{err:?}");
+    Ok(())
 }
 
 #[tokio::test]
-async fn oci_layout_with_nested_multi_platform_index() {
-    let amd = TestImage::build("amd64", None);
-    let arm = TestImage::build("arm64", Some("v8"));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+async fn oci_layout_with_nested_multi_platform_index() -> TestResult {
+    let dir = tempfile::tempdir()?;
     let layout = dir.path().join("layout");
-    let index = support::index_of(&[(&amd, "amd64", None), (&arm, "arm64", Some("v8"))]);
-    support::write_oci_layout(
-        &layout,
-        &[(&amd, "unused"), (&arm, "unused2")],
-        Some((&index, "multi")),
-    );
+    let index = Index::of(vec![mixed_image("linux/amd64")?, mixed_image("linux/arm64/v8")?])?;
+    index.write_oci_layout(&layout, "multi")?;
+    plain_image()?.write_oci_layout(&layout, "plain")?;
+    let amd = index.image("linux/amd64").ok_or("no amd64")?;
+    let arm = index.image("linux/arm64/v8").ok_or("no arm64")?;
     let config = SourceConfig::default();
     let reference = format!("oci-dir:{}:multi", layout.display());
 
-    let (source, resolved) = resolve(&reference, &config, None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (source, resolved) = resolve(&reference, &config, None).await?;
     assert_eq!(resolved.manifest_digest.as_str(), amd.manifest_digest);
     assert_eq!(
         resolved.index_digest.as_ref().map(|d| d.to_string()),
-        Some(support::sha256(&index))
+        Some(index.digest.clone())
     );
-    stream_all(source.as_ref(), &resolved, &amd).await;
-    let (_, resolved) = resolve(&reference, &config, Some("linux/arm64"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    stream_all(source.as_ref(), &resolved, &blobs(amd)).await?;
+    let (_, resolved) = resolve(&reference, &config, Some("linux/arm64")).await?;
     assert_eq!(resolved.manifest_digest.as_str(), arm.manifest_digest);
     let err = resolve(&reference, &config, Some("windows/amd64")).await.err();
     assert!(
@@ -420,26 +511,39 @@ async fn oci_layout_with_nested_multi_platform_index() {
         .await
         .err()
         .map(|e| e.to_string());
-    assert!(err.as_deref().is_some_and(|e| e.contains("multi")), "{err:?}");
+    assert!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("multi") && e.contains("plain")),
+        "{err:?}"
+    );
+    Ok(())
 }
 
 #[tokio::test]
-async fn broken_local_images_are_errors() {
-    let image = TestImage::build("amd64", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+async fn broken_local_images_are_errors() -> TestResult {
+    let image = plain_image()?;
+    let dir = tempfile::tempdir()?;
     let config = SourceConfig::default();
 
-    // A truncated archive (manifest.json, written last, is cut off).
+    // Not a tarball at all.
+    let garbage = dir.path().join("garbage.tar");
+    std::fs::write(
+        &garbage,
+        "this is not a tar file at all, not even close".repeat(20),
+    )?;
+    let err = resolve(&format!("docker-archive:{}", garbage.display()), &config, None)
+        .await
+        .err();
+    assert!(matches!(err, Some(SourceError::Format { .. })), "{err:?}");
+
+    // A truncated archive (manifest.json, written after the layers, is cut off).
     let archive = dir.path().join("image.tar");
-    support::write_docker_archive(&archive, &image, "test/app:v1");
-    let len = std::fs::metadata(&archive)
-        .map(|m| m.len())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let file = std::fs::OpenOptions::new()
+    image.write_docker_archive(&archive, "test/app:v1")?;
+    let len = std::fs::metadata(&archive)?.len();
+    std::fs::OpenOptions::new()
         .write(true)
-        .open(&archive)
-        .unwrap_or_else(|e| panic!("{e}"));
-    file.set_len(len / 2).unwrap_or_else(|e| panic!("{e}"));
+        .open(&archive)?
+        .set_len(len / 2)?;
     let err = resolve(&format!("docker-archive:{}", archive.display()), &config, None)
         .await
         .err();
@@ -447,52 +551,49 @@ async fn broken_local_images_are_errors() {
 
     // A layout whose config blob was altered: its digest no longer matches.
     let layout = dir.path().join("layout");
-    support::write_oci_layout(&layout, &[(&image, "v1")], None);
+    image.write_oci_layout(&layout, "v1")?;
     let config_blob = layout
         .join("blobs/sha256")
-        .join(&image.config.digest["sha256:".len()..]);
-    let mut altered = image.config.bytes.clone();
+        .join(&image.config_digest["sha256:".len()..]);
+    let mut altered = image.config.clone();
     altered[0] = b' ';
-    std::fs::write(&config_blob, altered).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&config_blob, altered)?;
     match resolve(&format!("oci-dir:{}", layout.display()), &config, None).await {
         Err(SourceError::Format { reason, .. }) => assert!(reason.contains("digest mismatch"), "{reason}"),
         other => panic!("{:?}", other.map(|(_, r)| r)),
     }
 
     // A layer blob shorter than its descriptor: the reader fails, it does not end quietly.
-    support::write_oci_layout(&layout, &[(&image, "v1")], None);
-    let (source, resolved) = resolve(&format!("oci-dir:{}", layout.display()), &config, None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    image.write_oci_layout(&layout, "v1")?;
+    let (source, resolved) = resolve(&format!("oci-dir:{}", layout.display()), &config, None).await?;
     let first = &resolved.layers[0];
     let blob = layout.join("blobs/sha256").join(first.digest.hex());
-    std::fs::write(&blob, &image.layers[0].bytes[..10]).unwrap_or_else(|e| panic!("{e}"));
-    let mut reader = source.open_layer(first).await.unwrap_or_else(|e| panic!("{e}"));
-    let mut sink = Vec::new();
-    let err = reader.read_to_end(&mut sink).await.err().map(|e| e.kind());
+    std::fs::write(&blob, &image.layers[0].blob[..10])?;
+    let err = read_layer(source.as_ref(), first).await.err().map(|e| e.kind());
     assert_eq!(err, Some(std::io::ErrorKind::UnexpectedEof));
+    Ok(())
 }
 
 #[tokio::test]
-async fn dir_source_returns_the_path() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let r = ImageRef::parse(&format!("dir:{}", dir.path().display())).unwrap_or_else(|e| panic!("{e}"));
+async fn dir_source_returns_the_path() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let r = ImageRef::parse(&format!("dir:{}", dir.path().display()))?;
     match Source::open(r, &SourceConfig::default()).await {
         Ok(Source::RootDir(p)) => assert_eq!(p, dir.path()),
         other => panic!("{other:?}"),
     }
-    let r = ImageRef::parse(&format!("dir:{}", dir.path().join("absent").display()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = ImageRef::parse(&format!("dir:{}", dir.path().join("absent").display()))?;
     assert!(matches!(
         Source::open(r, &SourceConfig::default()).await,
         Err(SourceError::NotFound(_))
     ));
+    Ok(())
 }
 
-/// Test plumbing: a registry process, a token service, an image builder.
+/// Test plumbing the harness does not have: Docker config files, and a
+/// registry behind token auth with its token service.
 mod support {
     use super::*;
-    use std::io::Write as _;
     use std::process::{Child, Command, Stdio};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -504,229 +605,7 @@ mod support {
     use oci_client::{Client, Reference, RegistryOperation};
     use tokio::io::AsyncWriteExt;
 
-    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-
-    pub fn sha256(bytes: &[u8]) -> String {
-        format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-    }
-
-    pub struct Blob {
-        pub bytes: Vec<u8>,
-        pub digest: String,
-        pub media_type: String,
-    }
-
-    impl Blob {
-        fn new(bytes: Vec<u8>, media_type: &str) -> Blob {
-            Blob {
-                digest: sha256(&bytes),
-                bytes,
-                media_type: media_type.to_owned(),
-            }
-        }
-        fn descriptor(&self) -> serde_json::Value {
-            serde_json::json!({"mediaType": self.media_type, "digest": self.digest, "size": self.bytes.len()})
-        }
-    }
-
-    /// A small image: a gzip layer, an uncompressed layer, a zstd layer.
-    pub struct TestImage {
-        pub layers: Vec<Blob>,
-        pub config: Blob,
-        pub diff_ids: Vec<String>,
-        pub manifest: Vec<u8>,
-        pub manifest_digest: String,
-    }
-
-    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (path, data) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_cksum();
-            b.append_data(&mut h, path, *data)
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        b.into_inner().unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    impl TestImage {
-        pub fn build(arch: &str, variant: Option<&str>) -> TestImage {
-            let os_release = format!("ID=debian\nVERSION_ID=\"12\"\n# built for {arch}\n");
-            let t1 = tar_of(&[
-                ("etc/os-release", os_release.as_bytes()),
-                ("etc/hostname", b"strata\n"),
-            ]);
-            let t2 = tar_of(&[(
-                "usr/share/doc/readme",
-                format!("layer two for {arch}\n").as_bytes(),
-            )]);
-            let t3 = tar_of(&[("opt/app/VERSION", b"1.0\n"), ("opt/app/.wh.old", b"")]);
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            gz.write_all(&t1).unwrap_or_else(|e| panic!("{e}"));
-            let gz = gz.finish().unwrap_or_else(|e| panic!("{e}"));
-            let zst = zstd::encode_all(&t3[..], 3).unwrap_or_else(|e| panic!("{e}"));
-            let diff_ids = vec![sha256(&t1), sha256(&t2), sha256(&t3)];
-            let layers = vec![
-                Blob::new(gz, "application/vnd.oci.image.layer.v1.tar+gzip"),
-                Blob::new(t2, "application/vnd.oci.image.layer.v1.tar"),
-                Blob::new(zst, "application/vnd.oci.image.layer.v1.tar+zstd"),
-            ];
-            let mut config = serde_json::json!({
-                "architecture": arch,
-                "os": "linux",
-                "config": {"Env": ["PATH=/usr/bin"]},
-                "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            });
-            if let Some(v) = variant {
-                config["variant"] = v.into();
-            }
-            let config = Blob::new(config.to_string().into_bytes(), OCI_CONFIG);
-            let manifest = serde_json::json!({
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": config.descriptor(),
-                "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
-            })
-            .to_string()
-            .into_bytes();
-            TestImage {
-                manifest_digest: sha256(&manifest),
-                manifest,
-                layers,
-                config,
-                diff_ids,
-            }
-        }
-
-        /// The docker-archive media type of each layer (the source reports
-        /// Docker types, found by magic bytes).
-        pub fn docker_media_types(&self) -> Vec<&'static str> {
-            vec![
-                "application/vnd.docker.image.rootfs.diff.tar.gzip",
-                "application/vnd.docker.image.rootfs.diff.tar",
-                "application/vnd.oci.image.layer.v1.tar+zstd",
-            ]
-        }
-    }
-
-    /// An OCI index over images: `(image, arch, variant)`.
-    pub fn index_of(images: &[(&TestImage, &str, Option<&str>)]) -> Vec<u8> {
-        let manifests: Vec<serde_json::Value> = images
-            .iter()
-            .map(|(img, arch, variant)| {
-                let mut platform = serde_json::json!({"os": "linux", "architecture": arch});
-                if let Some(v) = variant {
-                    platform["variant"] = (*v).into();
-                }
-                serde_json::json!({
-                    "mediaType": OCI_MANIFEST, "digest": img.manifest_digest,
-                    "size": img.manifest.len(), "platform": platform,
-                })
-            })
-            .chain(std::iter::once(serde_json::json!({
-                // A buildx-style attestation entry: never chosen nor offered.
-                "mediaType": OCI_MANIFEST, "digest": images[0].0.manifest_digest,
-                "size": images[0].0.manifest.len(),
-                "platform": {"os": "unknown", "architecture": "unknown"},
-            })))
-            .collect();
-        serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})
-            .to_string()
-            .into_bytes()
-    }
-
-    /// Writes an OCI layout holding `images` (tagged), plus optionally an
-    /// index blob (tagged) that refers to them.
-    pub fn write_oci_layout(dir: &Path, images: &[(&TestImage, &str)], index: Option<(&[u8], &str)>) {
-        let blobs = dir.join("blobs/sha256");
-        std::fs::create_dir_all(&blobs).unwrap_or_else(|e| panic!("{e}"));
-        let put = |bytes: &[u8]| {
-            let d = sha256(bytes);
-            std::fs::write(blobs.join(&d["sha256:".len()..]), bytes).unwrap_or_else(|e| panic!("{e}"));
-        };
-        let mut entries = Vec::new();
-        for (img, tag) in images {
-            for b in img.layers.iter().chain(std::iter::once(&img.config)) {
-                put(&b.bytes);
-            }
-            put(&img.manifest);
-            entries.push(serde_json::json!({
-                "mediaType": OCI_MANIFEST, "digest": img.manifest_digest, "size": img.manifest.len(),
-                "annotations": {"org.opencontainers.image.ref.name": tag},
-            }));
-        }
-        if let Some((index, tag)) = index {
-            put(index);
-            entries.push(serde_json::json!({
-                "mediaType": OCI_INDEX, "digest": sha256(index), "size": index.len(),
-                "annotations": {"org.opencontainers.image.ref.name": tag},
-            }));
-        }
-        let index_json =
-            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
-        std::fs::write(dir.join("index.json"), index_json.to_string()).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    /// Writes a `docker save`-style tarball: classic `<id>/layer.tar` names,
-    /// one of them a symlink into `blobs/sha256/` as Docker 25+ writes, and
-    /// `manifest.json` last.
-    pub fn write_docker_archive(path: &Path, image: &TestImage, repo_tag: &str) {
-        let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{e}"));
-        let mut b = tar::Builder::new(file);
-        let mut add = |name: &str, data: &[u8]| {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, name, data)
-                .unwrap_or_else(|e| panic!("{e}"));
-        };
-        let config_name = format!("{}.json", &image.config.digest["sha256:".len()..]);
-        add(&config_name, &image.config.bytes);
-        let mut layer_names = Vec::new();
-        let mut symlinks = Vec::new();
-        for (i, layer) in image.layers.iter().enumerate() {
-            let id = hex::encode(Sha256::digest(format!("v1-id-{i}-{}", layer.digest)));
-            let name = format!("{id}/layer.tar");
-            if i == 1 {
-                let target = format!("blobs/sha256/{}", &layer.digest["sha256:".len()..]);
-                add(&target, &layer.bytes);
-                symlinks.push((name.clone(), format!("../{target}")));
-            } else {
-                add(&name, &layer.bytes);
-            }
-            layer_names.push(name);
-        }
-        for (name, target) in symlinks {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_size(0);
-            h.set_mode(0o777);
-            b.append_link(&mut h, &name, &target)
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        let manifest = serde_json::json!([{
-            "Config": config_name, "RepoTags": [repo_tag], "Layers": layer_names,
-        }]);
-        let manifest = manifest.to_string();
-        let mut h = tar::Header::new_gnu();
-        h.set_size(manifest.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, "manifest.json", manifest.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-        b.into_inner()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .sync_all()
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    type Error = Box<dyn std::error::Error>;
 
     pub fn write_docker_config(
         dir: &Path,
@@ -735,86 +614,54 @@ mod support {
         user: &str,
         password: &str,
         as_auth: bool,
-    ) -> PathBuf {
+    ) -> Result<PathBuf, Error> {
         let entry = if as_auth {
             let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             serde_json::json!({"auth": auth})
         } else {
             serde_json::json!({"username": user, "password": password})
         };
-        let mut auths = BTreeMap::new();
-        auths.insert(key.to_owned(), entry);
+        let auths = BTreeMap::from([(key.to_owned(), entry)]);
         let path = dir.join(name);
-        std::fs::write(&path, serde_json::json!({"auths": auths}).to_string())
-            .unwrap_or_else(|e| panic!("{e}"));
-        path
+        std::fs::write(&path, serde_json::json!({"auths": auths}).to_string())?;
+        Ok(path)
     }
 
-    fn free_port() -> u16 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
-    }
-
-    pub enum Auth {
-        None,
-        Htpasswd {
-            user: &'static str,
-            password: &'static str,
-        },
-        /// The `auth:` section of the registry config.
-        Token(String),
-    }
-
-    /// A `docker-registry` process on a free loopback port, killed on drop.
-    pub struct Registry {
+    /// A `docker-registry` process whose `auth:` is token auth (the harness's
+    /// Registry knows only htpasswd), killed on drop.
+    pub struct TokenRegistry {
         pub addr: String,
         child: Child,
         _dir: tempfile::TempDir,
     }
 
-    impl Drop for Registry {
+    impl Drop for TokenRegistry {
         fn drop(&mut self) {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
     }
 
-    impl Registry {
-        pub async fn start(auth: Auth) -> Registry {
-            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-            let auth_yaml = match auth {
-                Auth::None => String::new(),
-                Auth::Htpasswd { user, password } => {
-                    let out = Command::new("htpasswd")
-                        .args(["-Bbn", user, password])
-                        .output()
-                        .unwrap_or_else(|e| panic!("htpasswd: {e}"));
-                    assert!(out.status.success(), "htpasswd failed");
-                    let file = dir.path().join("htpasswd");
-                    std::fs::write(&file, out.stdout).unwrap_or_else(|e| panic!("{e}"));
-                    format!(
-                        "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
-                        file.display()
-                    )
-                }
-                Auth::Token(yaml) => yaml,
-            };
-            let port = free_port();
+    impl TokenRegistry {
+        pub async fn start(auth_yaml: &str) -> Result<TokenRegistry, Error> {
+            let dir = tempfile::tempdir()?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             let addr = format!("127.0.0.1:{port}");
             let config = format!(
                 "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{auth_yaml}",
                 dir.path().join("data").display()
             );
             let config_path = dir.path().join("config.yml");
-            std::fs::write(&config_path, config).unwrap_or_else(|e| panic!("{e}"));
-            let child = Command::new("docker-registry")
+            std::fs::write(&config_path, config)?;
+            let binary =
+                std::env::var_os("STRATA_DOCKER_REGISTRY").unwrap_or_else(|| "docker-registry".into());
+            let child = Command::new(binary)
                 .arg("serve")
                 .arg(&config_path)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("docker-registry: {e}"));
-            let registry = Registry {
+                .spawn()?;
+            let registry = TokenRegistry {
                 addr,
                 child,
                 _dir: dir,
@@ -827,86 +674,42 @@ mod support {
                     .await
                     .is_ok()
                 {
-                    return registry;
+                    return Ok(registry);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            panic!("docker-registry did not start on {}", registry.addr);
+            Err(format!("docker-registry did not start on {}", registry.addr).into())
         }
 
-        fn client() -> Client {
-            Client::new(ClientConfig {
+        /// Pushes through oci-client, which does the token flow for push.
+        pub async fn push(
+            &self,
+            image: &Image,
+            repo: &str,
+            tag: &str,
+            creds: (&str, &str),
+        ) -> Result<(), Error> {
+            let client = Client::new(ClientConfig {
                 protocol: ClientProtocol::Http,
                 platform_resolver: None,
                 ..Default::default()
-            })
-        }
-
-        fn auth(creds: Option<(&str, &str)>) -> RegistryAuth {
-            creds.map_or(RegistryAuth::Anonymous, |(u, p)| {
-                RegistryAuth::Basic(u.into(), p.into())
-            })
-        }
-
-        /// Pushes the image's blobs, then its manifest under `tag` (a tag or a digest).
-        pub async fn push(&self, image: &TestImage, repo: &str, tag: &str, creds: Option<(&str, &str)>) {
-            let client = Self::client();
-            let reference = self.reference(repo, tag);
-            let auth = Self::auth(creds);
-            client
-                .auth(&reference, &auth, RegistryOperation::Push)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            for blob in image.layers.iter().chain(std::iter::once(&image.config)) {
+            });
+            let reference: Reference = format!("{}/{repo}:{tag}", self.addr).parse()?;
+            let auth = RegistryAuth::Basic(creds.0.into(), creds.1.into());
+            client.auth(&reference, &auth, RegistryOperation::Push).await?;
+            for layer in &image.layers {
                 client
-                    .push_blob(&reference, blob.bytes.clone(), &blob.digest)
-                    .await
-                    .unwrap_or_else(|e| panic!("push {}: {e}", blob.digest));
+                    .push_blob(&reference, layer.blob.clone(), &layer.digest)
+                    .await?;
             }
-            self.push_manifest_with(&client, &reference, &image.manifest, OCI_MANIFEST)
-                .await;
-        }
-
-        pub async fn push_manifest(
-            &self,
-            repo: &str,
-            tag: &str,
-            body: &[u8],
-            media_type: &str,
-            creds: Option<(&str, &str)>,
-        ) {
-            let client = Self::client();
-            let reference = self.reference(repo, tag);
             client
-                .auth(&reference, &Self::auth(creds), RegistryOperation::Push)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            self.push_manifest_with(&client, &reference, body, media_type)
-                .await;
-        }
-
-        async fn push_manifest_with(
-            &self,
-            client: &Client,
-            reference: &Reference,
-            body: &[u8],
-            media_type: &str,
-        ) {
-            let content_type =
-                reqwest::header::HeaderValue::from_str(media_type).unwrap_or_else(|e| panic!("{e}"));
+                .push_blob(&reference, image.config.clone(), &image.config_digest)
+                .await?;
+            let content_type = reqwest::header::HeaderValue::from_str(image.manifest_media_type())?;
             client
-                .push_manifest_raw(reference, body.to_vec(), content_type)
-                .await
-                .unwrap_or_else(|e| panic!("push manifest {reference}: {e}"));
-        }
-
-        fn reference(&self, repo: &str, tag: &str) -> Reference {
-            let text = if tag.starts_with("sha256:") {
-                format!("{}/{repo}@{tag}", self.addr)
-            } else {
-                format!("{}/{repo}:{tag}", self.addr)
-            };
-            text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+                .push_manifest_raw(&reference, image.manifest.clone(), content_type)
+                .await?;
+            Ok(())
         }
     }
 
@@ -931,8 +734,8 @@ mod support {
     const SERVICE: &str = "strata-test-registry";
 
     impl TokenServer {
-        pub async fn start(user: &'static str, password: &'static str) -> TokenServer {
-            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        pub async fn start(user: &'static str, password: &'static str) -> Result<TokenServer, Error> {
+            let dir = tempfile::tempdir()?;
             let key_pem = dir.path().join("key.pem");
             let key_der = dir.path().join("key.der");
             let cert_pem = dir.path().join("cert.pem");
@@ -995,17 +798,12 @@ mod support {
                 "-out",
                 &p(&cert_der),
             ]);
-            let key = ring::signature::RsaKeyPair::from_pkcs8(
-                &std::fs::read(&key_der).unwrap_or_else(|e| panic!("{e}")),
-            )
-            .unwrap_or_else(|e| panic!("key: {e}"));
-            let x5c = base64::engine::general_purpose::STANDARD
-                .encode(std::fs::read(&cert_der).unwrap_or_else(|e| panic!("{e}")));
+            let key = ring::signature::RsaKeyPair::from_pkcs8(&std::fs::read(&key_der)?)
+                .unwrap_or_else(|e| panic!("key: {e}"));
+            let x5c = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&cert_der)?);
 
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let port = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let port = listener.local_addr()?.port();
             let issued = Arc::new(AtomicUsize::new(0));
             let state = Arc::new((key, x5c, user, password, issued.clone()));
             let task = tokio::spawn(async move {
@@ -1017,13 +815,13 @@ mod support {
                     });
                 }
             });
-            TokenServer {
+            Ok(TokenServer {
                 port,
                 cert_pem,
                 issued,
                 task,
                 _dir: dir,
-            }
+            })
         }
 
         pub fn registry_auth_yaml(&self) -> String {

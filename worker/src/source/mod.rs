@@ -39,6 +39,7 @@ use strata_proto::Digest;
 use tokio::io::AsyncRead;
 
 pub use bounded::BoundedReader;
+pub use manifest::{MAX_CONFIG_BYTES, MAX_INDEX_ENTRIES, MAX_LAYERS, MAX_MANIFEST_BYTES};
 pub use platform::Platform;
 pub use reference::ImageRef;
 
@@ -113,7 +114,7 @@ pub struct LayerDesc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageConfig {
     pub desc: LayerDesc,
-    /// The raw JSON (bounded by [`manifest::MAX_CONFIG_BYTES`]).
+    /// The raw JSON (at most [`MAX_CONFIG_BYTES`]).
     pub raw: bytes::Bytes,
     pub os: Option<String>,
     pub architecture: Option<String>,

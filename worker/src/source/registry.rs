@@ -168,22 +168,26 @@ impl RegistrySource {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let too_big = || {
-            SourceError::format(
-                &what,
-                format!("manifest larger than {} bytes", manifest::MAX_MANIFEST_BYTES),
-            )
+        // An error's body is only read for its message: a smaller bound.
+        let limit = if status.is_success() {
+            manifest::MAX_MANIFEST_BYTES
+        } else {
+            MAX_ERROR_BODY
         };
-        if response
-            .content_length()
-            .is_some_and(|n| n > manifest::MAX_MANIFEST_BYTES)
-        {
-            return Err(too_big());
+        if status.is_success() && response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_big(&what));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(net)? {
-            if (body.len() + chunk.len()) as u64 > manifest::MAX_MANIFEST_BYTES {
-                return Err(too_big());
+            let room = usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(body.len());
+            if chunk.len() > room {
+                if status.is_success() {
+                    return Err(too_big(&what));
+                }
+                body.extend_from_slice(&chunk[..room]);
+                break;
             }
             body.extend_from_slice(&chunk);
         }
@@ -375,6 +379,16 @@ fn map_error(e: OciDistributionError, what: &str, registry: &str) -> SourceError
             message: format!("{what}: {}", one_line(&error_chain(&other))),
         },
     }
+}
+
+/// Most bytes of an error response read (for its message).
+const MAX_ERROR_BODY: u64 = 64 << 10;
+
+fn too_big(what: &str) -> SourceError {
+    SourceError::format(
+        what,
+        format!("manifest larger than {} bytes", manifest::MAX_MANIFEST_BYTES),
+    )
 }
 
 /// Maps an HTTP error status and its body (an OCI error envelope, when the

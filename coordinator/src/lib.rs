@@ -7,6 +7,7 @@
 //! - [`engine`]: the single-process pipeline: reference → layers analysed → composed.
 //! - [`output`]: report and SBOM formats (table, JSON, CycloneDX, SPDX, SARIF) and SBOM input.
 //! - [`suppress`]: ignore files and OpenVEX documents that remove findings from a report.
+//! - [`vulndb`]: OSV import (directories, `all.zip`, HTTP, object stores) and the local database file.
 //! - [`versions`]: version ordering, one module per scheme (dpkg, apk, rpm, PEP 440, semver, Go, Maven, RubyGems).
 
 pub mod api;
@@ -15,6 +16,7 @@ pub mod engine;
 pub mod output;
 pub mod suppress;
 pub mod versions;
+pub mod vulndb;
 
 /// The version of this build, reported by `AdminService` and `strata --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

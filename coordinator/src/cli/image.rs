@@ -11,11 +11,9 @@ use strata_proto::LayerInventory;
 use strata_worker::layer::LayerError;
 use strata_worker::source::{LayerDesc, Platform, ResolvedImage, SourceConfig};
 
+/// How to reach an image (the image itself is each command's positional argument).
 #[derive(Args, Debug, Clone)]
 pub struct ImageArgs {
-    /// The image: a registry reference (`alpine:3.19`, `ghcr.io/o/r@sha256:…`),
-    /// `oci-dir:PATH[:TAG]`, `docker-archive:PATH`, or `dir:PATH` (a root filesystem).
-    pub image: String,
     /// Platform to choose from a multi-platform index: `os/arch[/variant]`.
     #[arg(long)]
     pub platform: Option<String>,
@@ -45,16 +43,16 @@ impl ImageArgs {
         })
     }
 
-    /// Analyse the image, with a progress bar when stderr is a terminal.
+    /// Analyse `image`, with a progress bar when stderr is a terminal.
     /// A failed layer is an error: an inventory without it would be wrong.
-    pub async fn analyze(&self) -> anyhow::Result<ImageAnalysis> {
+    pub async fn analyze(&self, image: &str) -> anyhow::Result<ImageAnalysis> {
         let config = self.engine_config()?;
         let progress: Arc<dyn Progress> = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             Arc::new(Bar::new())
         } else {
             Arc::new(engine::Quiet)
         };
-        let analysis = engine::analyze_image(&self.image, &config, progress).await?;
+        let analysis = engine::analyze_image(image, &config, progress).await?;
         if let Some(err) = analysis.first_layer_error() {
             anyhow::bail!("{err}");
         }
@@ -63,7 +61,7 @@ impl ImageArgs {
             .iter()
             .chain(analysis.layers.iter().flat_map(|l| &l.warnings))
         {
-            tracing::warn!(image = %self.image, "{warning}");
+            tracing::warn!(image = %image, "{warning}");
         }
         Ok(analysis)
     }

@@ -10,6 +10,7 @@ mod status;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub const EXIT_OK: u8 = 0;
+pub const EXIT_FINDINGS: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 
 #[derive(Parser, Debug)]

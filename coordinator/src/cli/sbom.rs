@@ -10,15 +10,18 @@ use super::image::ImageArgs;
 
 #[derive(Args, Debug)]
 pub struct SbomArgs {
+    /// The image: a registry reference (`alpine:3.19`, `ghcr.io/o/r@sha256:…`),
+    /// `oci-dir:PATH[:TAG]`, `docker-archive:PATH[:TAG]`, or `dir:PATH` (a root filesystem).
+    pub image: String,
     #[command(flatten)]
-    pub image: ImageArgs,
+    pub options: ImageArgs,
     /// Output format: table, json (strata.inventory/v1), cyclonedx (1.5 JSON), spdx (2.3 JSON).
     #[arg(long, short = 'f', default_value = "table")]
     pub format: SbomFormat,
 }
 
 pub async fn run(args: SbomArgs) -> anyhow::Result<u8> {
-    let analysis = args.image.analyze().await?;
+    let analysis = args.options.analyze(&args.image).await?;
     let sbom = ImageSbom {
         image_name: analysis.reference.clone(),
         image_digest: analysis.digest.clone(),

@@ -15,7 +15,8 @@
 //!   one of the entry's ranges or string-equal to one of its `versions`.
 //!   A range whose versions do not parse is dropped at build time (only the
 //!   list is used for that entry; counted in [`IndexStats`]); an installed
-//!   version that does not parse matches no range, never panics.
+//!   version that does not parse matches no range, never panics. Semver
+//!   ranges pad short versions ("0.2" is "0.2.0"; [`range::parse_version`]).
 //! - OS awareness: an entry with a `release` (`Debian:12` → "12") applies
 //!   only to packages of an image whose [`OsRelease`] gives that release for
 //!   the package's ecosystem ([`release_key`]). An OS package in an image
@@ -272,7 +273,7 @@ impl Matcher {
                 let v = match parsed.iter().find(|(s, _)| *s == r.scheme()) {
                     Some((_, v)) => v,
                     None => {
-                        parsed.push((r.scheme(), versions::parse(r.scheme(), key.version).ok()));
+                        parsed.push((r.scheme(), range::parse_version(r.scheme(), key.version).ok()));
                         &parsed[parsed.len() - 1].1
                     }
                 };

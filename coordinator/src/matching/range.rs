@@ -139,10 +139,39 @@ impl CompiledRange {
     }
 }
 
-/// Parses with the scheme; a SEMVER range's leading `v` is stripped by the
-/// semver parser itself.
+/// Parses `s` as ranges of `scheme` need it, for event versions and
+/// installed versions alike. Semver is lenient as osv.dev's own matcher is:
+/// the parser strips a leading `v`, and a version with fewer than three
+/// numeric components ("0.2", "1", real crates.io records have them) is
+/// padded with `.0` ("0.2.0"). Every other scheme is its strict parser.
+pub fn parse_version(scheme: Scheme, s: &str) -> Result<Version, VersionError> {
+    match versions::parse(scheme, s) {
+        Ok(v) => Ok(v),
+        Err(e) if scheme == Scheme::Semver => pad_semver(s).ok_or(e),
+        Err(e) => Err(e),
+    }
+}
+
+fn pad_semver(s: &str) -> Option<Version> {
+    let s = s.trim();
+    let core_end = s.find(['-', '+']).unwrap_or(s.len());
+    let (core, rest) = s.split_at(core_end);
+    let core = core.strip_prefix('v').unwrap_or(core);
+    let parts = core.split('.').count();
+    if core.is_empty()
+        || parts >= 3
+        || !core
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let padded = format!("{core}{}{rest}", ".0".repeat(3 - parts));
+    versions::parse(Scheme::Semver, &padded).ok()
+}
+
 fn parse(scheme: Scheme, s: &str) -> Result<Version, VersionError> {
-    versions::parse(scheme, s)
+    parse_version(scheme, s)
 }
 
 #[cfg(test)]
@@ -155,7 +184,7 @@ mod tests {
     }
 
     fn hit(r: &CompiledRange, v: &str) -> bool {
-        r.affects(&versions::parse(r.scheme(), v).unwrap())
+        r.affects(&parse_version(r.scheme(), v).unwrap())
     }
 
     #[test]
@@ -231,6 +260,21 @@ mod tests {
         assert!(hit(&r, "v1.1.0"));
         assert!(hit(&r, "1.1.0"));
         assert!(!hit(&r, "v1.2.0"));
+    }
+
+    #[test]
+    fn semver_pads_short_versions() {
+        // As in GHSA-wcg3-cvx6-7396 (crates.io `time`): introduced 0.1, last_affected 0.2.
+        let r = range(Scheme::Semver, &[(Introduced, "0.1"), (LastAffected, "0.2")]);
+        assert!(hit(&r, "0.1.0"));
+        assert!(hit(&r, "0.2"));
+        assert!(hit(&r, "0.2.0"));
+        assert!(!hit(&r, "0.2.1"));
+        assert!(parse_version(Scheme::Semver, "1").is_ok());
+        assert!(parse_version(Scheme::Semver, "1.2-beta").is_ok());
+        assert!(parse_version(Scheme::Semver, "1..2").is_err());
+        assert!(parse_version(Scheme::Semver, "x.y").is_err());
+        assert!(parse_version(Scheme::Pep440, "not a version").is_err());
     }
 
     #[test]

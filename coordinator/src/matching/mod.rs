@@ -437,4 +437,6 @@ fn sort_findings(f: &mut [Finding]) {
 }
 
 #[cfg(test)]
+mod real_data_tests;
+#[cfg(test)]
 mod tests;

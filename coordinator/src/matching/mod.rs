@@ -84,6 +84,28 @@ struct Hit {
     fixed: Vec<String>,
 }
 
+/// A fleet matched by [`Matcher::match_fleet_compact`]: the hits of each
+/// distinct key and, per image, the key of each package.
+#[derive(Clone, Debug)]
+pub struct FleetMatches {
+    hits: Vec<Vec<Hit>>,
+    per_image: Vec<Vec<u32>>,
+}
+
+impl FleetMatches {
+    /// How many distinct (ecosystem, release, name, version) were matched.
+    pub fn distinct_keys(&self) -> usize {
+        self.hits.len()
+    }
+
+    /// How many findings image `image` has (0 for an unknown image).
+    pub fn finding_count(&self, image: usize) -> usize {
+        self.per_image
+            .get(image)
+            .map_or(0, |k| k.iter().map(|&k| self.hits[k as usize].len()).sum())
+    }
+}
+
 /// The in-memory index; cheap to share across threads (`&self` only).
 pub struct Matcher {
     vulndb_version: String,
@@ -188,7 +210,23 @@ impl Matcher {
 
     /// Matches many images; the result has one `Vec<Finding>` per image, in
     /// order, each equal to what [`Self::match_packages`] gives for it.
+    /// [`Self::match_fleet_compact`] then [`Self::findings_of`] for each image.
     pub fn match_fleet(&self, images: &[(Option<OsRelease>, Vec<Package>)]) -> Vec<Vec<Finding>> {
+        let fm = self.match_fleet_compact(images);
+        images
+            .par_iter()
+            .enumerate()
+            .map(|(i, (_, pkgs))| self.findings_of(&fm, i, pkgs))
+            .collect()
+    }
+
+    /// Matches many images without materialising findings: each distinct
+    /// (ecosystem, release, name, version) is matched once (rayon over the
+    /// distinct keys), and each image keeps, per package, which key it has.
+    /// Owned [`Finding`]s (a dozen allocations each) cost more than the
+    /// matching itself; callers that only need some images' findings, counts,
+    /// or a delta build them with [`Self::findings_of`].
+    pub fn match_fleet_compact(&self, images: &[(Option<OsRelease>, Vec<Package>)]) -> FleetMatches {
         // Release keys per image and OS ecosystem, computed once and borrowed
         // by the keys below.
         let releases: Vec<Vec<(Ecosystem, Option<String>)>> = images
@@ -230,21 +268,24 @@ impl Matcher {
         drop(ids);
 
         let hits: Vec<Vec<Hit>> = keys.par_iter().map(|k| self.match_key(k)).collect();
+        FleetMatches { hits, per_image }
+    }
 
-        images
-            .par_iter()
-            .zip(per_image.par_iter())
-            .map(|((_, pkgs), kids)| {
-                let mut findings = Vec::new();
-                for (p, &k) in pkgs.iter().zip(kids) {
-                    for hit in &hits[k as usize] {
-                        findings.push(self.finding(hit, p));
-                    }
-                }
-                sort_findings(&mut findings);
-                findings
-            })
-            .collect()
+    /// The findings of image `image` of a [`FleetMatches`]; `packages` must be
+    /// that image's packages as given to [`Self::match_fleet_compact`] (extra
+    /// or missing packages are ignored). Empty for an unknown image.
+    pub fn findings_of(&self, fm: &FleetMatches, image: usize, packages: &[Package]) -> Vec<Finding> {
+        let Some(kids) = fm.per_image.get(image) else {
+            return Vec::new();
+        };
+        let mut findings = Vec::with_capacity(fm.finding_count(image));
+        for (p, &k) in packages.iter().zip(kids) {
+            for hit in &fm.hits[k as usize] {
+                findings.push(self.finding(hit, p));
+            }
+        }
+        sort_findings(&mut findings);
+        findings
     }
 
     /// Every advisory hitting one key, one hit per advisory.

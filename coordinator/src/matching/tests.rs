@@ -594,4 +594,15 @@ fn fleet_equals_per_image() {
     assert_eq!(ids(&fleet[1]), [("DSA-11", "openssl"), ("PY-1", "django")]);
     assert!(fleet[2].is_empty());
     assert_eq!(fleet[4].len(), 2);
+    // The compact form: one match per distinct key, counts per image.
+    let fm = m.match_fleet_compact(&images);
+    // Distinct: openssl 1.1.1n-0 on 12, 11 and no release; django 4.1 (Django
+    // normalises to it); x/net v0.10.0 and v0.17.0; openssl 3.0.9-1 on 12.
+    assert_eq!(fm.distinct_keys(), 7);
+    assert_eq!(
+        (0..images.len()).map(|i| fm.finding_count(i)).collect::<Vec<_>>(),
+        [3, 2, 0, 0, 2]
+    );
+    assert_eq!(fm.finding_count(99), 0);
+    assert!(m.findings_of(&fm, 99, &images[0].1).is_empty());
 }

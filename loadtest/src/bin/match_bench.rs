@@ -11,8 +11,11 @@
 //!    and most packages are at their current version, so most
 //!    (name, version) pairs repeat across images.
 //! 4. Baseline, in the same run: hashing every (ecosystem, name, version) of
-//!    the inventories once. Then `match_fleet` (target: < 2 s on 2 cores).
-//!    Best of `--rounds` (default 3).
+//!    the inventories once (and, for reference, building the set of distinct
+//!    ones). Then `match_fleet_compact` (the matching: every distinct key
+//!    matched once, findings counted, not built) and `match_fleet` (also
+//!    materialising every owned `Finding`; cloning them alone is reported
+//!    too). Target: < 2 s on 2 cores. Best of `--rounds` (default 3).
 //! 5. Scaling: 1k/5k/10k inventories with all advisories, and
 //!    25k/50k/100k advisories with all inventories.
 //!
@@ -22,6 +25,7 @@ use std::error::Error;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
 use strata_coordinator::matching::Matcher;
 use strata_coordinator::matching::model::{Advisory, AffectedEntry, EvalRange, Event, RangeKind};
 use strata_proto::{Ecosystem, OsRelease, Package, Severity};
@@ -354,24 +358,40 @@ fn main() -> Result<(), Box<dyn Error>> {
     let (build, matcher) = best_of(rounds, || Matcher::from_advisories("bench", &advisories));
     println!("index build ({:?}): {}", matcher.stats(), ms(build));
 
-    let mut distinct = rustc_hash::FxHashSet::default();
-    for (_, pkgs) in &images {
-        for p in pkgs {
-            distinct.insert((p.ecosystem, p.name.as_str(), p.version.as_str()));
+    let (dedup, n_distinct) = best_of(rounds, || {
+        let mut distinct = rustc_hash::FxHashSet::default();
+        for (_, pkgs) in &images {
+            for p in pkgs {
+                distinct.insert((p.ecosystem, p.name.as_str(), p.version.as_str()));
+            }
         }
-    }
+        distinct.len()
+    });
     println!(
-        "distinct (ecosystem, name, version): {} of {} packages",
-        distinct.len(),
-        images.iter().map(|(_, p)| p.len()).sum::<usize>()
+        "distinct (ecosystem, name, version): {} of {} packages (dedup set alone: {})",
+        n_distinct,
+        images.iter().map(|(_, p)| p.len()).sum::<usize>(),
+        ms(dedup)
     );
-    drop(distinct);
 
     let (base, h) = best_of(rounds, || hash_all(&images));
     std::hint::black_box(h);
+    let (compact, fm) = best_of(rounds, || matcher.match_fleet_compact(&images));
+    println!(
+        "match_fleet_compact: {} ({} distinct keys matched, {} findings not materialised); ratio to baseline {:.1}x",
+        ms(compact),
+        fm.distinct_keys(),
+        (0..images.len()).map(|i| fm.finding_count(i)).sum::<usize>(),
+        compact.as_secs_f64() / base.as_secs_f64().max(1e-9)
+    );
+    drop(fm);
     let (fleet, findings) = best_of(rounds, || matcher.match_fleet(&images));
     let total: usize = findings.iter().map(Vec::len).sum();
+    // What materialising that many owned `Finding`s costs by itself.
+    let (clone, copy) = best_of(1, || findings.par_iter().map(|f| f.to_vec()).collect::<Vec<_>>());
+    drop(copy);
     drop(findings);
+    println!("cloning the findings alone (parallel): {}", ms(clone));
     println!(
         "match_fleet: {} ({} findings); baseline hash-all: {}; ratio {:.1}x",
         ms(fleet),
@@ -383,8 +403,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("scaling with inventories ({n_adv} advisories):");
     for n in [1_000usize, 5_000, 10_000] {
         let n = n.min(images.len());
+        let (c, _) = best_of(rounds, || matcher.match_fleet_compact(&images[..n]));
         let (d, _) = best_of(rounds, || matcher.match_fleet(&images[..n]));
-        println!("  {n:>6} inventories: {}", ms(d));
+        println!("  {n:>6} inventories: compact {}, with findings {}", ms(c), ms(d));
     }
     println!("scaling with advisories ({} inventories):", images.len());
     for n in [25_000usize, 50_000, 100_000] {

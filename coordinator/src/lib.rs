@@ -13,6 +13,7 @@
 pub mod api;
 pub mod compose;
 pub mod engine;
+pub mod matching;
 pub mod output;
 pub mod suppress;
 pub mod versions;

@@ -3,8 +3,10 @@
 //! Exit codes are part of the interface CI gates on: 0 clean, 1 findings at
 //! or above `--fail-on`, 2 an error (with a one-line message on stderr).
 
+mod db;
 mod image;
 mod sbom;
+mod scan;
 mod status;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -40,6 +42,10 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Build and inspect the local vulnerability database (OSV).
+    Db(db::DbArgs),
+    /// Scan an image (or an SBOM) for known vulnerabilities; `--fail-on` gates CI.
+    Scan(scan::ScanArgs),
     /// List an image's packages (an SBOM): table, json, cyclonedx or spdx.
     Sbom(sbom::SbomArgs),
     /// Show a coordinator's status (version, uptime, NATS connection, workers).
@@ -60,6 +66,8 @@ pub fn init_logging(global: &GlobalArgs) {
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
+        Command::Db(args) => db::run(args).await,
+        Command::Scan(args) => scan::run(args).await,
         Command::Sbom(args) => sbom::run(args).await,
         Command::Status(args) => status::run(args).await,
     }

@@ -65,7 +65,7 @@ pub const DEFAULT_FEEDS: &[&str] = &[
 pub const OSV_EXPORT_BASE: &str = "https://osv-vulnerabilities.storage.googleapis.com";
 
 /// One vulnerability, merged across its aliases.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Advisory {
     pub id: String,
     /// Every other id of the same vulnerability, sorted.

@@ -4,7 +4,16 @@
 //! record must have to be useful (an id, affected packages) is checked when
 //! it is normalised, with a reason.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+/// Real feeds write `"aliases": null` where the schema says a list: null is empty.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -13,12 +22,17 @@ pub struct Vulnerability {
     pub modified: Option<String>,
     pub published: Option<String>,
     pub withdrawn: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
     pub aliases: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
     pub upstream: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
     pub related: Vec<String>,
     pub summary: Option<String>,
     pub details: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
     pub severity: Vec<SeverityEntry>,
+    #[serde(deserialize_with = "null_as_default")]
     pub affected: Vec<Affected>,
     pub database_specific: Option<serde_json::Value>,
 }
@@ -35,8 +49,11 @@ pub struct SeverityEntry {
 #[serde(default)]
 pub struct Affected {
     pub package: Option<AffectedPackage>,
+    #[serde(deserialize_with = "null_as_default")]
     pub severity: Vec<SeverityEntry>,
+    #[serde(deserialize_with = "null_as_default")]
     pub ranges: Vec<Range>,
+    #[serde(deserialize_with = "null_as_default")]
     pub versions: Vec<String>,
     pub ecosystem_specific: Option<serde_json::Value>,
     pub database_specific: Option<serde_json::Value>,
@@ -56,6 +73,7 @@ pub struct Range {
     #[serde(rename = "type")]
     pub kind: String,
     pub repo: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
     pub events: Vec<RawEvent>,
 }
 

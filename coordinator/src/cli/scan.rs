@@ -68,7 +68,13 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<u8> {
         }
         (None, Some(file)) => {
             let (packages, os) = read_sbom(file)?;
-            (format!("sbom:{}", file.display()), None, String::new(), os, packages)
+            (
+                format!("sbom:{}", file.display()),
+                None,
+                String::new(),
+                os,
+                packages,
+            )
         }
         (None, None) => anyhow::bail!("give an image or --sbom FILE"),
     };
@@ -109,8 +115,14 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<u8> {
     output::write_report(&mut out, args.format, &report)?;
     out.flush().context("writing to stdout")?;
 
-    let gated = args.fail_on.is_some_and(|threshold| report.findings.iter().any(|f| f.severity >= threshold));
-    Ok(if gated { super::EXIT_FINDINGS } else { super::EXIT_OK })
+    let gated = args
+        .fail_on
+        .is_some_and(|threshold| report.findings.iter().any(|f| f.severity >= threshold));
+    Ok(if gated {
+        super::EXIT_FINDINGS
+    } else {
+        super::EXIT_OK
+    })
 }
 
 fn read_sbom(path: &PathBuf) -> anyhow::Result<(Vec<Package>, Option<OsRelease>)> {

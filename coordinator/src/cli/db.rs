@@ -70,7 +70,10 @@ pub enum DbCommand {
 pub async fn run(args: DbArgs) -> anyhow::Result<u8> {
     match args.command {
         DbCommand::Import { db, sources } => {
-            let sources = sources.iter().map(|s| vulndb::Source::parse(s)).collect::<Result<Vec<_>, _>>()?;
+            let sources = sources
+                .iter()
+                .map(|s| vulndb::Source::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
             let out = db.path()?;
             ensure_parent(&out)?;
             let summary = vulndb::import(&sources, &out).await?;

@@ -1,0 +1,480 @@
+//! Matching packages against the vulnerability database.
+//!
+//! [`Matcher::new`] builds, once, an index by (ecosystem, package name) from
+//! the [`Db`], with every range's versions parsed once
+//! ([`range::CompiledRange`]). [`Matcher::match_packages`] matches one image,
+//! [`Matcher::match_fleet`] many: each distinct (ecosystem, release, name,
+//! version) is matched once (in parallel with rayon) and the result fanned out
+//! to every image that has it.
+//!
+//! Contract:
+//! - One finding per (advisory, package): the db has merged aliases, and
+//!   several affected entries or ranges of one advisory hitting one package
+//!   give one finding whose fixed versions are the union.
+//! - A package matches an affected entry when its installed version is in
+//!   one of the entry's ranges or string-equal to one of its `versions`.
+//!   A range whose versions do not parse is dropped at build time (only the
+//!   list is used for that entry; counted in [`IndexStats`]); an installed
+//!   version that does not parse matches no range, never panics. Semver
+//!   ranges pad short versions ("0.2" is "0.2.0"; [`range::parse_version`]).
+//! - OS awareness: an entry with a `release` (`Debian:12` → "12") applies
+//!   only to packages of an image whose [`OsRelease`] gives that release for
+//!   the package's ecosystem ([`release_key`]). An OS package in an image
+//!   with no os-release matches no release-specific entry (only entries
+//!   without a release, e.g. Wolfi).
+//! - Debian and Ubuntu match by source package and source version; Alpine by
+//!   origin (the `source_name`); RPM ecosystems and language ecosystems by
+//!   the package's own name and version. PyPI names are PEP 503-normalised
+//!   on both sides.
+//! - Findings are ordered by severity (highest first), then id, package
+//!   name, version and path: the same input gives the same output.
+
+pub mod range;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use strata_proto::{Ecosystem, Finding, OsRelease, Package, Severity};
+
+use crate::versions::{self, Scheme, Version};
+use crate::vulndb::{Advisory, Db, Event, RangeKind};
+use range::{CompiledRange, EventKind};
+
+/// What one advisory contributes to a finding.
+#[derive(Clone, Debug)]
+struct AdvisoryInfo {
+    id: String,
+    aliases: Vec<String>,
+    summary: String,
+    severity: Severity,
+    score: Option<f64>,
+    score_source: String,
+}
+
+/// One affected entry of one advisory, ready to evaluate.
+#[derive(Clone, Debug)]
+struct Entry {
+    advisory: u32,
+    release: Option<Box<str>>,
+    ranges: Vec<CompiledRange>,
+    /// The explicit `versions` list, sorted for binary search.
+    versions: Vec<Box<str>>,
+}
+
+/// Counts from building the index, for logs and `db status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    pub advisories: usize,
+    pub entries: usize,
+    pub ranges: usize,
+    /// Ranges dropped because an event version did not parse (or the
+    /// ecosystem has no version ordering); their entry keeps its list.
+    pub unevaluable_ranges: usize,
+}
+
+/// One advisory hitting one (ecosystem, release, name, version).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Hit {
+    advisory: u32,
+    fixed: Vec<String>,
+}
+
+/// A fleet matched by [`Matcher::match_fleet_compact`]: the hits of each
+/// distinct key and, per image, the key of each package.
+#[derive(Clone, Debug)]
+pub struct FleetMatches {
+    hits: Vec<Vec<Hit>>,
+    per_image: Vec<Vec<u32>>,
+}
+
+impl FleetMatches {
+    /// How many distinct (ecosystem, release, name, version) were matched.
+    pub fn distinct_keys(&self) -> usize {
+        self.hits.len()
+    }
+
+    /// How many findings image `image` has (0 for an unknown image).
+    pub fn finding_count(&self, image: usize) -> usize {
+        self.per_image
+            .get(image)
+            .map_or(0, |k| k.iter().map(|&k| self.hits[k as usize].len()).sum())
+    }
+}
+
+/// The in-memory index; cheap to share across threads (`&self` only).
+pub struct Matcher {
+    vulndb_version: String,
+    advisories: Vec<AdvisoryInfo>,
+    index: FxHashMap<Ecosystem, FxHashMap<Box<str>, Vec<Entry>>>,
+    stats: IndexStats,
+}
+
+impl Matcher {
+    /// Builds the index from every advisory of `db`.
+    pub fn new(db: &Db) -> Matcher {
+        Matcher::from_advisories(db.version(), db.advisories())
+    }
+
+    /// Builds the index from `advisories`, stamping findings with `vulndb_version`.
+    pub fn from_advisories<'a>(
+        vulndb_version: &str,
+        advisories: impl IntoIterator<Item = &'a Advisory>,
+    ) -> Matcher {
+        let mut m = Matcher {
+            vulndb_version: vulndb_version.to_owned(),
+            advisories: Vec::new(),
+            index: FxHashMap::default(),
+            stats: IndexStats::default(),
+        };
+        for adv in advisories {
+            let Ok(idx) = u32::try_from(m.advisories.len()) else {
+                break; // More than 4 billion advisories: not a real database.
+            };
+            m.advisories.push(AdvisoryInfo {
+                id: adv.id.clone(),
+                aliases: adv.aliases.clone(),
+                summary: adv.summary.clone(),
+                severity: adv.severity,
+                score: adv.score,
+                score_source: adv.score_source.clone(),
+            });
+            m.stats.advisories += 1;
+            for aff in &adv.affected {
+                let eco_scheme = versions::scheme(aff.ecosystem).ok();
+                let mut ranges = Vec::with_capacity(aff.ranges.len());
+                for r in &aff.ranges {
+                    m.stats.ranges += 1;
+                    let scheme = match r.kind {
+                        RangeKind::Semver => Some(Scheme::Semver),
+                        RangeKind::Ecosystem => eco_scheme,
+                    };
+                    let compiled =
+                        scheme.and_then(|s| CompiledRange::compile(s, r.events.iter().map(event)).ok());
+                    match compiled {
+                        Some(c) => ranges.push(c),
+                        None => m.stats.unevaluable_ranges += 1,
+                    }
+                }
+                let mut list: Vec<Box<str>> = aff.versions.iter().map(|v| v.as_str().into()).collect();
+                list.sort_unstable();
+                list.dedup();
+                if ranges.is_empty() && list.is_empty() {
+                    continue;
+                }
+                m.stats.entries += 1;
+                let name = normalise_name(aff.ecosystem, &aff.name)
+                    .into_owned()
+                    .into_boxed_str();
+                m.index
+                    .entry(aff.ecosystem)
+                    .or_default()
+                    .entry(name)
+                    .or_default()
+                    .push(Entry {
+                        advisory: idx,
+                        release: aff.release.as_deref().map(Into::into),
+                        ranges,
+                        versions: list,
+                    });
+            }
+        }
+        m
+    }
+
+    pub fn stats(&self) -> IndexStats {
+        self.stats
+    }
+
+    pub fn vulndb_version(&self) -> &str {
+        &self.vulndb_version
+    }
+
+    /// Matches the packages of one image whose os-release is `os`.
+    pub fn match_packages(&self, os: Option<&OsRelease>, packages: &[Package]) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        for p in packages {
+            let release = release_key(p.ecosystem, os);
+            let key = Key::of(p, release.as_deref());
+            for hit in self.match_key(&key) {
+                findings.push(self.finding(&hit, p));
+            }
+        }
+        sort_findings(&mut findings);
+        findings
+    }
+
+    /// Matches many images; the result has one `Vec<Finding>` per image, in
+    /// order, each equal to what [`Self::match_packages`] gives for it.
+    /// [`Self::match_fleet_compact`] then [`Self::findings_of`] for each image.
+    pub fn match_fleet(&self, images: &[(Option<OsRelease>, Vec<Package>)]) -> Vec<Vec<Finding>> {
+        let fm = self.match_fleet_compact(images);
+        images
+            .par_iter()
+            .enumerate()
+            .map(|(i, (_, pkgs))| self.findings_of(&fm, i, pkgs))
+            .collect()
+    }
+
+    /// Matches many images without materialising findings: each distinct
+    /// (ecosystem, release, name, version) is matched once (rayon over the
+    /// distinct keys), and each image keeps, per package, which key it has.
+    /// Owned [`Finding`]s (a dozen allocations each) cost more than the
+    /// matching itself; callers that only need some images' findings, counts,
+    /// or a delta build them with [`Self::findings_of`].
+    pub fn match_fleet_compact(&self, images: &[(Option<OsRelease>, Vec<Package>)]) -> FleetMatches {
+        // Release keys per image and OS ecosystem, computed once and borrowed
+        // by the keys below.
+        let releases: Vec<Vec<(Ecosystem, Option<String>)>> = images
+            .iter()
+            .map(|(os, pkgs)| {
+                let mut r: Vec<(Ecosystem, Option<String>)> = Vec::new();
+                for p in pkgs {
+                    if p.ecosystem.is_os() && !r.iter().any(|(e, _)| *e == p.ecosystem) {
+                        r.push((p.ecosystem, release_key(p.ecosystem, os.as_ref())));
+                    }
+                }
+                r
+            })
+            .collect();
+
+        // Intern every distinct key; each image keeps the key id of each package.
+        let mut ids: FxHashMap<Key<'_>, u32> = HashMap::with_hasher(FxBuildHasher);
+        let mut keys: Vec<Key<'_>> = Vec::new();
+        let per_image: Vec<Vec<u32>> = images
+            .iter()
+            .zip(&releases)
+            .map(|((_, pkgs), rel)| {
+                pkgs.iter()
+                    .map(|p| {
+                        let release = rel
+                            .iter()
+                            .find(|(e, _)| *e == p.ecosystem)
+                            .and_then(|(_, r)| r.as_deref());
+                        let key = Key::of(p, release);
+                        let next = keys.len() as u32;
+                        *ids.entry(key).or_insert_with_key(|k| {
+                            keys.push(k.clone());
+                            next
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        drop(ids);
+
+        let hits: Vec<Vec<Hit>> = keys.par_iter().map(|k| self.match_key(k)).collect();
+        FleetMatches { hits, per_image }
+    }
+
+    /// The findings of image `image` of a [`FleetMatches`]; `packages` must be
+    /// that image's packages as given to [`Self::match_fleet_compact`] (extra
+    /// or missing packages are ignored). Empty for an unknown image.
+    pub fn findings_of(&self, fm: &FleetMatches, image: usize, packages: &[Package]) -> Vec<Finding> {
+        let Some(kids) = fm.per_image.get(image) else {
+            return Vec::new();
+        };
+        let mut findings = Vec::with_capacity(fm.finding_count(image));
+        for (p, &k) in packages.iter().zip(kids) {
+            for hit in &fm.hits[k as usize] {
+                findings.push(self.finding(hit, p));
+            }
+        }
+        sort_findings(&mut findings);
+        findings
+    }
+
+    /// Every advisory hitting one key, one hit per advisory.
+    fn match_key(&self, key: &Key<'_>) -> Vec<Hit> {
+        let Some(entries) = self
+            .index
+            .get(&key.ecosystem)
+            .and_then(|m| m.get(key.name.as_ref()))
+        else {
+            return Vec::new();
+        };
+        // The installed version parsed at most once per scheme (an entry's
+        // ranges use the ecosystem's scheme or semver).
+        let mut parsed: Vec<(Scheme, Option<Version>)> = Vec::with_capacity(2);
+        let mut hits: Vec<Hit> = Vec::new();
+        for e in entries {
+            if e.release.as_deref().is_some_and(|r| Some(r) != key.release) {
+                continue;
+            }
+            let mut matched = e
+                .versions
+                .binary_search_by(|v| v.as_ref().cmp(key.version))
+                .is_ok();
+            let mut fixed: Vec<String> = Vec::new();
+            for r in &e.ranges {
+                let v = match parsed.iter().find(|(s, _)| *s == r.scheme()) {
+                    Some((_, v)) => v,
+                    None => {
+                        parsed.push((r.scheme(), range::parse_version(r.scheme(), key.version).ok()));
+                        &parsed[parsed.len() - 1].1
+                    }
+                };
+                if let Some(v) = v
+                    && r.affects(v)
+                {
+                    matched = true;
+                    fixed.extend(r.fixes_above(v).map(str::to_owned));
+                }
+            }
+            if !matched {
+                continue;
+            }
+            match hits.iter_mut().find(|h| h.advisory == e.advisory) {
+                Some(h) => h.fixed.extend(fixed),
+                None => hits.push(Hit {
+                    advisory: e.advisory,
+                    fixed,
+                }),
+            }
+        }
+        for h in &mut hits {
+            dedup_keep_order(&mut h.fixed);
+        }
+        hits
+    }
+
+    fn finding(&self, hit: &Hit, p: &Package) -> Finding {
+        let a = &self.advisories[hit.advisory as usize];
+        Finding {
+            vulnerability_id: a.id.clone(),
+            aliases: a.aliases.clone(),
+            summary: a.summary.clone(),
+            package: p.clone(),
+            installed_version: p.version.clone(),
+            fixed_versions: hit.fixed.clone(),
+            severity: a.severity,
+            score: a.score,
+            score_source: a.score_source.clone(),
+            vulndb_version: self.vulndb_version.clone(),
+        }
+    }
+}
+
+/// What a package is matched by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key<'a> {
+    ecosystem: Ecosystem,
+    /// Only for OS ecosystems, so language packages dedupe across OS releases.
+    release: Option<&'a str>,
+    name: Cow<'a, str>,
+    version: &'a str,
+}
+
+impl<'a> Key<'a> {
+    fn of(p: &'a Package, release: Option<&'a str>) -> Key<'a> {
+        let release = if p.ecosystem.is_os() { release } else { None };
+        let (name, version) = match p.ecosystem {
+            // Debian and Ubuntu advisories name source packages, with source versions.
+            Ecosystem::Debian | Ecosystem::Ubuntu | Ecosystem::Alpine => (
+                Cow::Borrowed(p.source_name.as_deref().unwrap_or(&p.name)),
+                p.source_version.as_deref().unwrap_or(&p.version),
+            ),
+            eco => (normalise_name(eco, &p.name), p.version.as_str()),
+        };
+        Key {
+            ecosystem: p.ecosystem,
+            release,
+            name,
+            version,
+        }
+    }
+}
+
+/// The release an advisory's `Eco:release` must name to apply to an image
+/// with this os-release, or `None` when there is none (no os-release, or a
+/// language ecosystem). Debian "12" (major of `VERSION_ID`), Alpine "3.19"
+/// (major.minor of "3.19.1"), Ubuntu "22.04" (as is); the RPM family by
+/// major ("9" of "9.3"); others the `VERSION_ID` as is.
+pub fn release_key(eco: Ecosystem, os: Option<&OsRelease>) -> Option<String> {
+    if !eco.is_os() {
+        return None;
+    }
+    let v = os?.version_id.trim();
+    if v.is_empty() {
+        return None;
+    }
+    let mut parts = v.split('.');
+    let key = match eco {
+        Ecosystem::Debian | Ecosystem::RedHat | Ecosystem::AlmaLinux | Ecosystem::RockyLinux => {
+            parts.next().unwrap_or(v).to_owned()
+        }
+        Ecosystem::Alpine => match (parts.next(), parts.next()) {
+            (Some(a), Some(b)) => format!("{a}.{b}"),
+            _ => v.to_owned(),
+        },
+        _ => v.to_owned(),
+    };
+    Some(key)
+}
+
+/// The name as the index keys it: PyPI names PEP 503-normalised
+/// (`re.sub(r"[-_.]+", "-", name).lower()`), others as they are.
+pub fn normalise_name(eco: Ecosystem, name: &str) -> Cow<'_, str> {
+    if eco != Ecosystem::PyPI {
+        return Cow::Borrowed(name);
+    }
+    let already = !name
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || b == b'_' || b == b'.')
+        && !name.contains("--");
+    if already {
+        return Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut in_sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !in_sep {
+                out.push('-');
+            }
+            in_sep = true;
+        } else {
+            out.push(c.to_ascii_lowercase());
+            in_sep = false;
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn event(e: &Event) -> (EventKind, &str) {
+    match e {
+        Event::Introduced(v) => (EventKind::Introduced, v),
+        Event::Fixed(v) => (EventKind::Fixed, v),
+        Event::LastAffected(v) => (EventKind::LastAffected, v),
+        Event::Limit(v) => (EventKind::Limit, v),
+    }
+}
+
+fn dedup_keep_order(v: &mut Vec<String>) {
+    let mut seen = Vec::with_capacity(v.len());
+    v.retain(|s| {
+        if seen.contains(s) {
+            false
+        } else {
+            seen.push(s.clone());
+            true
+        }
+    });
+}
+
+fn sort_findings(f: &mut [Finding]) {
+    f.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.vulnerability_id.cmp(&b.vulnerability_id))
+            .then_with(|| a.package.name.cmp(&b.package.name))
+            .then_with(|| a.package.version.cmp(&b.package.version))
+            .then_with(|| a.package.path.cmp(&b.package.path))
+    });
+}
+
+#[cfg(test)]
+mod real_data_tests;
+#[cfg(test)]
+mod tests;

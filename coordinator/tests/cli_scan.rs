@@ -1,0 +1,329 @@
+//! `strata db` and `strata scan` as CI runs them: the real binary, a real
+//! registry, and the real OSV advisories in `shared/testdata/osv`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use strata_harness::image::{Compression, Image, Layer};
+use strata_harness::registry::Registry;
+
+const OSV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/osv");
+const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo");
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .env("DOCKER_CONFIG", "/nonexistent/strata-test")
+        .env_remove("STRATA_DB")
+        .output()
+        .expect("run strata")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "strata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Imports the from-testdata records and the crates.io export.
+fn build_db(dir: &Path) -> PathBuf {
+    let db = dir.join("vulndb");
+    ok(&strata(&[
+        "db",
+        "import",
+        "--db",
+        db.to_str().unwrap(),
+        &format!("{OSV}/from-testdata"),
+        &format!("{OSV}/crates-io/all.zip"),
+        &format!("{OSV}/PyPI/all.zip"),
+    ]));
+    db
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).expect("json output")
+}
+
+fn ids(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["vulnerability_id"].as_str().unwrap_or_default().to_owned(),
+                f["package"]["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn alpine_layer(mariadb: &str) -> Layer {
+    let installed = format!(
+        "P:musl\nV:1.1.24-r10\nA:x86_64\no:musl\n\nP:mariadb-client\nV:{mariadb}\nA:x86_64\no:mariadb\n\nP:libexif\nV:0.6.19-r0\nA:x86_64\no:libexif\n"
+    );
+    Layer::builder()
+        .file(
+            "etc/os-release",
+            "ID=alpine\nVERSION_ID=3.12.12\nPRETTY_NAME=\"Alpine Linux v3.12\"\n",
+        )
+        .file("lib/apk/db/installed", installed)
+        .build(Compression::Gzip)
+        .unwrap()
+}
+
+#[test]
+fn db_import_and_status_are_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let status = json(&strata(&["db", "status", "--db", db.to_str().unwrap(), "--json"]));
+    let version = status["version"].as_str().unwrap().to_owned();
+    assert!(status["records_per_ecosystem"]["crates.io"].as_u64().unwrap() > 100);
+    assert_eq!(status["sources"].as_array().unwrap().len(), 3);
+    // Same data again: same version id.
+    let again = build_db(&dir.path().join("again"));
+    let status2 = json(&strata(&[
+        "db",
+        "status",
+        "--db",
+        again.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(status2["version"], version.as_str());
+
+    let missing = strata(&["db", "status", "--db", "/nonexistent/strata/db"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let bad_source = strata(&[
+        "db",
+        "import",
+        "--db",
+        dir.path().join("x").to_str().unwrap(),
+        "ftp://nope/x",
+    ]);
+    assert_eq!(bad_source.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_image_findings_carry_layer_and_gate_ci() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let db = db.to_str().unwrap();
+
+    let registry = Registry::start().unwrap();
+    let base = alpine_layer("10.4.24-r0");
+    let base_digest = base.digest.clone();
+    let image = Image::builder().layer(base).build().unwrap();
+    image.push(&registry, "team/db", "1").await.unwrap();
+    let host = registry.host();
+    let reference = format!("{host}/team/db:1");
+
+    let report = json(&strata(&[
+        "scan",
+        "--db",
+        db,
+        "--insecure-registry",
+        &host,
+        &reference,
+        "-f",
+        "json",
+    ]));
+    let found = ids(&report);
+    // Alpine 3.12 advisories: mariadb (by origin) and libexif.
+    assert!(
+        found.contains(&("CVE-2022-27449".into(), "mariadb-client".into())),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("CVE-2012-2812".into(), "libexif".into())),
+        "{found:?}"
+    );
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["vulnerability_id"] == "CVE-2022-27449")
+        .unwrap();
+    assert_eq!(finding["package"]["layer"], base_digest.as_str());
+    assert_eq!(finding["fixed_versions"][0], "10.4.25-r0");
+    assert!(report["vulndb_version"].as_str().unwrap().starts_with("osv-"));
+
+    // Gating: exit 1 at or above the threshold, 0 below it.
+    let gated = strata(&[
+        "scan",
+        "--db",
+        db,
+        "--insecure-registry",
+        &host,
+        &reference,
+        "--fail-on",
+        "unknown",
+    ]);
+    assert_eq!(
+        gated.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&gated.stderr)
+    );
+    let clean = strata(&[
+        "scan",
+        "--db",
+        db,
+        "--insecure-registry",
+        &host,
+        &reference,
+        "--fail-on",
+        "critical",
+    ]);
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+
+    // SARIF for code scanning.
+    let sarif = json(&strata(&[
+        "scan",
+        "--db",
+        db,
+        "--insecure-registry",
+        &host,
+        &reference,
+        "-f",
+        "sarif",
+    ]));
+    assert_eq!(sarif["version"], "2.1.0");
+    assert!(!sarif["runs"][0]["results"].as_array().unwrap().is_empty());
+
+    // A fixed mariadb: that finding is gone, libexif's stays.
+    let fixed = Image::builder()
+        .layer(alpine_layer("10.4.25-r0"))
+        .build()
+        .unwrap();
+    fixed.push(&registry, "team/db", "2").await.unwrap();
+    let report = json(&strata(&[
+        "scan",
+        "--db",
+        db,
+        "--insecure-registry",
+        &host,
+        &format!("{host}/team/db:2"),
+        "-f",
+        "json",
+    ]));
+    let found = ids(&report);
+    assert!(!found.iter().any(|(id, _)| id == "CVE-2022-27449"), "{found:?}");
+    assert!(found.iter().any(|(id, _)| id == "CVE-2012-2812"), "{found:?}");
+}
+
+#[test]
+fn os_release_decides_which_distro_advisories_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    // DSA-3029-1 is for Debian 7's nginx, fixed in 1.2.1-2.2+wheezy3.
+    let status =
+        "Package: nginx\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.2.1-2.2+wheezy2\n";
+    for (version_id, expect) in [("7", true), ("8", false)] {
+        let root = dir.path().join(format!("debian{version_id}"));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+        std::fs::write(
+            root.join("etc/os-release"),
+            format!("ID=debian\nVERSION_ID=\"{version_id}\"\n"),
+        )
+        .unwrap();
+        std::fs::write(root.join("var/lib/dpkg/status"), status).unwrap();
+        let report = json(&strata(&[
+            "scan",
+            "--db",
+            db.to_str().unwrap(),
+            &format!("dir:{}", root.display()),
+            "-f",
+            "json",
+        ]));
+        let hit = ids(&report).iter().any(|(id, _)| id == "DSA-3029-1");
+        assert_eq!(hit, expect, "debian {version_id}: {report}");
+    }
+}
+
+#[test]
+fn sbom_input_and_suppressions() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let db = db.to_str().unwrap();
+    let sbom = format!("{DEMO}/app.cdx.json");
+    let report = json(&strata(&["scan", "--db", db, "--sbom", &sbom, "-f", "json"]));
+    let found = ids(&report);
+    assert!(
+        found.contains(&("PYSEC-2021-63".into(), "cryptography".into())),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("RUSTSEC-2019-0012".into(), "smallvec".into())),
+        "{found:?}"
+    );
+    // One vulnerability, one package: one finding, listing its aliases.
+    let pysec: Vec<_> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["vulnerability_id"] == "PYSEC-2021-63")
+        .collect();
+    assert_eq!(pysec.len(), 1);
+    assert!(
+        pysec[0]["aliases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "CVE-2020-36242")
+    );
+
+    // Suppress it by an alias: removed and counted, not hidden.
+    let ignore = dir.path().join("ignore.toml");
+    std::fs::write(
+        &ignore,
+        "[[ignore]]\nid = \"CVE-2020-36242\"\nreason = \"not reachable in our use\"\n",
+    )
+    .unwrap();
+    let suppressed = json(&strata(&[
+        "scan",
+        "--db",
+        db,
+        "--sbom",
+        &sbom,
+        "-f",
+        "json",
+        "--ignore-file",
+        ignore.to_str().unwrap(),
+    ]));
+    assert!(!ids(&suppressed).iter().any(|(id, _)| id == "PYSEC-2021-63"));
+    assert_eq!(suppressed["suppressed"], 1);
+
+    // Bad inputs: one line, exit 2.
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, b"{\"not\": \"an sbom\"}").unwrap();
+    for args in [
+        vec!["scan", "--db", db, "--sbom", garbage.to_str().unwrap()],
+        vec!["scan", "--db", "/nonexistent/db", "--sbom", &sbom],
+        vec![
+            "scan",
+            "--db",
+            db,
+            "--sbom",
+            &sbom,
+            "--ignore-file",
+            "/nonexistent/ignore.toml",
+        ],
+    ] {
+        let out = strata(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim_end().lines().count(),
+            1,
+            "{args:?}"
+        );
+    }
+}

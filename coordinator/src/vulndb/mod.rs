@@ -241,6 +241,11 @@ impl Db {
         Db { status, advisories }
     }
 
+    /// Write this database to `path` (atomically), as [`import`] does.
+    pub fn write(&self, path: &Path) -> Result<(), VulnDbError> {
+        store::write(path, &self.status, &self.advisories)
+    }
+
     pub fn version(&self) -> &str {
         &self.status.version
     }

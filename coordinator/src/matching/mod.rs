@@ -242,29 +242,60 @@ impl Matcher {
             })
             .collect();
 
-        // Intern every distinct key; each image keeps the key id of each package.
-        let mut ids: FxHashMap<Key<'_>, u32> = HashMap::with_hasher(FxBuildHasher);
-        let mut keys: Vec<Key<'_>> = Vec::new();
-        let per_image: Vec<Vec<u32>> = images
-            .iter()
-            .zip(&releases)
-            .map(|((_, pkgs), rel)| {
-                pkgs.iter()
-                    .map(|p| {
-                        let release = rel
-                            .iter()
-                            .find(|(e, _)| *e == p.ecosystem)
-                            .and_then(|(_, r)| r.as_deref());
-                        let key = Key::of(p, release);
-                        let next = keys.len() as u32;
-                        *ids.entry(key).or_insert_with_key(|k| {
-                            keys.push(k.clone());
-                            next
-                        })
+        // Intern every distinct key; each image keeps the key id of each
+        // package. Chunks of images intern in parallel into local tables,
+        // which are then merged and their ids remapped (cheap: few distinct
+        // keys, many packages).
+        let chunk = images.len().div_ceil(rayon::current_num_threads() * 4).max(1);
+        let locals: Vec<(Vec<Key<'_>>, Vec<Vec<u32>>)> = images
+            .par_chunks(chunk)
+            .zip(releases.par_chunks(chunk))
+            .map(|(imgs, rels)| {
+                let mut ids: FxHashMap<Key<'_>, u32> = HashMap::with_hasher(FxBuildHasher);
+                let mut keys: Vec<Key<'_>> = Vec::new();
+                let per_image = imgs
+                    .iter()
+                    .zip(rels)
+                    .map(|((_, pkgs), rel)| {
+                        pkgs.iter()
+                            .map(|p| {
+                                let release = rel
+                                    .iter()
+                                    .find(|(e, _)| *e == p.ecosystem)
+                                    .and_then(|(_, r)| r.as_deref());
+                                let next = keys.len() as u32;
+                                *ids.entry(Key::of(p, release)).or_insert_with_key(|k| {
+                                    keys.push(k.clone());
+                                    next
+                                })
+                            })
+                            .collect()
                     })
-                    .collect()
+                    .collect();
+                (keys, per_image)
             })
             .collect();
+        let mut ids: FxHashMap<Key<'_>, u32> = HashMap::with_hasher(FxBuildHasher);
+        let mut keys: Vec<Key<'_>> = Vec::new();
+        let mut per_image: Vec<Vec<u32>> = Vec::with_capacity(images.len());
+        for (local_keys, local_ids) in locals {
+            let remap: Vec<u32> = local_keys
+                .into_iter()
+                .map(|k| {
+                    let next = keys.len() as u32;
+                    *ids.entry(k).or_insert_with_key(|k| {
+                        keys.push(k.clone());
+                        next
+                    })
+                })
+                .collect();
+            for mut v in local_ids {
+                for id in &mut v {
+                    *id = remap[*id as usize];
+                }
+                per_image.push(v);
+            }
+        }
         drop(ids);
 
         let hits: Vec<Vec<Hit>> = keys.par_iter().map(|k| self.match_key(k)).collect();

@@ -196,6 +196,12 @@ impl Matcher {
 
     /// Matches the packages of one image whose os-release is `os`.
     pub fn match_packages(&self, os: Option<&OsRelease>, packages: &[Package]) -> Vec<Finding> {
+        if os.is_none() && packages.iter().any(|p| p.ecosystem.is_os()) {
+            tracing::warn!(
+                "image has OS packages but no os-release: they are matched only against advisories \
+                 without a release (no Debian:12, Alpine:v3.19, ... entries)"
+            );
+        }
         let mut findings = Vec::new();
         for p in packages {
             let release = release_key(p.ecosystem, os);
@@ -227,6 +233,17 @@ impl Matcher {
     /// matching itself; callers that only need some images' findings, counts,
     /// or a delta build them with [`Self::findings_of`].
     pub fn match_fleet_compact(&self, images: &[(Option<OsRelease>, Vec<Package>)]) -> FleetMatches {
+        let no_os = images
+            .iter()
+            .filter(|(os, pkgs)| os.is_none() && pkgs.iter().any(|p| p.ecosystem.is_os()))
+            .count();
+        if no_os > 0 {
+            tracing::warn!(
+                images = no_os,
+                "images with OS packages but no os-release: their OS packages are matched only \
+                 against advisories without a release"
+            );
+        }
         // Release keys per image and OS ecosystem, computed once and borrowed
         // by the keys below.
         let releases: Vec<Vec<(Ecosystem, Option<String>)>> = images

@@ -25,7 +25,7 @@
 //! - Debian and Ubuntu match by source package and source version; Alpine by
 //!   origin (the `source_name`); RPM ecosystems and language ecosystems by
 //!   the package's own name and version. PyPI names are PEP 503-normalised
-//!   on both sides.
+//!   on both sides. Go's `stdlib` version "go1.21.3" is matched as "1.21.3".
 //! - Findings are ordered by severity (highest first), then id, package
 //!   name, version and path: the same input gives the same output.
 
@@ -425,6 +425,11 @@ impl<'a> Key<'a> {
             Ecosystem::Debian | Ecosystem::Ubuntu | Ecosystem::Alpine => (
                 Cow::Borrowed(p.source_name.as_deref().unwrap_or(&p.name)),
                 p.source_version.as_deref().unwrap_or(&p.version),
+            ),
+            // Go binaries record the toolchain as "go1.21.3"; OSV's stdlib ranges say "1.21.3".
+            Ecosystem::Go if p.name == "stdlib" || p.name == "toolchain" => (
+                Cow::Borrowed(p.name.as_str()),
+                p.version.strip_prefix("go").unwrap_or(&p.version),
             ),
             eco => (normalise_name(eco, &p.name), p.version.as_str()),
         };

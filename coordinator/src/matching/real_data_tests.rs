@@ -162,6 +162,9 @@ fn go_stdlib_and_modules() {
     assert_eq!(ids(&m, None, std("v1.19.3")), ["GO-2022-1144"]);
     assert!(ids(&m, None, std("1.18.9")).is_empty());
     assert!(ids(&m, None, std("1.19.4")).is_empty());
+    // As Go binaries record it.
+    assert_eq!(ids(&m, None, std("go1.19.3")), ["GO-2022-1144"]);
+    assert!(ids(&m, None, std("go1.19.4")).is_empty());
     let net = |v: &str| pkg(Ecosystem::Go, "golang.org/x/net", v);
     assert_eq!(ids(&m, None, net("v0.3.0")), ["GO-2022-1144"]);
     assert!(ids(&m, None, net("v0.4.0")).is_empty());

@@ -25,7 +25,7 @@
 //! - Debian and Ubuntu match by source package and source version; Alpine by
 //!   origin (the `source_name`); RPM ecosystems and language ecosystems by
 //!   the package's own name and version. PyPI names are PEP 503-normalised
-//!   on both sides.
+//!   on both sides. Go's `stdlib` version "go1.21.3" is matched as "1.21.3".
 //! - Findings are ordered by severity (highest first), then id, package
 //!   name, version and path: the same input gives the same output.
 
@@ -193,6 +193,12 @@ impl Matcher {
 
     /// Matches the packages of one image whose os-release is `os`.
     pub fn match_packages(&self, os: Option<&OsRelease>, packages: &[Package]) -> Vec<Finding> {
+        if os.is_none() && packages.iter().any(|p| p.ecosystem.is_os()) {
+            tracing::warn!(
+                "image has OS packages but no os-release: they are matched only against advisories \
+                 without a release (no Debian:12, Alpine:v3.19, ... entries)"
+            );
+        }
         let mut findings = Vec::new();
         for p in packages {
             let release = release_key(p.ecosystem, os);
@@ -224,6 +230,17 @@ impl Matcher {
     /// matching itself; callers that only need some images' findings, counts,
     /// or a delta build them with [`Self::findings_of`].
     pub fn match_fleet_compact(&self, images: &[(Option<OsRelease>, Vec<Package>)]) -> FleetMatches {
+        let no_os = images
+            .iter()
+            .filter(|(os, pkgs)| os.is_none() && pkgs.iter().any(|p| p.ecosystem.is_os()))
+            .count();
+        if no_os > 0 {
+            tracing::warn!(
+                images = no_os,
+                "images with OS packages but no os-release: their OS packages are matched only \
+                 against advisories without a release"
+            );
+        }
         // Release keys per image and OS ecosystem, computed once and borrowed
         // by the keys below.
         let releases: Vec<Vec<(Ecosystem, Option<String>)>> = images
@@ -239,29 +256,60 @@ impl Matcher {
             })
             .collect();
 
-        // Intern every distinct key; each image keeps the key id of each package.
-        let mut ids: FxHashMap<Key<'_>, u32> = HashMap::with_hasher(FxBuildHasher);
-        let mut keys: Vec<Key<'_>> = Vec::new();
-        let per_image: Vec<Vec<u32>> = images
-            .iter()
-            .zip(&releases)
-            .map(|((_, pkgs), rel)| {
-                pkgs.iter()
-                    .map(|p| {
-                        let release = rel
-                            .iter()
-                            .find(|(e, _)| *e == p.ecosystem)
-                            .and_then(|(_, r)| r.as_deref());
-                        let key = Key::of(p, release);
-                        let next = keys.len() as u32;
-                        *ids.entry(key).or_insert_with_key(|k| {
-                            keys.push(k.clone());
-                            next
-                        })
+        // Intern every distinct key; each image keeps the key id of each
+        // package. Chunks of images intern in parallel into local tables,
+        // which are then merged and their ids remapped (cheap: few distinct
+        // keys, many packages).
+        let chunk = images.len().div_ceil(rayon::current_num_threads() * 4).max(1);
+        let locals: Vec<(Vec<Key<'_>>, Vec<Vec<u32>>)> = images
+            .par_chunks(chunk)
+            .zip(releases.par_chunks(chunk))
+            .map(|(imgs, rels)| {
+                let mut ids: FxHashMap<Key<'_>, u32> = HashMap::with_hasher(FxBuildHasher);
+                let mut keys: Vec<Key<'_>> = Vec::new();
+                let per_image = imgs
+                    .iter()
+                    .zip(rels)
+                    .map(|((_, pkgs), rel)| {
+                        pkgs.iter()
+                            .map(|p| {
+                                let release = rel
+                                    .iter()
+                                    .find(|(e, _)| *e == p.ecosystem)
+                                    .and_then(|(_, r)| r.as_deref());
+                                let next = keys.len() as u32;
+                                *ids.entry(Key::of(p, release)).or_insert_with_key(|k| {
+                                    keys.push(k.clone());
+                                    next
+                                })
+                            })
+                            .collect()
                     })
-                    .collect()
+                    .collect();
+                (keys, per_image)
             })
             .collect();
+        let mut ids: FxHashMap<Key<'_>, u32> = HashMap::with_hasher(FxBuildHasher);
+        let mut keys: Vec<Key<'_>> = Vec::new();
+        let mut per_image: Vec<Vec<u32>> = Vec::with_capacity(images.len());
+        for (local_keys, local_ids) in locals {
+            let remap: Vec<u32> = local_keys
+                .into_iter()
+                .map(|k| {
+                    let next = keys.len() as u32;
+                    *ids.entry(k).or_insert_with_key(|k| {
+                        keys.push(k.clone());
+                        next
+                    })
+                })
+                .collect();
+            for mut v in local_ids {
+                for id in &mut v {
+                    *id = remap[*id as usize];
+                }
+                per_image.push(v);
+            }
+        }
         drop(ids);
 
         let hits: Vec<Vec<Hit>> = keys.par_iter().map(|k| self.match_key(k)).collect();
@@ -374,6 +422,11 @@ impl<'a> Key<'a> {
             Ecosystem::Debian | Ecosystem::Ubuntu | Ecosystem::Alpine => (
                 Cow::Borrowed(p.source_name.as_deref().unwrap_or(&p.name)),
                 p.source_version.as_deref().unwrap_or(&p.version),
+            ),
+            // Go binaries record the toolchain as "go1.21.3"; OSV's stdlib ranges say "1.21.3".
+            Ecosystem::Go if p.name == "stdlib" || p.name == "toolchain" => (
+                Cow::Borrowed(p.name.as_str()),
+                p.version.strip_prefix("go").unwrap_or(&p.version),
             ),
             eco => (normalise_name(eco, &p.name), p.version.as_str()),
         };

@@ -112,6 +112,9 @@ fn go_stdlib_and_modules() {
     assert_eq!(ids(&m, None, std("v1.19.3")), ["GO-2022-1144"]);
     assert!(ids(&m, None, std("1.18.9")).is_empty());
     assert!(ids(&m, None, std("1.19.4")).is_empty());
+    // As Go binaries record it.
+    assert_eq!(ids(&m, None, std("go1.19.3")), ["GO-2022-1144"]);
+    assert!(ids(&m, None, std("go1.19.4")).is_empty());
     let net = |v: &str| pkg(Ecosystem::Go, "golang.org/x/net", v);
     assert_eq!(ids(&m, None, net("v0.3.0")), ["GO-2022-1144"]);
     assert!(ids(&m, None, net("v0.4.0")).is_empty());
@@ -197,4 +200,66 @@ fn debian_releases_and_source_packages_from_real_records() {
         ["CVE-2024-3847"]
     );
     assert!(ids(&m, Some(&os("debian", "12")), chromium).is_empty());
+}
+
+#[test]
+fn fleet_equals_per_image_on_real_records() {
+    let mut paths: Vec<String> = std::fs::read_dir(SHARED)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path().to_string_lossy().into_owned()))
+        .filter(|p| p.ends_with(".json"))
+        .collect();
+    paths.sort();
+    paths.push(format!("{LOCAL}PYSEC-2024-28.json"));
+    paths.push(format!("{LOCAL}RUSTSEC-2020-0071.json"));
+    let m = load(&paths);
+    assert!(m.stats().advisories >= 40);
+    // Packages at versions around the records' boundaries, and a few oddities.
+    let src = |name: &str, source: &str, v: &str, eco: Ecosystem| {
+        let mut p = pkg(eco, name, v);
+        p.source_name = Some(source.into());
+        p
+    };
+    let pool = vec![
+        pkg(Ecosystem::PyPI, "django", "4.2.9"),
+        pkg(Ecosystem::PyPI, "Django", "4.2.10"),
+        pkg(Ecosystem::PyPI, "django", "not-a-version"),
+        pkg(Ecosystem::CratesIo, "time", "0.2.22"),
+        pkg(Ecosystem::CratesIo, "smallvec", "1.6.0"),
+        pkg(Ecosystem::CratesIo, "regex", "1.5.4"),
+        pkg(Ecosystem::Go, "stdlib", "go1.19.3"),
+        pkg(Ecosystem::Go, "golang.org/x/net", "v0.3.0"),
+        pkg(Ecosystem::Maven, "org.yaml:snakeyaml", "1.30"),
+        src("nginx-common", "nginx", "1.2.1-2.2+wheezy2", Ecosystem::Debian),
+        src("mariadb-common", "mariadb", "10.5.15-r0", Ecosystem::Alpine),
+        pkg(Ecosystem::Debian, "chromium", "120.0-1"),
+    ];
+    let oses = [
+        None,
+        Some(os("debian", "7")),
+        Some(os("debian", "11")),
+        Some(os("alpine", "3.14.2")),
+    ];
+    // A small xorshift: deterministic, no dependency.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let images: Vec<(Option<OsRelease>, Vec<Package>)> = (0..60)
+        .map(|_| {
+            let os = oses[next(oses.len())].clone();
+            let n = next(pool.len() + 1);
+            (os, (0..n).map(|_| pool[next(pool.len())].clone()).collect())
+        })
+        .collect();
+    let fleet = m.match_fleet(&images);
+    let mut total = 0;
+    for ((os, pkgs), got) in images.iter().zip(&fleet) {
+        assert_eq!(got, &m.match_packages(os.as_ref(), pkgs));
+        total += got.len();
+    }
+    assert!(total > 60, "the fleet should hit something: {total}");
 }

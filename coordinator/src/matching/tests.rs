@@ -223,6 +223,46 @@ fn versions_list_matches_and_is_the_fallback_for_unparsable_ranges() {
 }
 
 #[test]
+fn hostile_advisory_versions_are_dropped_not_fatal() {
+    let long = "1".repeat(5000);
+    let mut a = affected(
+        Ecosystem::Npm,
+        None,
+        "h",
+        vec![semver_range(&[("i", "0"), ("f", &long)])],
+    );
+    a.versions = vec![long.clone()];
+    let m = matcher(&[
+        adv("H-1", Severity::High, vec![a]),
+        adv(
+            "H-2",
+            Severity::High,
+            vec![affected(
+                Ecosystem::NuGet,
+                None,
+                "n",
+                vec![eco_range(&[("i", "0")])],
+            )],
+        ),
+    ]);
+    assert_eq!(m.stats().unevaluable_ranges, 2);
+    assert!(
+        m.match_packages(None, &[pkg(Ecosystem::Npm, "h", "1.0.0")])
+            .is_empty()
+    );
+    // The list still matches string-equal, even a long one.
+    assert_eq!(
+        m.match_packages(None, &[pkg(Ecosystem::Npm, "h", &long)]).len(),
+        1
+    );
+    // No version ordering for NuGet: its ECOSYSTEM range cannot be used.
+    assert!(
+        m.match_packages(None, &[pkg(Ecosystem::NuGet, "n", "1.0.0")])
+            .is_empty()
+    );
+}
+
+#[test]
 fn unparsable_installed_version_matches_nothing() {
     let m = matcher(&[adv(
         "U-1",

@@ -213,7 +213,8 @@ fn fleet_equals_per_image_on_real_records() {
     paths.push(format!("{LOCAL}PYSEC-2024-28.json"));
     paths.push(format!("{LOCAL}RUSTSEC-2020-0071.json"));
     let m = load(&paths);
-    assert!(m.stats().advisories >= 40);
+    // 43 records; the importer merges the ones that alias each other.
+    assert!(m.stats().advisories >= 35, "{:?}", m.stats());
     // Packages at versions around the records' boundaries, and a few oddities.
     let src = |name: &str, source: &str, v: &str, eco: Ecosystem| {
         let mut p = pkg(eco, name, v);

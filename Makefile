@@ -5,8 +5,8 @@
 
 OSV ?= ../shared/testdata/osv/PyPI/all.zip ../shared/testdata/osv/Go/all.zip \
        ../shared/testdata/osv/crates-io/all.zip ../shared/testdata/osv/from-testdata
-STRATA := ./target/release/strata
-DEMO_DB := target/demo/vulndb
+STRATA := $(or $(CARGO_TARGET_DIR),target)/release/strata
+DEMO_DB := $(or $(CARGO_TARGET_DIR),target)/demo/vulndb
 
 .PHONY: demo test
 

@@ -254,3 +254,26 @@ fn assert_no_files_left(root: &Path, layout: &Path) {
         .collect();
     assert_eq!(entries, vec![layout.to_path_buf()]);
 }
+
+#[test]
+fn caps_set_on_the_command_line_fail_the_layer_naming_the_limit() {
+    let image = demo_image(Compression::Gzip);
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    image.write_oci_layout(&layout, "1").unwrap();
+    let oci = format!("oci-dir:{}", layout.display());
+    // The dpkg status is ~400 bytes: a 100-byte file cap rejects it.
+    let out = strata(&["sbom", "--max-file-bytes", "100", &oci]);
+    expect_error(&out, "max_file_bytes");
+    let out = strata(&["sbom", "--max-entries", "1", &oci]);
+    expect_error(&out, "max_entries");
+    // Generous caps change nothing.
+    expect_ok(&strata(&[
+        "sbom",
+        "--max-file-bytes",
+        "1000000",
+        "--max-entries",
+        "1000",
+        &oci,
+    ]));
+}

@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use strata_coordinator::engine::{self, EngineConfig, ImageAnalysis, Progress};
 use strata_proto::LayerInventory;
-use strata_worker::layer::LayerError;
+use strata_worker::layer::{LayerError, Limits};
 use strata_worker::source::{LayerDesc, Platform, ResolvedImage, SourceConfig};
 
 /// How to reach an image (the image itself is each command's positional argument).
@@ -27,12 +27,40 @@ pub struct ImageArgs {
     /// Layers analysed at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Cap: decompressed bytes of one layer [default: 16 GiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_layer_bytes: Option<u64>,
+    /// Cap: bytes of one file handed to an analyser [default: 128 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_file_bytes: Option<u64>,
+    /// Cap: bytes of all files captured from one layer [default: 192 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_captured_bytes: Option<u64>,
+    /// Cap: tar entries in one layer [default: 2,000,000].
+    #[arg(long, value_name = "N")]
+    pub max_entries: Option<u64>,
+    /// Cap: bytes of one entry's path [default: 4096].
+    #[arg(long, value_name = "BYTES")]
+    pub max_path_len: Option<u64>,
+    /// Cap: archives nested in archives [default: 3].
+    #[arg(long, value_name = "N")]
+    pub max_nesting_depth: Option<u32>,
 }
 
 impl ImageArgs {
     pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
         let platform = self.platform.as_deref().map(Platform::parse).transpose()?;
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_uncompressed_bytes: self.max_layer_bytes.unwrap_or(defaults.max_uncompressed_bytes),
+            max_file_bytes: self.max_file_bytes.unwrap_or(defaults.max_file_bytes),
+            max_captured_bytes: self.max_captured_bytes.unwrap_or(defaults.max_captured_bytes),
+            max_entries: self.max_entries.unwrap_or(defaults.max_entries),
+            max_path_len: self.max_path_len.unwrap_or(defaults.max_path_len),
+            max_nesting_depth: self.max_nesting_depth.unwrap_or(defaults.max_nesting_depth),
+        };
         Ok(EngineConfig {
+            limits,
             source: SourceConfig {
                 insecure_registries: self.insecure_registries.clone(),
                 docker_config: self.docker_config.clone(),

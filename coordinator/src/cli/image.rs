@@ -67,7 +67,6 @@ impl ImageArgs {
             },
             platform,
             concurrency: self.concurrency.clamp(1, 64),
-            ..EngineConfig::default()
         })
     }
 

@@ -392,3 +392,63 @@ async fn db_import_from_s3_matches_the_local_import() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// OpenVEX through the binary: `not_affected` and `fixed` remove findings
+/// (counted), `under_investigation` does not.
+#[test]
+fn openvex_statements_remove_findings_by_product() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let db = db.to_str().unwrap();
+    let sbom = format!("{DEMO}/app.cdx.json");
+    let before = json(&strata(&["scan", "--db", db, "--sbom", &sbom, "-f", "json"]));
+    let count = |r: &serde_json::Value, id: &str| ids(r).iter().filter(|(i, _)| i == id).count();
+    assert_eq!(count(&before, "RUSTSEC-2019-0012"), 1);
+    assert_eq!(count(&before, "PYSEC-2021-63"), 1);
+    assert_eq!(count(&before, "GHSA-m5pq-gvj9-9vr8"), 1);
+
+    let vex = dir.path().join("app.openvex.json");
+    std::fs::write(
+        &vex,
+        r#"{
+  "@context": "https://openvex.dev/ns/v0.2.0",
+  "@id": "https://example.invalid/vex/demo-1",
+  "author": "demo",
+  "timestamp": "2026-01-01T00:00:00Z",
+  "version": 1,
+  "statements": [
+    { "vulnerability": { "name": "CVE-2019-15554" }, "products": [{ "@id": "pkg:cargo/smallvec@0.6.9" }],
+      "status": "not_affected", "justification": "vulnerable_code_not_in_execute_path" },
+    { "vulnerability": { "name": "PYSEC-2021-63" }, "products": [{ "@id": "pkg:pypi/cryptography" }],
+      "status": "fixed" },
+    { "vulnerability": { "name": "GHSA-m5pq-gvj9-9vr8" }, "products": [{ "@id": "pkg:cargo/regex@1.5.4" }],
+      "status": "under_investigation" }
+  ]
+}"#,
+    )
+    .unwrap();
+    let after = json(&strata(&[
+        "scan",
+        "--db",
+        db,
+        "--sbom",
+        &sbom,
+        "-f",
+        "json",
+        "--vex",
+        vex.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        count(&after, "RUSTSEC-2019-0012"),
+        0,
+        "matched by its alias CVE-2019-15554"
+    );
+    assert_eq!(count(&after, "PYSEC-2021-63"), 0, "fixed, purl without a version");
+    assert_eq!(
+        count(&after, "GHSA-m5pq-gvj9-9vr8"),
+        1,
+        "under investigation stays"
+    );
+    assert_eq!(after["suppressed"], 2);
+    assert_eq!(ids(&after).len() + 2, ids(&before).len());
+}

@@ -2,8 +2,8 @@
 //! → the image's packages. `strata sbom` and `strata scan` run it; the
 //! cluster runs the same steps split between coordinator and workers.
 //!
-//! Layers are analysed concurrently (bounded), each in `spawn_blocking`
-//! behind `SyncIoBridge`: the layer reader is synchronous CPU work.
+//! Layers are analysed concurrently (bounded), each through
+//! `layer::analyze_layer_stream` (the synchronous reader, off the runtime).
 
 use std::sync::Arc;
 
@@ -14,7 +14,6 @@ use strata_worker::layer::{self, LayerError, Limits};
 use strata_worker::source::{
     ImageRef, LayerDesc, Platform, ResolvedImage, Source, SourceConfig, SourceError,
 };
-use tokio_util::io::SyncIoBridge;
 
 use crate::compose::{self, ImageInventory};
 
@@ -177,30 +176,15 @@ async fn analyze_one(
             };
         }
     };
-    let bridge = SyncIoBridge::new(reader);
-    let digest = desc.digest.clone();
-    let media_type = desc.media_type.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        layer::analyze_layer(bridge, &digest, Some(&media_type), &analyzers, &limits)
-    })
-    .await;
-    match joined {
-        Ok(Ok(analysis)) => LayerOutcome {
+    match layer::analyze_layer_stream(reader, &desc.digest, &desc.media_type, analyzers, limits).await {
+        Ok(analysis) => LayerOutcome {
             desc,
             warnings: analysis.warnings.iter().map(ToString::to_string).collect(),
             result: Ok(analysis.inventory),
         },
-        Ok(Err(err)) => LayerOutcome {
+        Err(err) => LayerOutcome {
             desc,
             result: Err(err),
-            warnings: Vec::new(),
-        },
-        Err(join) => LayerOutcome {
-            result: Err(LayerError::Io {
-                layer: desc.digest.to_string(),
-                source: std::io::Error::other(format!("layer task failed: {join}")),
-            }),
-            desc,
             warnings: Vec::new(),
         },
     }

@@ -7,7 +7,10 @@
 //! - `layer`: one pass over a layer blob: verify its digest, decompress,
 //!   walk the tar in memory, hand wanted entries to analysers.
 //! - `analyzers`: one folder per ecosystem behind the [`analyzers::Analyzer`] trait.
+//! - `job`: one layer job as a worker runs it: fetch, analyse, store the
+//!   inventory at its content address, return the result event.
 
 pub mod analyzers;
+pub mod job;
 pub mod layer;
 pub mod source;

@@ -38,6 +38,7 @@ mod dir;
 mod limits;
 mod path;
 mod stream;
+mod stream_async;
 mod walk;
 
 #[cfg(test)]
@@ -48,6 +49,7 @@ use strata_proto::LayerInventory;
 pub use dir::analyze_dir;
 pub use limits::{LayerError, LimitKind, Limits, Nesting};
 pub use stream::Compression;
+pub use stream_async::analyze_layer_stream;
 pub use walk::analyze_layer;
 
 /// A non-fatal problem met while reading a layer.

@@ -182,11 +182,7 @@ async fn open_blob(
             source.open_layer(desc).await.map_err(transient)
         }
         Location::ObjectStore(o) => {
-            let url = url::Url::parse(&o.url).map_err(|e| permanent(format!("{}: {e}", o.url)))?;
-            let options: Vec<(String, String)> =
-                std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).collect();
-            let (store, path) = object_store::parse_url_opts(&url, options)
-                .map_err(|e| permanent(format!("{}: {e}", o.url)))?;
+            let (store, path) = crate::storage::open_url(&o.url).map_err(permanent)?;
             let stream = store
                 .get(&path)
                 .await

@@ -14,3 +14,4 @@ pub mod analyzers;
 pub mod job;
 pub mod layer;
 pub mod source;
+pub mod storage;

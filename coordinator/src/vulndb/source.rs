@@ -284,9 +284,7 @@ async fn fetch_http(url: &str) -> Result<Vec<u8>, String> {
 /// `s3://bucket/key` (credentials and endpoint from the usual `AWS_*`
 /// environment variables) or `file:///path`.
 async fn fetch_object(url: &str) -> Result<Vec<u8>, String> {
-    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
-    let options: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).collect();
-    let (store, path) = object_store::parse_url_opts(&parsed, options).map_err(|e| e.to_string())?;
+    let (store, path) = strata_worker::storage::open_url(url)?;
     let meta = store.head(&path).await.map_err(|e| e.to_string())?;
     if meta.size > MAX_DOWNLOAD_BYTES {
         return Err(format!(

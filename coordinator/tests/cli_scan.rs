@@ -328,6 +328,19 @@ fn sbom_input_and_suppressions() {
     }
 }
 
+/// `strata` with the moto server as its S3 endpoint, through the usual `AWS_*` variables.
+fn strata_s3(s3: &strata_harness::s3::S3Server, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", s3.url())
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("run strata")
+}
+
 /// `s3://` through object_store, against a real S3-compatible server (moto):
 /// the same export gives the same database as reading it from disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,21 +366,16 @@ async fn db_import_from_s3_matches_the_local_import() {
         local.to_str().unwrap(),
         &format!("{OSV}/crates-io/all.zip"),
     ]));
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args([
+    let out = strata_s3(
+        &s3,
+        &[
             "db",
             "import",
             "--db",
             remote.to_str().unwrap(),
             "s3://advisories/osv/crates.io/all.zip",
-        ])
-        .env("AWS_ENDPOINT_URL", s3.url())
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .output()
-        .unwrap();
+        ],
+    );
     ok(&out);
     let version = |db: &Path| {
         json(&strata(&["db", "status", "--db", db.to_str().unwrap(), "--json"]))["version"].clone()
@@ -375,21 +383,16 @@ async fn db_import_from_s3_matches_the_local_import() {
     assert_eq!(version(&local), version(&remote));
 
     // A missing object is a one-line error, exit 2.
-    let missing = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args([
+    let missing = strata_s3(
+        &s3,
+        &[
             "db",
             "import",
             "--db",
             remote.to_str().unwrap(),
             "s3://advisories/nope.zip",
-        ])
-        .env("AWS_ENDPOINT_URL", s3.url())
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .output()
-        .unwrap();
+        ],
+    );
     assert_eq!(missing.status.code(), Some(2));
 }
 

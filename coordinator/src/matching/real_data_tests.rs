@@ -4,6 +4,7 @@
 //!
 //! The records go through the real importer (`crate::vulndb::import`).
 
+use super::tests::{os, pkg};
 use super::*;
 use crate::vulndb::Source;
 
@@ -29,28 +30,6 @@ fn load(paths: &[String]) -> Matcher {
 
 fn shared(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| format!("{SHARED}{n}.json")).collect()
-}
-
-fn pkg(eco: Ecosystem, name: &str, version: &str) -> Package {
-    Package {
-        ecosystem: eco,
-        name: name.into(),
-        version: version.into(),
-        source_name: None,
-        source_version: None,
-        arch: None,
-        purl: String::new(),
-        path: "/x".into(),
-        layer: None,
-    }
-}
-
-fn os(id: &str, version_id: &str) -> OsRelease {
-    OsRelease {
-        id: id.into(),
-        version_id: version_id.into(),
-        ..Default::default()
-    }
 }
 
 /// The ids (with their fixed versions) hitting one package.

@@ -48,7 +48,7 @@ fn adv(id: &str, severity: Severity, affected: Vec<AffectedEntry>) -> Advisory {
     }
 }
 
-fn pkg(eco: Ecosystem, name: &str, version: &str) -> Package {
+pub(super) fn pkg(eco: Ecosystem, name: &str, version: &str) -> Package {
     Package {
         ecosystem: eco,
         name: name.into(),
@@ -62,7 +62,7 @@ fn pkg(eco: Ecosystem, name: &str, version: &str) -> Package {
     }
 }
 
-fn os(id: &str, version_id: &str) -> OsRelease {
+pub(super) fn os(id: &str, version_id: &str) -> OsRelease {
     OsRelease {
         id: id.into(),
         version_id: version_id.into(),

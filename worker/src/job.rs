@@ -13,7 +13,7 @@
 //!   (the registry or the store unreachable).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path as StorePath};
@@ -22,6 +22,17 @@ use strata_proto::{Digest, LayerInventory};
 use tokio_util::io::StreamReader;
 
 use crate::analyzers::{self, Analyzer};
+use crate::gate::{PermitReader, RegistryGate};
+use crate::source::SourceError;
+use crate::telemetry::Metrics;
+
+/// Blob fetches in flight per registry from one worker, unless configured.
+pub const DEFAULT_REGISTRY_CONCURRENCY: usize = 4;
+/// Times a fetch answered `429` is retried within one delivery before the
+/// job is handed back to the queue.
+const RATE_LIMIT_RETRIES: u32 = 3;
+/// Pause after a `429` without `Retry-After` (doubled on each retry).
+const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(1);
 use crate::layer::{self, LayerError, Limits};
 use crate::source::{BoundedReader, ImageRef, LayerDesc, LayerReader, Source, SourceConfig};
 
@@ -36,6 +47,10 @@ pub struct JobContext {
     /// Docker config and other registry settings; a job's `insecure` flag
     /// adds its registry to the plain-HTTP list.
     pub source: SourceConfig,
+    /// Per-registry fetch limits and 429 pauses, shared by the worker's slots.
+    pub gate: Arc<RegistryGate>,
+    /// Where fetch and throttle figures go (`None`: nowhere).
+    pub metrics: Option<Metrics>,
 }
 
 impl JobContext {
@@ -46,6 +61,8 @@ impl JobContext {
             limits: Limits::default(),
             store,
             source: SourceConfig::default(),
+            gate: Arc::new(RegistryGate::new(DEFAULT_REGISTRY_CONCURRENCY)),
+            metrics: None,
         }
     }
 
@@ -179,7 +196,29 @@ async fn open_blob(
             let source = source
                 .into_image()
                 .ok_or_else(|| permanent("a registry job resolved to a directory"))?;
-            source.open_layer(desc).await.map_err(transient)
+            let mut backoff = RATE_LIMIT_BACKOFF;
+            let mut retries = 0;
+            loop {
+                let permit = ctx.gate.acquire(&r.registry).await;
+                match source.open_layer(desc).await {
+                    Ok(reader) => return Ok(Box::new(PermitReader::new(reader, permit))),
+                    Err(SourceError::RateLimited {
+                        registry,
+                        retry_after,
+                    }) if retries < RATE_LIMIT_RETRIES => {
+                        drop(permit);
+                        let pause = retry_after.unwrap_or(backoff);
+                        tracing::info!(registry = %registry, pause_ms = pause.as_millis() as u64, layer = %desc.digest, "registry rate limited: pausing fetches");
+                        if let Some(m) = &ctx.metrics {
+                            m.registry_throttled(&registry);
+                        }
+                        ctx.gate.throttle(&registry, pause);
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                        retries += 1;
+                    }
+                    Err(err) => return Err(transient(err)),
+                }
+            }
         }
         Location::ObjectStore(o) => {
             let (store, path) = crate::storage::open_url(&o.url).map_err(permanent)?;

@@ -57,6 +57,12 @@ pub enum SourceError {
     PlatformNotFound { wanted: String, offered: Vec<String> },
     #[error("registry {registry}: {message}")]
     Registry { registry: String, message: String },
+    /// HTTP 429: the registry asks us to slow down (for `retry_after`, when it says).
+    #[error("registry {registry}: rate limited (HTTP 429){}", .retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        registry: String,
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -11,8 +11,9 @@
 //! response whole, without bound, before anyone can look at its size: here
 //! at most [`manifest::MAX_MANIFEST_BYTES`] are read, and the digest is
 //! checked against the reference's (when it names one) and the registry's
-//! `Docker-Content-Digest`. Blobs go through `oci-client`'s stream, which
-//! checks the digest at its end; we bound it to the descriptor's size.
+//! `Docker-Content-Digest`. Blobs are fetched by hand too, to honour `429`
+//! with `Retry-After`; the layer reader checks their digest while
+//! streaming, and we bound them to the descriptor's size.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -221,19 +222,58 @@ impl RegistrySource {
         Ok((manifest::parse_document(&body, &what)?, digest))
     }
 
+    /// Streams one blob. Fetched by hand with `reqwest` (like manifests),
+    /// not through `oci-client`, to see the response's headers: a `429`
+    /// becomes [`SourceError::RateLimited`] with the registry's
+    /// `Retry-After`, which workers honour. Redirects (to blob storage) are
+    /// followed; `reqwest` drops the `Authorization` header when a redirect
+    /// leaves the registry's host.
     async fn blob_reader(&self, blob: &LayerDesc) -> Result<BoundedReader<LayerStream>, SourceError> {
-        let auth = self.credentials().await?;
-        // pull_blob_stream reuses the stored auth; make sure it is stored.
-        self.client
-            .store_auth_if_needed(self.reference.resolve_registry(), auth)
-            .await;
+        let authorization = self.authorize().await?;
         let what = format!("{}: blob {}", self.name(), blob.digest);
-        let sized = self
-            .client
-            .pull_blob_stream(&self.reference, blob.digest.as_str())
-            .await
-            .map_err(|e| map_error(e, &what, self.reference.registry()))?;
-        if let Some(len) = sized.content_length
+        let registry = self.reference.registry();
+        let url = format!(
+            "{}://{}/v2/{}/blobs/{}",
+            self.scheme,
+            self.reference.resolve_registry(),
+            self.reference.repository(),
+            blob.digest
+        );
+        let mut request = self.http.get(&url);
+        if let Some(value) = &authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let net = |e: reqwest::Error| SourceError::Registry {
+            registry: registry.to_owned(),
+            message: format!("{what}: {}", one_line(&error_chain(&e))),
+        };
+        let mut response = request.send().await.map_err(net)?;
+        let status = response.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            return Err(SourceError::RateLimited {
+                registry: registry.to_owned(),
+                retry_after,
+            });
+        }
+        if !status.is_success() {
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(net)? {
+                let room = usize::try_from(MAX_ERROR_BODY)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if chunk.len() >= room {
+                    break;
+                }
+            }
+            return Err(status_error(status.as_u16(), &body, &what, registry));
+        }
+        if let Some(len) = response.content_length()
             && len != blob.size
         {
             return Err(SourceError::format(
@@ -241,8 +281,11 @@ impl RegistrySource {
                 format!("registry sends {len} bytes, descriptor says {}", blob.size),
             ));
         }
+        use futures::TryStreamExt as _;
+        let stream: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> =
+            Box::pin(response.bytes_stream().map_err(std::io::Error::other));
         Ok(BoundedReader::new(
-            StreamReader::new(sized.stream),
+            StreamReader::new(stream),
             blob.size,
             blob.digest.to_string(),
         ))
@@ -381,6 +424,24 @@ fn map_error(e: OciDistributionError, what: &str, registry: &str) -> SourceError
     }
 }
 
+/// Longest `Retry-After` honoured: a registry asking for more is treated as if it asked for this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// `Retry-After` as seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let when =
+                time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+            let secs = (when - time::OffsetDateTime::now_utc()).whole_seconds().max(0);
+            Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
 /// Most bytes of an error response read (for its message).
 const MAX_ERROR_BODY: u64 = 64 << 10;
 
@@ -479,6 +540,18 @@ mod tests {
             message: "a\nb".into(),
         };
         assert_eq!(map_error(e, "x", "r").to_string(), "registry r: x: HTTP 500: a b");
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

@@ -25,14 +25,18 @@
 //!   Looked up as `$STRATA_MOTO_SERVER`, else `<workspace>/.ci/.venv/bin/moto_server`,
 //!   else `PATH`.
 
+pub mod cluster;
 pub mod image;
 pub mod nats;
+pub mod proxy;
 pub mod registry;
 pub mod s3;
 mod util;
 
+pub use cluster::Cluster;
 pub use image::{Compression, Image, Index, Layer, MediaTypes};
 pub use nats::NatsServer;
+pub use proxy::RegistryProxy;
 pub use registry::{Registry, RegistryClient};
 pub use s3::S3Server;
 

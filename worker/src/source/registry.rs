@@ -282,8 +282,11 @@ impl RegistrySource {
             ));
         }
         use futures::TryStreamExt as _;
-        let stream: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> =
-            Box::pin(response.bytes_stream().map_err(std::io::Error::other));
+        let stream: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> = Box::pin(DigestCheck {
+            inner: response.bytes_stream().map_err(std::io::Error::other),
+            hasher: Some(<sha2::Sha256 as sha2::Digest>::new()),
+            expected: blob.digest.clone(),
+        });
         Ok(BoundedReader::new(
             StreamReader::new(stream),
             blob.size,
@@ -421,6 +424,53 @@ fn map_error(e: OciDistributionError, what: &str, registry: &str) -> SourceError
             registry: registry.to_owned(),
             message: format!("{what}: {}", one_line(&error_chain(&other))),
         },
+    }
+}
+
+/// Checks a blob's sha256 as it streams past: the end of a blob whose bytes
+/// are not its digest is an error, whoever reads it (the layer reader checks
+/// too; a config or a caller of `open_layer` may not).
+struct DigestCheck<S> {
+    inner: S,
+    hasher: Option<sha2::Sha256>,
+    expected: Digest,
+}
+
+impl<S> futures::Stream for DigestCheck<S>
+where
+    S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+{
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use sha2::Digest as _;
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(h) = self.hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(None) => match self.hasher.take() {
+                Some(h) => {
+                    let got = hex::encode(h.finalize());
+                    if self.expected.algorithm() == "sha256" && got != self.expected.hex() {
+                        Poll::Ready(Some(Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("blob {}: content has digest sha256:{got}", self.expected),
+                        ))))
+                    } else {
+                        Poll::Ready(None)
+                    }
+                }
+                None => Poll::Ready(None),
+            },
+            other => other,
+        }
     }
 }
 

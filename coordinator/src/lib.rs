@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`api`]: the tonic server (Strata's services, health, reflection).
+//! - [`cluster`]: the coordinator role: scans, layer dedup and dispatch over the job queue,
+//!   results, composition and matching into reports, state that survives restarts.
 //! - [`compose`]: ordered layer inventories → the image's packages.
 //! - [`engine`]: the single-process pipeline: reference → layers analysed → composed.
 //! - [`output`]: report and SBOM formats (table, JSON, CycloneDX, SPDX, SARIF) and SBOM input.
@@ -11,6 +13,7 @@
 //! - [`versions`]: version ordering, one module per scheme (dpkg, apk, rpm, PEP 440, semver, Go, Maven, RubyGems).
 
 pub mod api;
+pub mod cluster;
 pub mod compose;
 pub mod engine;
 pub mod matching;
@@ -21,3 +24,11 @@ pub mod vulndb;
 
 /// The version of this build, reported by `AdminService` and `strata --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,375 @@
+//! Key-value buckets the coordinator keeps its state in: JetStream
+//! key-value buckets in the cluster (replicated with the streams, surviving a
+//! coordinator restart and shared by every process that connects), or an
+//! embedded `redb` file for `strata serve` (crash-safe, one process).
+//!
+//! Every write that must not lose a concurrent one is a compare-and-set on
+//! the key's revision (`create` when absent, `update` at a revision).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use bytes::Bytes;
+use futures::TryStreamExt;
+
+/// Longest value accepted (records are small JSON; a scan of 128 layers is a few KiB).
+pub const MAX_VALUE_BYTES: i32 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("state bucket {bucket}: {what}: {reason}")]
+    Backend {
+        bucket: String,
+        what: String,
+        reason: String,
+    },
+}
+
+/// A value and the revision it was written at.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Bytes,
+    pub revision: u64,
+}
+
+/// What a compare-and-set did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cas {
+    /// Written; the new revision.
+    Written(u64),
+    /// Someone else wrote first (or the key exists, for `create`).
+    Conflict,
+}
+
+/// One bucket. Cheap to clone.
+#[derive(Clone)]
+pub enum Kv {
+    Nats(kv::Store, String),
+    Local(LocalKv),
+}
+
+impl Kv {
+    /// Opens (creating when missing) a JetStream bucket.
+    pub async fn nats(
+        js: &async_nats::jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+    ) -> Result<Kv, KvError> {
+        let err = |what: &str, e: &dyn std::fmt::Display| KvError::Backend {
+            bucket: bucket.to_owned(),
+            what: what.to_owned(),
+            reason: e.to_string(),
+        };
+        let store = match js.get_key_value(bucket).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    history: 1,
+                    max_value_size: MAX_VALUE_BYTES,
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    num_replicas: replicas.max(1),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| err("creating", &e))?,
+        };
+        Ok(Kv::Nats(store, bucket.to_owned()))
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Kv::Nats(_, name) => name,
+            Kv::Local(l) => l.table,
+        }
+    }
+
+    fn error(&self, what: &str, e: impl std::fmt::Display) -> KvError {
+        KvError::Backend {
+            bucket: self.name().to_owned(),
+            what: what.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Entry>, KvError> {
+        match self {
+            Kv::Nats(store, _) => match store.entry(key).await {
+                Ok(Some(e)) if e.operation == Operation::Put => Ok(Some(Entry {
+                    value: e.value,
+                    revision: e.revision,
+                })),
+                Ok(_) => Ok(None),
+                Err(e) => Err(self.error(&format!("get {key}"), e)),
+            },
+            Kv::Local(l) => l.get(key).await.map_err(|e| self.error(&format!("get {key}"), e)),
+        }
+    }
+
+    /// Writes `value` only if `key` does not exist.
+    pub async fn create(&self, key: &str, value: Bytes) -> Result<Cas, KvError> {
+        match self {
+            Kv::Nats(store, _) => match store.create(key, value).await {
+                Ok(rev) => Ok(Cas::Written(rev)),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(Cas::Conflict),
+                Err(e) => Err(self.error(&format!("create {key}"), e)),
+            },
+            Kv::Local(l) => l
+                .cas(key, value, None)
+                .await
+                .map_err(|e| self.error(&format!("create {key}"), e)),
+        }
+    }
+
+    /// Writes `value` only if `key` is still at `revision`.
+    pub async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<Cas, KvError> {
+        match self {
+            Kv::Nats(store, _) => match store.update(key, value, revision).await {
+                Ok(rev) => Ok(Cas::Written(rev)),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(Cas::Conflict),
+                Err(e) => Err(self.error(&format!("update {key}"), e)),
+            },
+            Kv::Local(l) => l
+                .cas(key, value, Some(revision))
+                .await
+                .map_err(|e| self.error(&format!("update {key}"), e)),
+        }
+    }
+
+    /// Writes `value` whatever is there.
+    pub async fn put(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
+        match self {
+            Kv::Nats(store, _) => store
+                .put(key, value)
+                .await
+                .map_err(|e| self.error(&format!("put {key}"), e)),
+            Kv::Local(l) => l
+                .put(key, value)
+                .await
+                .map_err(|e| self.error(&format!("put {key}"), e)),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), KvError> {
+        match self {
+            Kv::Nats(store, _) => store
+                .delete(key)
+                .await
+                .map_err(|e| self.error(&format!("delete {key}"), e)),
+            Kv::Local(l) => l
+                .delete(key)
+                .await
+                .map_err(|e| self.error(&format!("delete {key}"), e)),
+        }
+    }
+
+    /// Every key (the fleet is bounded by what was submitted: thousands to
+    /// tens of thousands of keys).
+    pub async fn keys(&self) -> Result<Vec<String>, KvError> {
+        match self {
+            Kv::Nats(store, _) => {
+                let keys = store.keys().await.map_err(|e| self.error("listing keys", e))?;
+                keys.try_collect()
+                    .await
+                    .map_err(|e| self.error("listing keys", e))
+            }
+            Kv::Local(l) => l.keys().await.map_err(|e| self.error("listing keys", e)),
+        }
+    }
+}
+
+/// A table in an embedded `redb` database. The stored value is the
+/// revision (8 bytes, big-endian) followed by the value.
+#[derive(Clone)]
+pub struct LocalKv {
+    db: Arc<redb::Database>,
+    table: &'static str,
+}
+
+type Table = redb::TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// The embedded database file `strata serve` keeps its state in.
+pub fn open_local_db(path: &Path) -> Result<Arc<redb::Database>, KvError> {
+    redb::Database::create(path)
+        .map(Arc::new)
+        .map_err(|e| KvError::Backend {
+            bucket: path.display().to_string(),
+            what: "opening".to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+impl LocalKv {
+    /// `table` names the bucket; it must be a `'static` name (ours are constants).
+    pub fn new(db: Arc<redb::Database>, table: &'static str) -> LocalKv {
+        LocalKv { db, table }
+    }
+
+    fn def(&self) -> Table {
+        redb::TableDefinition::new(self.table)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::Database, Table) -> Result<T, redb::Error> + Send + 'static,
+    ) -> Result<T, String> {
+        let db = self.db.clone();
+        let def = self.def();
+        tokio::task::spawn_blocking(move || f(&db, def))
+            .await
+            .map_err(|e| format!("state task failed: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, String> {
+        let key = key.to_owned();
+        self.blocking(move |db, def| {
+            use redb::ReadableDatabase as _;
+            let txn = db.begin_read()?;
+            let table = match txn.open_table(def) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(table.get(key.as_str())?.and_then(|v| split(v.value())))
+        })
+        .await
+    }
+
+    async fn cas(&self, key: &str, value: Bytes, expect: Option<u64>) -> Result<Cas, String> {
+        let key = key.to_owned();
+        self.blocking(move |db, def| {
+            use redb::ReadableTable as _;
+            let txn = db.begin_write()?;
+            let outcome = {
+                let mut table = txn.open_table(def)?;
+                let current = table
+                    .get(key.as_str())?
+                    .and_then(|v| split(v.value()))
+                    .map(|e| e.revision);
+                if current != expect {
+                    Cas::Conflict
+                } else {
+                    let revision = current.unwrap_or(0) + 1;
+                    table.insert(key.as_str(), join(revision, &value).as_slice())?;
+                    Cas::Written(revision)
+                }
+            };
+            txn.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<u64, String> {
+        let key = key.to_owned();
+        self.blocking(move |db, def| {
+            use redb::ReadableTable as _;
+            let txn = db.begin_write()?;
+            let revision = {
+                let mut table = txn.open_table(def)?;
+                let current = table
+                    .get(key.as_str())?
+                    .and_then(|v| split(v.value()))
+                    .map(|e| e.revision);
+                let revision = current.unwrap_or(0) + 1;
+                table.insert(key.as_str(), join(revision, &value).as_slice())?;
+                revision
+            };
+            txn.commit()?;
+            Ok(revision)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), String> {
+        let key = key.to_owned();
+        self.blocking(move |db, def| {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(def)?;
+                table.remove(key.as_str())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, String> {
+        self.blocking(move |db, def| {
+            use redb::{ReadableDatabase as _, ReadableTable as _};
+            let txn = db.begin_read()?;
+            let table = match txn.open_table(def) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut keys = Vec::new();
+            for item in table.iter()? {
+                let (k, _) = item?;
+                keys.push(k.value().to_owned());
+            }
+            Ok(keys)
+        })
+        .await
+    }
+}
+
+fn join(revision: u64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + value.len());
+    out.extend_from_slice(&revision.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn split(stored: &[u8]) -> Option<Entry> {
+    let (rev, value) = stored.split_at_checked(8)?;
+    let revision = u64::from_be_bytes(rev.try_into().ok()?);
+    Some(Entry {
+        value: Bytes::copy_from_slice(value),
+        revision,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_compare_and_set_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let kv = Kv::Local(LocalKv::new(open_local_db(&path).unwrap(), "t"));
+            assert!(kv.get("a").await.unwrap().is_none());
+            assert!(kv.keys().await.unwrap().is_empty());
+            assert_eq!(
+                kv.create("a", Bytes::from_static(b"1")).await.unwrap(),
+                Cas::Written(1)
+            );
+            assert_eq!(
+                kv.create("a", Bytes::from_static(b"x")).await.unwrap(),
+                Cas::Conflict
+            );
+            assert_eq!(
+                kv.update("a", Bytes::from_static(b"2"), 7).await.unwrap(),
+                Cas::Conflict
+            );
+            assert_eq!(
+                kv.update("a", Bytes::from_static(b"2"), 1).await.unwrap(),
+                Cas::Written(2)
+            );
+            assert_eq!(kv.put("b", Bytes::from_static(b"3")).await.unwrap(), 1);
+        }
+        let kv = Kv::Local(LocalKv::new(open_local_db(&path).unwrap(), "t"));
+        let e = kv.get("a").await.unwrap().unwrap();
+        assert_eq!((e.value.as_ref(), e.revision), (b"2".as_ref(), 2));
+        let mut keys = kv.keys().await.unwrap();
+        keys.sort();
+        assert_eq!(keys, ["a", "b"]);
+        kv.delete("a").await.unwrap();
+        assert!(kv.get("a").await.unwrap().is_none());
+    }
+}

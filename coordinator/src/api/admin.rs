@@ -14,10 +14,11 @@ pub struct NatsHandle {
 }
 
 /// State behind `AdminService`. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AdminApi {
     started: Instant,
     nats: Option<NatsHandle>,
+    coordinator: Option<crate::cluster::Coordinator>,
 }
 
 impl AdminApi {
@@ -26,7 +27,14 @@ impl AdminApi {
         AdminApi {
             started: Instant::now(),
             nats,
+            coordinator: None,
         }
+    }
+
+    /// Report the coordinator's workers, queues, vulnerability data and layer cache too.
+    pub fn with_coordinator(mut self, coordinator: crate::cluster::Coordinator) -> Self {
+        self.coordinator = Some(coordinator);
+        self
     }
 
     fn nats_status(&self) -> v1::NatsStatus {
@@ -54,17 +62,55 @@ impl AdminService for AdminApi {
         &self,
         _request: Request<v1::GetStatusRequest>,
     ) -> Result<Response<v1::GetStatusResponse>, Status> {
-        Ok(Response::new(v1::GetStatusResponse {
+        let mut response = v1::GetStatusResponse {
             version: crate::VERSION.to_owned(),
             uptime_seconds: self.started.elapsed().as_secs(),
             nats: Some(self.nats_status()),
-            // Workers, queues, the vulnerability database and the layer cache
-            // are reported once the cluster roles exist; until then the
-            // lists are empty rather than invented.
+            // Without a coordinator (a bare admin server) these stay empty
+            // rather than invented.
             workers: Vec::new(),
             queues: Vec::new(),
             vulndb: None,
             layer_cache: None,
-        }))
+        };
+        if let Some(c) = &self.coordinator {
+            let now = crate::now_unix_ms();
+            response.workers = c
+                .workers(std::time::Duration::from_secs(60))
+                .into_iter()
+                .map(|(hb, age)| v1::WorkerInfo {
+                    worker_id: hb.worker_id,
+                    hostname: hb.hostname,
+                    version: hb.version,
+                    jobs_in_flight: hb.jobs_in_flight,
+                    jobs_done: hb.jobs_done,
+                    jobs_failed: hb.jobs_failed,
+                    last_seen_unix_ms: now - i64::try_from(age.as_millis()).unwrap_or(0),
+                })
+                .collect();
+            if let Ok(lags) = c.queue().lag().await {
+                response.queues = lags
+                    .into_iter()
+                    .map(|l| v1::QueueLag {
+                        priority: l.priority.to_proto().into(),
+                        pending: l.pending,
+                        in_flight: l.in_flight,
+                    })
+                    .collect();
+            }
+            let db = c.vulndb();
+            response.vulndb = Some(v1::VulnDbInfo {
+                version: db.status.version.clone(),
+                built_unix_ms: db.status.built_unix_ms,
+                records: db.status.advisories,
+            });
+            let stats = c.cache_stats();
+            response.layer_cache = Some(v1::LayerCacheInfo {
+                layers: c.layer_count().await.unwrap_or(0),
+                hits: stats.hits,
+                misses: stats.misses,
+            });
+        }
+        Ok(Response::new(response))
     }
 }

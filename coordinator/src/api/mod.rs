@@ -6,14 +6,41 @@
 //! mini-redis does), so tests start it on `127.0.0.1:0`.
 
 mod admin;
+mod scan;
 
 pub use admin::{AdminApi, NatsHandle};
+pub use scan::ScanApi;
 
 use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use strata_proto::v1::admin_service_server::AdminServiceServer;
+use strata_proto::v1::scan_service_server::ScanServiceServer;
+use tonic::Status;
+
+use crate::cluster::CoordinatorError;
+
+/// The one mapping from coordinator errors to gRPC status codes.
+pub fn status_of(err: CoordinatorError) -> Status {
+    match err {
+        CoordinatorError::InvalidArgument(m) => Status::invalid_argument(m),
+        CoordinatorError::NotFound(m) => Status::not_found(m),
+        CoordinatorError::Unauthorized(m) => Status::permission_denied(m),
+        CoordinatorError::Unavailable(m) => Status::unavailable(m),
+        CoordinatorError::Full(m) => Status::resource_exhausted(m),
+        CoordinatorError::Deadline(m) => Status::deadline_exceeded(m),
+        CoordinatorError::Internal(m) => Status::internal(m),
+    }
+}
+
+/// Who made a request, for audit logs (the peer address until tokens exist).
+pub(crate) fn caller<T>(request: &tonic::Request<T>) -> String {
+    request
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
 
 /// Errors starting or running the gRPC server.
 #[derive(Debug, thiserror::Error)]
@@ -24,10 +51,20 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Serve the API on `listener` until `shutdown` completes.
+/// Serve the admin API alone on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     admin: AdminApi,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_all(listener, admin, None, shutdown).await
+}
+
+/// Serve every service (`scan` when a coordinator runs) until `shutdown` completes.
+pub async fn serve_all(
+    listener: TcpListener,
+    admin: AdminApi,
+    scan: Option<ScanApi>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -39,10 +76,16 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    if scan.is_some() {
+        health_reporter
+            .set_serving::<ScanServiceServer<ScanApi>>()
+            .await;
+    }
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AdminServiceServer::new(admin))
+        .add_optional_service(scan.map(ScanServiceServer::new))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

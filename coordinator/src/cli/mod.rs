@@ -3,8 +3,12 @@
 //! Exit codes are part of the interface CI gates on: 0 clean, 1 findings at
 //! or above `--fail-on`, 2 an error (with a one-line message on stderr).
 
+mod coordinator;
 mod db;
 mod image;
+mod roles;
+mod serve;
+mod worker;
 mod sbom;
 mod scan;
 mod status;
@@ -50,6 +54,19 @@ pub enum Command {
     Sbom(sbom::SbomArgs),
     /// Show a coordinator's status (version, uptime, NATS connection, workers).
     Status(status::StatusArgs),
+    /// Run the cluster's coordinator (NATS JetStream, object storage, gRPC API).
+    Coordinator(coordinator::CoordinatorArgs),
+    /// Run a cluster worker: analyse layer jobs from NATS JetStream.
+    Worker(worker::WorkerArgs),
+    /// Run everything in one process with an in-process queue (no broker).
+    Serve(serve::ServeArgs),
+}
+
+impl Command {
+    /// Long-running roles set up their own telemetry (OTLP, JSON logs).
+    pub fn is_role(&self) -> bool {
+        matches!(self, Command::Coordinator(_) | Command::Worker(_) | Command::Serve(_))
+    }
 }
 
 pub fn init_logging(global: &GlobalArgs) {
@@ -65,7 +82,11 @@ pub fn init_logging(global: &GlobalArgs) {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let global = cli.global;
     match cli.command {
+        Command::Coordinator(args) => coordinator::run(args, &global).await,
+        Command::Worker(args) => worker::run(args, &global).await,
+        Command::Serve(args) => serve::run(args, &global).await,
         Command::Db(args) => db::run(args).await,
         Command::Scan(args) => scan::run(args).await,
         Command::Sbom(args) => sbom::run(args).await,

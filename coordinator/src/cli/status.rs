@@ -8,7 +8,7 @@ use strata_proto::v1::{self, admin_service_client::AdminServiceClient};
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     /// The coordinator's gRPC address.
-    #[arg(long, default_value = "http://127.0.0.1:7070", env = "STRATA_SERVER")]
+    #[arg(long, default_value = "http://127.0.0.1:7700", env = "STRATA_SERVER")]
     pub server: String,
     /// Print JSON instead of text.
     #[arg(long)]

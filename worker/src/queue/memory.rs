@@ -92,6 +92,10 @@ impl MemoryQueue {
         self.inner.settings.max_deliver
     }
 
+    pub fn ack_wait(&self) -> Duration {
+        self.inner.settings.ack_wait
+    }
+
     pub fn publish_job(
         &self,
         job: &v1::LayerJob,

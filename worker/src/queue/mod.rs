@@ -156,6 +156,14 @@ impl Queue {
         }
     }
 
+    /// How long a held job may go without progress before redelivery.
+    pub fn ack_wait(&self) -> Duration {
+        match self {
+            Queue::Nats(q) => q.ack_wait(),
+            Queue::Memory(q) => q.ack_wait(),
+        }
+    }
+
     /// Queue a job. Returns `false` when its message id was a duplicate
     /// (already queued): nothing new was queued.
     pub async fn publish_job(

@@ -199,6 +199,11 @@ impl NatsQueue {
         self.max_deliver
     }
 
+    /// The job consumers' `ack_wait`, as the server has it.
+    pub fn ack_wait(&self) -> Duration {
+        self.ci.cached_info().config.ack_wait
+    }
+
     pub async fn publish_job(
         &self,
         job: &v1::LayerJob,

@@ -161,9 +161,12 @@ async fn run(
         ctx.limits,
     )
     .await
-    .map_err(|err| match err {
+    .map_err(|err| match &err {
+        // Bytes that are not the blob (a digest mismatch found by the
+        // registry stream's check) will not change on a retry.
+        LayerError::Io { source, .. } if source.kind() == std::io::ErrorKind::InvalidData => permanent(err),
         LayerError::Io { .. } => transient(err),
-        other => permanent(other),
+        _ => permanent(err),
     })?;
     let key = inventory_key(&want, &digest);
     let json = serde_json::to_vec(&analysis.inventory).map_err(permanent)?;

@@ -199,7 +199,10 @@ async fn handle(
         let work = job::process(ctx, &job, delivery.attempt);
         tokio::pin!(work);
         // Well inside ack_wait, whatever the queue's is.
-        let every = options.progress_every.min(queue.ack_wait() / 3).max(Duration::from_millis(100));
+        let every = options
+            .progress_every
+            .min(queue.ack_wait() / 3)
+            .max(Duration::from_millis(100));
         let mut ticker = tokio::time::interval(every);
         ticker.tick().await; // the first tick is immediate
         let result = loop {

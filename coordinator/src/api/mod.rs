@@ -77,9 +77,7 @@ pub async fn serve_all(
         .build_v1()?;
 
     if scan.is_some() {
-        health_reporter
-            .set_serving::<ScanServiceServer<ScanApi>>()
-            .await;
+        health_reporter.set_serving::<ScanServiceServer<ScanApi>>().await;
     }
     tonic::transport::Server::builder()
         .add_service(health_service)

@@ -4,7 +4,9 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use strata_proto::v1::{self, get_report_request::Selector, scan_event::Event, scan_service_server::ScanService};
+use strata_proto::v1::{
+    self, get_report_request::Selector, scan_event::Event, scan_service_server::ScanService,
+};
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
@@ -27,7 +29,11 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<v1::ScanEvent, Status>> + Se
 
 /// Events of `scan_id` from its start until `Done` (history first, then live).
 /// `skip_submitted`: the caller already sent its own `Submitted` event.
-async fn follow(coordinator: &Coordinator, scan_id: &str, skip_submitted: bool) -> Result<EventStream, Status> {
+async fn follow(
+    coordinator: &Coordinator,
+    scan_id: &str,
+    skip_submitted: bool,
+) -> Result<EventStream, Status> {
     let (history, mut live) = coordinator.watch(scan_id).await.map_err(status_of)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<v1::ScanEvent, Status>>(64);
     let coordinator = coordinator.clone();
@@ -55,7 +61,10 @@ async fn follow(coordinator: &Coordinator, scan_id: &str, skip_submitted: bool) 
                 Err(RecvError::Lagged(_)) => match coordinator.scan(&scan_id).await {
                     Ok(Some(scan)) => {
                         for event in crate::cluster::events::replay(&scan) {
-                            if matches!(event.event, Some(Event::Layer(_) | Event::Done(_) | Event::Matched(_))) {
+                            if matches!(
+                                event.event,
+                                Some(Event::Layer(_) | Event::Done(_) | Event::Matched(_))
+                            ) {
                                 let done = is_done(&event);
                                 if tx.send(Ok(event)).await.is_err() || done {
                                     return;
@@ -109,7 +118,9 @@ impl ScanService for ScanApi {
         }
         let rest = follow(&self.coordinator, &scan.id, true).await?;
         use futures::StreamExt as _;
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(submitted)]).chain(rest))))
+        Ok(Response::new(Box::pin(
+            futures::stream::iter([Ok(submitted)]).chain(rest),
+        )))
     }
 
     async fn watch_scan(
@@ -118,18 +129,23 @@ impl ScanService for ScanApi {
     ) -> Result<Response<Self::WatchScanStream>, Status> {
         let id = request.into_inner().scan_id;
         if id.is_empty() || id.len() > 128 {
-            return Err(Status::invalid_argument("scan_id: give the id SubmitImage returned"));
+            return Err(Status::invalid_argument(
+                "scan_id: give the id SubmitImage returned",
+            ));
         }
         Ok(Response::new(follow(&self.coordinator, &id, false).await?))
     }
 
-    async fn get_report(&self, request: Request<v1::GetReportRequest>) -> Result<Response<v1::Report>, Status> {
+    async fn get_report(
+        &self,
+        request: Request<v1::GetReportRequest>,
+    ) -> Result<Response<v1::Report>, Status> {
         let id = match request.into_inner().selector {
             Some(Selector::ScanId(id)) if !id.is_empty() && id.len() <= 128 => id,
             Some(Selector::ImageDigest(d)) if !d.is_empty() && d.len() <= 256 => {
-                let _: strata_proto::Digest = d
-                    .parse()
-                    .map_err(|e: strata_proto::ParseError| Status::invalid_argument(format!("image_digest: {e}")))?;
+                let _: strata_proto::Digest = d.parse().map_err(|e: strata_proto::ParseError| {
+                    Status::invalid_argument(format!("image_digest: {e}"))
+                })?;
                 self.coordinator
                     .scan_for_digest(&d)
                     .await

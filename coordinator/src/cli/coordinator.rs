@@ -130,14 +130,14 @@ pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::R
     let listen = roles::parse_addr("--listen", &c.listen)?;
     let metrics_addr = roles::parse_addr("--metrics-listen", &c.metrics_listen)?;
     let settings = roles::queue_settings(&c.queue)?;
-    let db_path = c
-        .db
-        .clone()
-        .context("no vulnerability database: give --db FILE (build one with `strata db import`)")?;
+    let db_path =
+        c.db.clone()
+            .context("no vulnerability database: give --db FILE (build one with `strata db import`)")?;
     let _telemetry = roles::init_telemetry(global, "strata-coordinator", c.otlp_endpoint.as_deref())?;
     let metrics = roles::metrics("strata-coordinator", c.otlp_endpoint.as_deref())?;
 
-    let db = Db::open(&db_path).with_context(|| format!("opening the vulnerability database {}", db_path.display()))?;
+    let db = Db::open(&db_path)
+        .with_context(|| format!("opening the vulnerability database {}", db_path.display()))?;
     let vulndb = tokio::task::spawn_blocking(move || VulnData::new(&db))
         .await
         .context("building the vulnerability index")?;
@@ -164,7 +164,14 @@ pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::R
     };
     let mut config = CoordinatorConfig::new(store_url.clone());
     config.source.insecure_registries = c.insecure_registries.clone();
-    let coordinator = Coordinator::new(config, queue, buckets, Arc::clone(&store), vulndb, metrics.clone());
+    let coordinator = Coordinator::new(
+        config,
+        queue,
+        buckets,
+        Arc::clone(&store),
+        vulndb,
+        metrics.clone(),
+    );
 
     let shutdown = Shutdown::on_signal();
     let metrics_at = roles::spawn_metrics(metrics_addr, metrics, shutdown.clone()).await?;

@@ -7,11 +7,11 @@ mod coordinator;
 mod db;
 mod image;
 mod roles;
-mod serve;
-mod worker;
 mod sbom;
 mod scan;
+mod serve;
 mod status;
+mod worker;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -65,7 +65,10 @@ pub enum Command {
 impl Command {
     /// Long-running roles set up their own telemetry (OTLP, JSON logs).
     pub fn is_role(&self) -> bool {
-        matches!(self, Command::Coordinator(_) | Command::Worker(_) | Command::Serve(_))
+        matches!(
+            self,
+            Command::Coordinator(_) | Command::Worker(_) | Command::Serve(_)
+        )
     }
 }
 

@@ -37,13 +37,17 @@ pub fn load_config<T: serde::de::DeserializeOwned + Default>(path: Option<&Path>
 }
 
 pub fn parse_addr(what: &str, value: &str) -> anyhow::Result<SocketAddr> {
-    value
-        .parse()
-        .with_context(|| format!("{what} {value:?}: expected HOST:PORT with an IP address, e.g. 127.0.0.1:7700"))
+    value.parse().with_context(|| {
+        format!("{what} {value:?}: expected HOST:PORT with an IP address, e.g. 127.0.0.1:7700")
+    })
 }
 
 /// Logs (and traces by OTLP when an endpoint is set) for a role.
-pub fn init_telemetry(global: &GlobalArgs, service: &str, otlp: Option<&str>) -> anyhow::Result<TelemetryGuard> {
+pub fn init_telemetry(
+    global: &GlobalArgs,
+    service: &str,
+    otlp: Option<&str>,
+) -> anyhow::Result<TelemetryGuard> {
     let config = TelemetryConfig {
         otlp_endpoint: otlp.map(str::to_owned),
         service_name: service.to_owned(),
@@ -52,7 +56,11 @@ pub fn init_telemetry(global: &GlobalArgs, service: &str, otlp: Option<&str>) ->
             super::LogFormat::Json => LogFormat::Json,
         },
         // Roles log their progress by default; `--log` narrows or widens it.
-        log_filter: if global.log == "warn" { "info".to_owned() } else { global.log.clone() },
+        log_filter: if global.log == "warn" {
+            "info".to_owned()
+        } else {
+            global.log.clone()
+        },
     };
     telemetry::init(&config).context("setting up telemetry")
 }
@@ -69,12 +77,14 @@ pub fn open_store(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
         let path = parsed
             .to_file_path()
             .map_err(|_| anyhow::anyhow!("store URL {url:?}: not a local path"))?;
-        std::fs::create_dir_all(&path).with_context(|| format!("creating the store directory {}", path.display()))?;
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("creating the store directory {}", path.display()))?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(&path)
             .with_context(|| format!("store {}", path.display()))?;
         return Ok(Arc::new(store));
     }
-    let (store, prefix) = strata_worker::storage::open_url(url).map_err(|e| anyhow::anyhow!("store URL {e}"))?;
+    let (store, prefix) =
+        strata_worker::storage::open_url(url).map_err(|e| anyhow::anyhow!("store URL {e}"))?;
     Ok(Arc::new(object_store::prefix::PrefixStore::new(store, prefix)))
 }
 
@@ -160,7 +170,11 @@ impl Shutdown {
 }
 
 /// Serves `/metrics` and `/healthz` on `addr` in the background.
-pub async fn spawn_metrics(addr: SocketAddr, metrics: Metrics, shutdown: Shutdown) -> anyhow::Result<SocketAddr> {
+pub async fn spawn_metrics(
+    addr: SocketAddr,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the metrics address {addr}"))?;
@@ -221,7 +235,10 @@ mod tests {
 
     #[test]
     fn credentials_never_shown() {
-        assert_eq!(redact("nats://alice:s3cret@10.0.0.1:4222"), "nats://10.0.0.1:4222");
+        assert_eq!(
+            redact("nats://alice:s3cret@10.0.0.1:4222"),
+            "nats://10.0.0.1:4222"
+        );
         assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 

@@ -111,10 +111,9 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
     let listen = roles::parse_addr("--listen", &c.listen)?;
     let metrics_addr = roles::parse_addr("--metrics-listen", &c.metrics_listen)?;
     let settings = roles::queue_settings(&c.queue)?;
-    let db_path = c
-        .db
-        .clone()
-        .context("no vulnerability database: give --db FILE (build one with `strata db import`)")?;
+    let db_path =
+        c.db.clone()
+            .context("no vulnerability database: give --db FILE (build one with `strata db import`)")?;
     let watch = match &c.watch {
         Some(path) => read_watch_file(path)?,
         None => Vec::new(),
@@ -126,7 +125,8 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
     let store_url = roles::dir_url(&c.data_dir.join("store"))?;
     let store = roles::open_store(&store_url)?;
     let buckets = Buckets::local(&c.data_dir.join("state.redb"))?;
-    let db = Db::open(&db_path).with_context(|| format!("opening the vulnerability database {}", db_path.display()))?;
+    let db = Db::open(&db_path)
+        .with_context(|| format!("opening the vulnerability database {}", db_path.display()))?;
     let vulndb = tokio::task::spawn_blocking(move || VulnData::new(&db))
         .await
         .context("building the vulnerability index")?;
@@ -214,7 +214,10 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
             let limit = Duration::from_secs(args.timeout_secs.unwrap_or(600));
             let scans = wait_all(&coordinator, &ids, limit).await?;
             print_summary(&scans, &coordinator, started.elapsed());
-            if scans.iter().any(|s| s.status != ScanStatus::Complete || s.error.is_some()) {
+            if scans
+                .iter()
+                .any(|s| s.status != ScanStatus::Complete || s.error.is_some())
+            {
                 code = super::EXIT_ERROR;
             }
             let _ = done_tx.send(true);
@@ -253,7 +256,11 @@ fn read_watch_file(path: &Path) -> anyhow::Result<Vec<String>> {
     Ok(refs)
 }
 
-async fn wait_all(coordinator: &Coordinator, ids: &[String], limit: Duration) -> anyhow::Result<Vec<ScanRecord>> {
+async fn wait_all(
+    coordinator: &Coordinator,
+    ids: &[String],
+    limit: Duration,
+) -> anyhow::Result<Vec<ScanRecord>> {
     let deadline = Instant::now() + limit;
     loop {
         let mut scans = Vec::new();
@@ -280,7 +287,11 @@ fn print_summary(scans: &[ScanRecord], coordinator: &Coordinator, took: Duration
     for s in scans {
         layers += s.layers.len();
         unique.extend(s.layers.iter().map(|l| l.digest.clone()));
-        let name = if s.reference.len() > 58 { &s.reference[s.reference.len() - 58..] } else { &s.reference };
+        let name = if s.reference.len() > 58 {
+            &s.reference[s.reference.len() - 58..]
+        } else {
+            &s.reference
+        };
         println!(
             "{:<58} {:<9} {:>6} {:>8} {:>5} {:>5} {:>5} {:>5} {:>5}",
             name,

@@ -90,7 +90,13 @@ impl WorkerArgs {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
         }
-        set!(nats, metrics_listen, concurrency, registry_concurrency, shutdown_grace_secs);
+        set!(
+            nats,
+            metrics_listen,
+            concurrency,
+            registry_concurrency,
+            shutdown_grace_secs
+        );
         if self.store.is_some() {
             c.store = self.store;
         }
@@ -117,7 +123,11 @@ pub fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
         .unwrap_or_else(|| "worker".to_owned());
     format!("{host}-{}", std::process::id())
 }

@@ -620,6 +620,8 @@ impl Coordinator {
                         }
                         LayerState::Failed if record.permanent => return Ok(()),
                         LayerState::Queued => {
+                            // In flight for another image: not fetched again for this one.
+                            self.cache_hit();
                             if republish {
                                 self.publish(&record).await?;
                             }

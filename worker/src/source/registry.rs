@@ -282,11 +282,12 @@ impl RegistrySource {
             ));
         }
         use futures::TryStreamExt as _;
-        let stream: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> = Box::pin(DigestCheck {
-            inner: response.bytes_stream().map_err(std::io::Error::other),
-            hasher: Some(<sha2::Sha256 as sha2::Digest>::new()),
-            expected: blob.digest.clone(),
-        });
+        let stream: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> =
+            Box::pin(DigestCheck {
+                inner: response.bytes_stream().map_err(std::io::Error::other),
+                hasher: Some(<sha2::Sha256 as sha2::Digest>::new()),
+                expected: blob.digest.clone(),
+            });
         Ok(BoundedReader::new(
             StreamReader::new(stream),
             blob.size,

@@ -1,0 +1,417 @@
+//! The cluster on real parts: `strata coordinator` and `strata worker`
+//! processes, a real nats-server (JetStream), a real docker-registry behind
+//! a counting proxy, and the gRPC API as CI calls it.
+//!
+//! The tests in this file run one at a time (each starts a whole cluster;
+//! the machine has two cores).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use strata_harness::image::{Compression, Image, Layer};
+use strata_harness::{Cluster, Registry, RegistryProxy};
+use strata_proto::v1::{
+    self, get_report_request::Selector, scan_event::Event, scan_service_client::ScanServiceClient,
+};
+use tonic::transport::Channel;
+
+const OSV: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/testdata/osv/from-testdata"
+);
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+/// Bound on waiting for a scan (a whole cluster on a busy two-core machine).
+const SCAN_LIMIT: Duration = Duration::from_secs(180);
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn build_db(dir: &Path) -> PathBuf {
+    let db = dir.join("vulndb");
+    let out = Command::new(STRATA)
+        .args(["db", "import", "--db", db.to_str().unwrap(), OSV])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    db
+}
+
+const STATUS: &str = "Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nSource: zlib\nVersion: 1:1.2.13.dfsg-1\n\n";
+
+/// The three base layers every image of the fleet shares.
+fn base_layers() -> Vec<Layer> {
+    vec![
+        Layer::builder()
+            .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
+            .file("var/lib/dpkg/status", STATUS)
+            .build(Compression::Gzip)
+            .unwrap(),
+        Layer::builder()
+            .file("usr/share/doc/base2", "second base layer")
+            .build(Compression::Gzip)
+            .unwrap(),
+        Layer::builder()
+            .file("usr/share/doc/base3", "third base layer")
+            .build(Compression::Zstd)
+            .unwrap(),
+    ]
+}
+
+/// An image on the shared base with `top` unique layers; image `i` adds a
+/// package of its own so every report differs.
+fn fleet_image(base: &[Layer], i: usize, top: usize) -> (Image, Vec<Layer>) {
+    let mut builder = Image::builder();
+    for l in base {
+        builder = builder.layer(l.clone());
+    }
+    let mut tops = Vec::new();
+    for t in 0..top {
+        let status = format!(
+            "{STATUS}Package: app{i}\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.{i}.{t}\n\n"
+        );
+        let layer = Layer::builder()
+            .file("var/lib/dpkg/status", status)
+            .file(&format!("srv/app{i}/layer{t}"), format!("image {i} layer {t}"))
+            .build(Compression::Gzip)
+            .unwrap();
+        builder = builder.layer(layer.clone());
+        tops.push(layer);
+    }
+    (builder.build().unwrap(), tops)
+}
+
+async fn client(cluster: &Cluster) -> ScanServiceClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match ScanServiceClient::connect(cluster.grpc_url()).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot reach the coordinator: {e}\n{}", cluster.coordinator_log()),
+        }
+    }
+}
+
+/// Submits without waiting; retries while the coordinator is away (restarts).
+async fn submit(cluster: &Cluster, reference: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut c = client(cluster).await;
+        let request = v1::SubmitImageRequest {
+            reference: reference.to_owned(),
+            insecure_registry: true,
+            ..Default::default()
+        };
+        match c.submit_image(request).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                let first = stream.next().await.expect("a submitted event").expect("event");
+                assert!(matches!(first.event, Some(Event::Submitted(_))), "{first:?}");
+                return first.scan_id;
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(status) => panic!("submit {reference}: {status}\n{}", cluster.coordinator_log()),
+        }
+    }
+}
+
+/// Waits for the scan's `Done` event (re-watching across coordinator restarts).
+async fn wait_done(cluster: &Cluster, scan_id: &str) -> v1::Done {
+    let deadline = Instant::now() + SCAN_LIMIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "scan {scan_id} not done in {SCAN_LIMIT:?}\n--- coordinator ---\n{}",
+            cluster.coordinator_log()
+        );
+        let mut c = client(cluster).await;
+        let Ok(resp) = c
+            .watch_scan(v1::WatchScanRequest {
+                scan_id: scan_id.to_owned(),
+            })
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        let mut stream = resp.into_inner();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+                Ok(Some(Ok(v1::ScanEvent {
+                    event: Some(Event::Done(done)),
+                    ..
+                }))) => return done,
+                Ok(Some(Ok(_))) => continue,
+                // A broken stream or a quiet spell: watch again (replays).
+                _ => break,
+            }
+        }
+    }
+}
+
+async fn report(cluster: &Cluster, scan_id: &str) -> v1::Report {
+    client(cluster)
+        .await
+        .get_report(v1::GetReportRequest {
+            selector: Some(Selector::ScanId(scan_id.to_owned())),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("report {scan_id}: {s}"))
+        .into_inner()
+}
+
+fn start_cluster(registry_host: &str, db: &Path, workers: usize, coordinator_args: &[&str]) -> Cluster {
+    Cluster::builder(STRATA)
+        .workers(workers)
+        .db(db)
+        .insecure_registry(registry_host)
+        .coordinator_args(coordinator_args.iter().copied())
+        .worker_args(["--concurrency", "2"])
+        .start()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_images_sharing_base_layers_fetch_each_unique_layer_once() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let registry = Registry::start().unwrap();
+    let proxy = RegistryProxy::builder(&registry)
+        .blob_delay(Duration::from_millis(20))
+        .start()
+        .unwrap();
+    let base = base_layers();
+    let mut unique: Vec<String> = base.iter().map(|l| l.digest.clone()).collect();
+    let mut refs = Vec::new();
+    for i in 0..50 {
+        let (image, tops) = fleet_image(&base, i, 1 + i % 2);
+        image
+            .push(&registry, "fleet/app", &format!("v{i}"))
+            .await
+            .unwrap();
+        unique.extend(tops.iter().map(|l| l.digest.clone()));
+        refs.push(format!("{}/fleet/app:v{i}", proxy.host()));
+    }
+    let cluster = start_cluster(&proxy.host(), &db, 3, &[]);
+
+    // All at once, as 50 CI jobs would.
+    let ids = futures::future::join_all(refs.iter().map(|r| submit(&cluster, r))).await;
+    let dones = futures::future::join_all(ids.iter().map(|id| wait_done(&cluster, id))).await;
+    for (i, done) in dones.iter().enumerate() {
+        assert_eq!(
+            done.status,
+            v1::ScanStatus::Complete as i32,
+            "image {i}: {done:?}"
+        );
+        assert_eq!(done.layers_failed, 0, "image {i}: {}", done.error);
+        assert_eq!(done.layers_total as usize, 4 + i % 2);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let r = report(&cluster, id).await;
+        let names: Vec<&str> = r.packages.iter().map(|p| p.name.as_str()).collect();
+        assert!(
+            names.contains(&format!("app{i}").as_str()),
+            "image {i}: {names:?}"
+        );
+        assert!(names.contains(&"zlib1g"), "image {i}: {names:?}");
+        assert!(r.layer_errors.is_empty());
+    }
+    for digest in &unique {
+        assert_eq!(
+            proxy.blob_gets(digest),
+            1,
+            "layer {digest} was not fetched exactly once\n{}",
+            cluster.coordinator_log()
+        );
+    }
+    // A second submit of a scanned image is the same scan, and pulls nothing.
+    let again = submit(&cluster, &refs[7]).await;
+    assert_eq!(again, ids[7]);
+    let metrics = cluster.metrics(&cluster.coordinator_metrics_url()).unwrap();
+    assert!(metrics.contains("strata_layer_cache_hits_total"), "{metrics}");
+    assert!(metrics.contains("strata_queue_lag"), "{metrics}");
+    let worker_metrics = cluster.metrics(&cluster.worker_metrics_url(0)).unwrap();
+    assert!(
+        worker_metrics.contains("strata_jobs_done_total"),
+        "{worker_metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_and_tampered_layers_fail_their_images_only() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let registry = Registry::start().unwrap();
+    let base = base_layers();
+    let corrupt = Layer::garbage(
+        Compression::Gzip,
+        b"\x1f\x8b\x08\x00 this is not deflate".to_vec(),
+    );
+    let tampered = Layer::builder()
+        .file("srv/tampered", "x".repeat(10_000))
+        .build(Compression::Gzip)
+        .unwrap()
+        .with_mismatched_digest();
+    let mut bad = Image::builder();
+    let mut bad2 = Image::builder();
+    for l in &base {
+        bad = bad.layer(l.clone());
+        bad2 = bad2.layer(l.clone());
+    }
+    bad.layer(corrupt.clone())
+        .build()
+        .unwrap()
+        .push(&registry, "t/corrupt", "1")
+        .await
+        .unwrap();
+    bad2.layer(tampered.clone())
+        .build()
+        .unwrap()
+        .push(&registry, "t/tampered", "1")
+        .await
+        .unwrap();
+    let (good, _) = fleet_image(&base, 1, 1);
+    good.push(&registry, "t/good", "1").await.unwrap();
+    let cluster = start_cluster(&registry.host(), &db, 2, &["--max-deliver", "3"]);
+
+    let corrupt_id = submit(&cluster, &format!("{}/t/corrupt:1", registry.host())).await;
+    let tampered_id = submit(&cluster, &format!("{}/t/tampered:1", registry.host())).await;
+    let good_id = submit(&cluster, &format!("{}/t/good:1", registry.host())).await;
+
+    let good_done = wait_done(&cluster, &good_id).await;
+    assert_eq!(good_done.layers_failed, 0, "{good_done:?}");
+    assert!(report(&cluster, &good_id).await.layer_errors.is_empty());
+    for (id, layer) in [(&corrupt_id, &corrupt), (&tampered_id, &tampered)] {
+        let done = wait_done(&cluster, id).await;
+        assert_eq!(done.layers_failed, 1, "{done:?}");
+        assert!(
+            done.error.contains(&layer.digest),
+            "the error names the layer: {}",
+            done.error
+        );
+        let r = report(&cluster, id).await;
+        assert_eq!(r.layer_errors.len(), 1);
+        assert_eq!(r.layer_errors[0].digest, layer.digest);
+        // The base layers' packages are still reported.
+        assert!(r.packages.iter().any(|p| p.name == "zlib1g"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_layer_has_its_job_redelivered() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let registry = Registry::start().unwrap();
+    // A layer that takes a few seconds to stream.
+    let big = Layer::builder()
+        .file("var/lib/dpkg/status", STATUS)
+        .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
+        .raw_file(
+            "srv/blob.bin",
+            (0..600_000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect::<Vec<u8>>(),
+        )
+        .build(Compression::Gzip)
+        .unwrap();
+    Image::builder()
+        .layer(big.clone())
+        .build()
+        .unwrap()
+        .push(&registry, "slow/app", "1")
+        .await
+        .unwrap();
+    let proxy = RegistryProxy::builder(&registry)
+        .blob_rate(150_000)
+        .start()
+        .unwrap();
+    let mut cluster = start_cluster(&proxy.host(), &db, 1, &["--ack-wait-secs", "3"]);
+    let id = submit(&cluster, &format!("{}/slow/app:1", proxy.host())).await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.blob_requests(&big.digest) == 0 {
+        assert!(Instant::now() < deadline, "the worker never fetched the layer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = cluster.start_worker().unwrap();
+    cluster.kill_worker(0);
+    proxy.set_blob_rate(None);
+
+    let done = wait_done(&cluster, &id).await;
+    assert_eq!(done.status, v1::ScanStatus::Complete as i32, "{done:?}");
+    assert_eq!(done.layers_failed, 0, "{}", done.error);
+    assert!(
+        proxy.blob_gets(&big.digest) >= 2,
+        "the layer was fetched again after the kill"
+    );
+    let r = report(&cluster, &id).await;
+    let zlib: Vec<_> = r.packages.iter().filter(|p| p.name == "zlib1g").collect();
+    assert_eq!(zlib.len(), 1, "nothing duplicated: {:?}", r.packages);
+    assert!(
+        cluster.worker_log(second).contains("layer analysed"),
+        "the second worker ran the job:\n{}",
+        cluster.worker_log(second)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_coordinator_and_nats_restarted_mid_run_lose_nothing() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let registry = Registry::start().unwrap();
+    let proxy = RegistryProxy::builder(&registry)
+        .blob_delay(Duration::from_millis(300))
+        .start()
+        .unwrap();
+    let base = base_layers();
+    let mut refs = Vec::new();
+    for i in 0..12 {
+        let (image, _) = fleet_image(&base, i, 1);
+        image
+            .push(&registry, "restart/app", &format!("v{i}"))
+            .await
+            .unwrap();
+        refs.push(format!("{}/restart/app:v{i}", proxy.host()));
+    }
+    let mut cluster = start_cluster(&proxy.host(), &db, 2, &[]);
+    let mut ids = Vec::new();
+    for r in &refs[..6] {
+        ids.push(submit(&cluster, r).await);
+    }
+    // Mid-run: jobs queued and in flight.
+    cluster.kill_coordinator();
+    cluster.restart_coordinator().unwrap();
+    for r in &refs[6..] {
+        ids.push(submit(&cluster, r).await);
+    }
+    cluster.nats_mut().restart().unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let done = wait_done(&cluster, id).await;
+        assert_eq!(
+            done.status,
+            v1::ScanStatus::Complete as i32,
+            "image {i}: {done:?}"
+        );
+        assert_eq!(done.layers_failed, 0, "image {i}: {}", done.error);
+        let r = report(&cluster, id).await;
+        assert!(
+            r.packages.iter().any(|p| p.name == format!("app{i}")),
+            "image {i}"
+        );
+    }
+}

@@ -45,7 +45,7 @@ pub enum Cas {
 /// One bucket. Cheap to clone.
 #[derive(Clone)]
 pub enum Kv {
-    Nats(kv::Store, String),
+    Nats(Box<kv::Store>, String),
     Local(LocalKv),
 }
 
@@ -75,7 +75,7 @@ impl Kv {
                 .await
                 .map_err(|e| err("creating", &e))?,
         };
-        Ok(Kv::Nats(store, bucket.to_owned()))
+        Ok(Kv::Nats(Box::new(store), bucket.to_owned()))
     }
 
     fn name(&self) -> &str {

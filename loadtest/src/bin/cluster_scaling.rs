@@ -1,0 +1,369 @@
+//! Cluster scaling: fleet throughput against the number of workers, with
+//! registry latency simulated.
+//!
+//! 1. Generates a fleet of `--images` (default 40) images, each one shared
+//!    base layer (os-release, a dpkg status, some files) plus two unique
+//!    small layers (a dpkg status with a few packages; some files), and
+//!    pushes it to a real registry (Debian's `docker-registry`).
+//! 2. For each worker count of `--workers` (default `1,2,4`): a fresh NATS
+//!    server, a fresh counting proxy in front of the registry that waits
+//!    `--delay-ms` (default 200) before each blob GET, a fresh object store;
+//!    the coordinator and N workers in this process (one `async_nats`
+//!    connection and one `JobContext` each, `--slot-concurrency` (default 1)
+//!    jobs held per worker, so a worker is latency-bound as a real one on a
+//!    far registry is). Every image is submitted at once, through the proxy;
+//!    the time is from the first submit to the last scan completed (its
+//!    `completed_unix_ms`), bounded by `--timeout-s` (default 300).
+//! 3. Checks every unique layer blob was fetched exactly once (dedup across
+//!    images and workers), then prints seconds, layers/s, speedup against
+//!    the 1-worker round of the same run, and efficiency = speedup / N.
+//!    Target: efficiency ≥ 0.8 at 4 workers.
+//!
+//! Run: `cargo run --release -p strata-loadtest --bin cluster_scaling`.
+
+use std::collections::HashSet;
+use std::error::Error;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use strata_coordinator::cluster::records::ScanStatus;
+use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, SubmitRequest, VulnData};
+use strata_coordinator::vulndb::Db;
+use strata_harness::{Compression, Image, Layer, NatsServer, Registry, RegistryProxy};
+use strata_worker::job::JobContext;
+use strata_worker::queue::nats::NatsQueue;
+use strata_worker::queue::{Queue, QueueSettings};
+use strata_worker::run::{self, WorkerOptions};
+use strata_worker::telemetry::Metrics;
+use tokio::sync::watch;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Pause between two looks at the scans still running.
+const POLL: Duration = Duration::from_millis(100);
+/// Bound on the coordinator and workers stopping after a round.
+const STOP_LIMIT: Duration = Duration::from_secs(40);
+
+struct Options {
+    workers: Vec<usize>,
+    images: usize,
+    delay: Duration,
+    slot_concurrency: usize,
+    timeout: Duration,
+}
+
+fn parse_args() -> Result<Options, BoxError> {
+    let mut o = Options {
+        workers: vec![1, 2, 4],
+        images: 40,
+        delay: Duration::from_millis(200),
+        slot_concurrency: 1,
+        timeout: Duration::from_secs(300),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--workers" => {
+                o.workers = value()?
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()?;
+            }
+            "--images" => o.images = value()?.parse()?,
+            "--delay-ms" => o.delay = Duration::from_millis(value()?.parse()?),
+            "--slot-concurrency" => o.slot_concurrency = value()?.parse()?,
+            "--timeout-s" => o.timeout = Duration::from_secs(value()?.parse()?),
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    if o.workers.is_empty() || o.workers.contains(&0) || o.workers.len() > 16 {
+        return Err("--workers: 1 to 16 counts, each at least 1".into());
+    }
+    if o.images == 0 || o.images > 10_000 {
+        return Err("--images: 1 to 10000".into());
+    }
+    if o.slot_concurrency == 0 || o.slot_concurrency > 64 {
+        return Err("--slot-concurrency: 1 to 64".into());
+    }
+    Ok(o)
+}
+
+fn dpkg_status(packages: &[(String, String)]) -> String {
+    let mut s = String::new();
+    for (name, version) in packages {
+        s.push_str(&format!(
+            "Package: {name}\nStatus: install ok installed\nPriority: optional\nArchitecture: amd64\n\
+             Version: {version}\nDescription: {name} for the scaling benchmark\n\n"
+        ));
+    }
+    s
+}
+
+/// Bytes that do not compress to nothing, deterministic per seed.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+fn build_fleet(count: usize) -> Result<Vec<Image>, BoxError> {
+    let base_packages: Vec<(String, String)> = ["base-files", "libc6", "zlib1g", "libssl3", "tzdata"]
+        .iter()
+        .map(|n| (n.to_string(), "1.2.3-1".to_string()))
+        .collect();
+    let base = Layer::builder()
+        .file(
+            "etc/os-release",
+            "ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+        )
+        .file("var/lib/dpkg/status", dpkg_status(&base_packages))
+        .file("usr/lib/libbase.so", noise(1, 32 * 1024))
+        .file("etc/hostname", "bench\n")
+        .build(Compression::Gzip)?;
+    let mut images = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut packages = base_packages.clone();
+        packages.push((format!("app{i}-lib"), format!("2.{i}.0-1")));
+        packages.push((format!("app{i}-tools"), format!("2.{i}.1-1")));
+        let packages_layer = Layer::builder()
+            .file("var/lib/dpkg/status", dpkg_status(&packages))
+            .file(&format!("usr/share/doc/app{i}/copyright"), format!("app {i}\n"))
+            .build(Compression::Gzip)?;
+        let files_layer = Layer::builder()
+            .file(&format!("opt/app{i}/bin/app"), noise(1000 + i as u64, 16 * 1024))
+            .file(&format!("opt/app{i}/etc/config.toml"), format!("id = {i}\n"))
+            .build(Compression::Gzip)?;
+        images.push(
+            Image::builder()
+                .layer(base.clone())
+                .layer(packages_layer)
+                .layer(files_layer)
+                .build()?,
+        );
+    }
+    Ok(images)
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn wait_stop(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+struct RoundResult {
+    seconds: f64,
+    max_concurrent_gets: u64,
+}
+
+async fn round(
+    registry: &Registry,
+    images: &[Image],
+    unique_layers: &HashSet<String>,
+    workers: usize,
+    o: &Options,
+) -> Result<RoundResult, BoxError> {
+    let nats = NatsServer::start()?;
+    let proxy = RegistryProxy::builder(registry).blob_delay(o.delay).start()?;
+    let store_dir = tempfile::tempdir()?;
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(store_dir.path())?);
+    let store_url = format!("file://{}", store_dir.path().display());
+
+    let client = async_nats::connect(nats.url()).await?;
+    let queue = Queue::Nats(Box::new(
+        NatsQueue::create(client.clone(), &QueueSettings::default()).await?,
+    ));
+    let buckets = Buckets::nats(&async_nats::jetstream::new(client.clone()), 1).await?;
+    let db = Db::from_advisories(Vec::new(), Vec::new());
+    let coordinator = Coordinator::new(
+        CoordinatorConfig::new(store_url),
+        queue,
+        buckets,
+        store.clone(),
+        VulnData::new(&db),
+        Metrics::new("strata-bench-coordinator", None)?,
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let c = coordinator.clone();
+        let rx = stop_rx.clone();
+        tasks.spawn(async move { c.run(wait_stop(rx)).await });
+    }
+    for w in 0..workers {
+        let worker_client = async_nats::connect(nats.url()).await?;
+        let worker_queue = Queue::Nats(Box::new(NatsQueue::bind(worker_client).await?));
+        let mut ctx = JobContext::new(format!("w{}", w + 1), store.clone());
+        ctx.source.insecure_registries = vec![proxy.host()];
+        let options = WorkerOptions {
+            concurrency: o.slot_concurrency,
+            shutdown_grace: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            run::run(worker_queue, ctx, options, wait_stop(rx)).await;
+        });
+    }
+
+    let result = async {
+        let started_ms = unix_ms();
+        let started = Instant::now();
+        let submits = (0..images.len()).map(|i| {
+            coordinator.submit(SubmitRequest {
+                reference: format!("{}/fleet/app{i}:v1", proxy.host()),
+                insecure_registry: true,
+                ..Default::default()
+            })
+        });
+        let submitted = futures::future::try_join_all(submits).await?;
+        let submit_time = started.elapsed();
+        let mut pending: Vec<String> = submitted.into_iter().map(|(scan, _)| scan.id).collect();
+        let mut last_completed_ms = started_ms;
+        let max_polls = o.timeout.as_millis() / POLL.as_millis() + 1;
+        let mut polls = 0u128;
+        while !pending.is_empty() {
+            if started.elapsed() > o.timeout || polls > max_polls {
+                return Err::<RoundResult, BoxError>(
+                    format!("{} scans not complete after {:?}", pending.len(), o.timeout).into(),
+                );
+            }
+            polls += 1;
+            let mut still = Vec::with_capacity(pending.len());
+            for id in pending {
+                let scan = coordinator
+                    .scan(&id)
+                    .await?
+                    .ok_or_else(|| format!("scan {id} vanished"))?;
+                match scan.status {
+                    ScanStatus::Complete if scan.error.is_none() => {
+                        last_completed_ms = last_completed_ms.max(scan.completed_unix_ms);
+                    }
+                    ScanStatus::Complete | ScanStatus::Failed => {
+                        return Err(format!(
+                            "scan {id} ({}) ended {:?}: {}",
+                            scan.reference,
+                            scan.status,
+                            scan.error.unwrap_or_default()
+                        )
+                        .into());
+                    }
+                    _ => still.push(id),
+                }
+            }
+            pending = still;
+            if !pending.is_empty() {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        let seconds = ((last_completed_ms - started_ms) as f64 / 1000.0).max(0.001);
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            eprintln!(
+                "  {workers} workers: submits returned after {:.2} s; last scan complete after {seconds:.2} s",
+                submit_time.as_secs_f64()
+            );
+        }
+        let mut wrong = Vec::new();
+        for digest in unique_layers {
+            let gets = proxy.blob_gets(digest);
+            if gets != 1 {
+                wrong.push(format!("{digest}: {gets} GETs"));
+            }
+        }
+        if !wrong.is_empty() {
+            return Err(format!(
+                "{} of {} unique layers not fetched exactly once: {}",
+                wrong.len(),
+                unique_layers.len(),
+                wrong.join(", ")
+            )
+            .into());
+        }
+        Ok(RoundResult {
+            seconds,
+            max_concurrent_gets: proxy.concurrent_blob_gets_max(),
+        })
+    }
+    .await;
+
+    let _ = stop_tx.send(true);
+    let stopped =
+        tokio::time::timeout(STOP_LIMIT, async { while tasks.join_next().await.is_some() {} }).await;
+    if stopped.is_err() {
+        tasks.abort_all();
+        eprintln!("warning: the coordinator or a worker did not stop within {STOP_LIMIT:?}; aborted");
+    }
+    drop(client);
+    result
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let o = parse_args()?;
+    let t = Instant::now();
+    let images = build_fleet(o.images)?;
+    let registry = Registry::start()?;
+    for (i, image) in images.iter().enumerate() {
+        image.push(&registry, &format!("fleet/app{i}"), "v1").await?;
+    }
+    let unique_layers: HashSet<String> = images
+        .iter()
+        .flat_map(|img| img.layers.iter().map(|l| l.digest.clone()))
+        .collect();
+    let layers = unique_layers.len();
+    println!(
+        "fleet: {} images, {layers} unique layers (1 shared base + 2 each), built and pushed in {:.1} s",
+        images.len(),
+        t.elapsed().as_secs_f64()
+    );
+    println!(
+        "blob delay {} ms, {} job slot(s) per worker; latency floor for W workers: {layers} x {} ms / (W x {})",
+        o.delay.as_millis(),
+        o.slot_concurrency,
+        o.delay.as_millis(),
+        o.slot_concurrency
+    );
+
+    let mut rows = Vec::new();
+    for &n in &o.workers {
+        let r = round(&registry, &images, &unique_layers, n, &o).await?;
+        rows.push((n, r));
+    }
+    // Baseline: the 1-worker round of this run (else the smallest count, scaled).
+    let (base_n, base) = rows
+        .iter()
+        .min_by_key(|(n, _)| *n)
+        .map(|(n, r)| (*n, r.seconds))
+        .ok_or("no rounds")?;
+    println!();
+    println!(
+        "{:>7}  {:>8}  {:>9}  {:>8}  {:>10}  {:>12}  {:>13}",
+        "workers", "seconds", "layers/s", "speedup", "efficiency", "floor (s)", "max GETs open"
+    );
+    for (n, r) in &rows {
+        let speedup = base / r.seconds * base_n as f64;
+        let floor = layers as f64 * o.delay.as_secs_f64() / (*n * o.slot_concurrency) as f64;
+        println!(
+            "{:>7}  {:>8.2}  {:>9.1}  {:>7.2}x  {:>10.2}  {:>12.2}  {:>13}",
+            n,
+            r.seconds,
+            layers as f64 / r.seconds,
+            speedup,
+            speedup / *n as f64,
+            floor,
+            r.max_concurrent_gets
+        );
+    }
+    println!();
+    println!(
+        "speedup is against the {base_n}-worker round of this run; efficiency = speedup / workers (target ≥ 0.8 at 4); \
+         every unique layer was fetched exactly once in every round"
+    );
+    Ok(())
+}

@@ -1,0 +1,514 @@
+//! Coordinator overhead: what the coordinator costs per layer job when the
+//! workers do no analysis.
+//!
+//! 1. Builds `--images` (default 1,000) images of `--layers-per-image`
+//!    (default 5) unique tiny layers each (5,000 layer jobs) and pushes them
+//!    to a real registry (Debian's `docker-registry`), `--concurrency`
+//!    (default 32) at a time.
+//! 2. A fake worker stands in for the analysis: for each job it writes a
+//!    tiny valid `LayerInventory` to the object store at
+//!    `inventory_key(asv, digest)`, publishes an `Analysed` `LayerResult`,
+//!    and acks the job; up to 256 jobs at once. The same fake worker serves
+//!    every phase below.
+//! 3. Baselines measured in this run:
+//!    - transport floor: on a fresh NATS server, the same jobs (same
+//!      message ids and payloads) published through `NatsQueue` by
+//!      `--concurrency` publishers (one image's layers in order each, as the
+//!      coordinator's dispatch does), answered by the fake worker, and every
+//!      result read and acked through the coordinator side of `NatsQueue`;
+//!    - resolve alone: every reference resolved against the registry
+//!      (manifest + config), `--concurrency` at a time.
+//! 4. The coordinator, on a fresh NATS server: every image submitted
+//!    (`--concurrency` at a time: resolve → scan record in KV → layer
+//!    records in KV → one JetStream job per layer), results applied (KV),
+//!    scans finalized (inventories read back, composed, matched against an
+//!    empty database, report stored). Time: first submit to the last scan's
+//!    `completed_unix_ms`.
+//! 5. Prints jobs/s and images/s of each, the coordinator's time as a ratio
+//!    of the floor, and an extrapolation to 10,000 images × 5 unique layers.
+//!    Target: 10,000 images × 5 layers through the coordinator in < 10 min.
+//!
+//! Run: `cargo run --release -p strata-loadtest --bin coordinator_overhead`.
+
+use std::error::Error;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::local::LocalFileSystem;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use strata_coordinator::cluster::records::ScanStatus;
+use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, SubmitRequest, VulnData};
+use strata_coordinator::vulndb::Db;
+use strata_harness::{Compression, Image, Layer, NatsServer, Registry};
+use strata_proto::v1::{self, blob_source::Location, layer_result::Outcome};
+use strata_proto::{Digest, LayerInventory};
+use strata_worker::job::inventory_key;
+use strata_worker::queue::nats::NatsQueue;
+use strata_worker::queue::{JobDelivery, Queue, QueueSettings};
+use strata_worker::source::{ImageRef, Source, SourceConfig};
+use strata_worker::telemetry::Metrics;
+use tokio::sync::watch;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Pause between two looks at the scans still running.
+const POLL: Duration = Duration::from_millis(100);
+/// Bound on the coordinator and the fake worker stopping after a phase.
+const STOP_LIMIT: Duration = Duration::from_secs(40);
+/// Jobs the fake worker takes per fetch (and answers at once).
+const FAKE_BATCH: usize = 256;
+
+struct Options {
+    images: usize,
+    layers_per_image: usize,
+    concurrency: usize,
+    timeout: Duration,
+}
+
+fn parse_args() -> Result<Options, BoxError> {
+    let mut o = Options {
+        images: 1000,
+        layers_per_image: 5,
+        concurrency: 32,
+        timeout: Duration::from_secs(600),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--images" => o.images = value()?.parse()?,
+            "--layers-per-image" => o.layers_per_image = value()?.parse()?,
+            "--concurrency" => o.concurrency = value()?.parse()?,
+            "--timeout-s" => o.timeout = Duration::from_secs(value()?.parse()?),
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    if o.images == 0 || o.images > 20_000 {
+        return Err("--images: 1 to 20000".into());
+    }
+    if o.layers_per_image == 0 || o.layers_per_image > 50 {
+        return Err("--layers-per-image: 1 to 50".into());
+    }
+    if o.concurrency == 0 || o.concurrency > 256 {
+        return Err("--concurrency: 1 to 256".into());
+    }
+    Ok(o)
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn wait_stop(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+fn repo(i: usize) -> String {
+    format!("bench/img{i}")
+}
+
+fn build_images(o: &Options) -> Result<Vec<Image>, BoxError> {
+    let mut images = Vec::with_capacity(o.images);
+    for i in 0..o.images {
+        let mut builder = Image::builder();
+        for j in 0..o.layers_per_image {
+            builder = builder.layer(
+                Layer::builder()
+                    .file(&format!("data/img{i}/layer{j}"), format!("image {i} layer {j}\n"))
+                    .build(Compression::Gzip)?,
+            );
+        }
+        images.push(builder.build()?);
+    }
+    Ok(images)
+}
+
+// ---- the fake worker --------------------------------------------------------
+
+/// Answers one job as a worker that found nothing would: inventory stored,
+/// result published, job acked (in that order, as `worker::run` does).
+async fn answer(queue: &Queue, store: &dyn ObjectStore, delivery: JobDelivery) -> Result<(), BoxError> {
+    let job = &delivery.job;
+    let digest: Digest = job
+        .digest
+        .parse()
+        .map_err(|e| format!("job digest {:?}: {e}", job.digest))?;
+    let key = inventory_key(&job.analyzer_set_version, &digest);
+    let inventory = LayerInventory {
+        digest: Some(digest),
+        analyzer_set_version: job.analyzer_set_version.clone(),
+        ..Default::default()
+    };
+    store
+        .put(&key, PutPayload::from(serde_json::to_vec(&inventory)?))
+        .await?;
+    let result = v1::LayerResult {
+        digest: job.digest.clone(),
+        analyzer_set_version: job.analyzer_set_version.clone(),
+        worker_id: "fake-worker".into(),
+        attempt: delivery.attempt,
+        outcome: Some(Outcome::Analysed(v1::LayerAnalysed {
+            inventory_key: key.to_string(),
+            packages: 0,
+            compressed_bytes: job.size,
+            uncompressed_bytes: 0,
+            duration_ms: 0,
+        })),
+    };
+    queue.publish_result(&result, None).await?;
+    delivery.ack().await?;
+    Ok(())
+}
+
+/// Runs until `stop` or `deadline`; returns the jobs answered.
+async fn fake_worker(
+    queue: Queue,
+    store: Arc<dyn ObjectStore>,
+    stop: watch::Receiver<bool>,
+    deadline: Instant,
+) -> Result<u64, BoxError> {
+    let mut answered = 0u64;
+    while !*stop.borrow() && Instant::now() < deadline {
+        let batch = queue.next_jobs(FAKE_BATCH, Duration::from_millis(250)).await?;
+        let done =
+            futures::future::join_all(batch.into_iter().map(|d| answer(&queue, store.as_ref(), d))).await;
+        for r in done {
+            r?;
+            answered += 1;
+        }
+    }
+    Ok(answered)
+}
+
+fn local_store() -> Result<(tempfile::TempDir, Arc<dyn ObjectStore>, String), BoxError> {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path())?);
+    let url = format!("file://{}", dir.path().display());
+    Ok((dir, store, url))
+}
+
+async fn stop_all(
+    stop_tx: &watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<Result<u64, BoxError>>,
+) -> u64 {
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(STOP_LIMIT, handle).await {
+        Ok(Ok(Ok(n))) => n,
+        Ok(Ok(Err(e))) => {
+            eprintln!("warning: the fake worker failed: {e}");
+            0
+        }
+        _ => {
+            eprintln!("warning: the fake worker did not stop within {STOP_LIMIT:?}");
+            0
+        }
+    }
+}
+
+// ---- phases -------------------------------------------------------------------
+
+struct Phase {
+    seconds: f64,
+    jobs: u64,
+    images: usize,
+}
+
+/// Transport floor: the coordinator's job and result messages through
+/// `NatsQueue`, no KV, no resolve, no finalize.
+async fn transport_floor(images: &[Image], host: &str, o: &Options) -> Result<Phase, BoxError> {
+    let nats = NatsServer::start()?;
+    let (_dir, store, _) = local_store()?;
+    let client = async_nats::connect(nats.url()).await?;
+    let queue = Queue::Nats(Box::new(
+        NatsQueue::create(client, &QueueSettings::default()).await?,
+    ));
+    let worker_queue = Queue::Nats(Box::new(
+        NatsQueue::bind(async_nats::connect(nats.url()).await?).await?,
+    ));
+    let asv = strata_worker::analyzers::analyzer_set_version(&strata_worker::analyzers::all());
+    let deadline = Instant::now() + o.timeout;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = tokio::spawn(fake_worker(worker_queue, store, stop_rx, deadline));
+
+    let total: u64 = images.iter().map(|i| i.layers.len() as u64).sum();
+    let acked = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let results = {
+        let queue = queue.clone();
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            while acked.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+                for delivery in queue.next_results(256, Duration::from_millis(500)).await? {
+                    delivery.ack().await?;
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok::<_, BoxError>(started.elapsed())
+        })
+    };
+    futures::stream::iter(images.iter().enumerate())
+        .map(|(i, image)| {
+            let queue = &queue;
+            let asv = &asv;
+            async move {
+                for layer in &image.layers {
+                    let job = v1::LayerJob {
+                        digest: layer.digest.clone(),
+                        media_type: layer.media_type().to_owned(),
+                        size: layer.size(),
+                        source: Some(v1::BlobSource {
+                            location: Some(Location::Registry(v1::RegistryBlob {
+                                registry: host.to_owned(),
+                                repository: repo(i),
+                                insecure: true,
+                            })),
+                        }),
+                        analyzer_set_version: asv.clone(),
+                        priority: v1::Priority::Ci.into(),
+                        queued_unix_ms: unix_ms(),
+                    };
+                    queue
+                        .publish_job(&job, &format!("{}/{asv}", layer.digest), None)
+                        .await?;
+                }
+                Ok::<_, BoxError>(())
+            }
+        })
+        .buffer_unordered(o.concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let elapsed = results.await??;
+    let answered = stop_all(&stop_tx, worker).await;
+    let got = acked.load(Ordering::Relaxed);
+    if got < total {
+        return Err(format!("transport floor: {got} of {total} results after {:?}", o.timeout).into());
+    }
+    if answered != total {
+        eprintln!("warning: the fake worker answered {answered} jobs for {total} published");
+    }
+    Ok(Phase {
+        seconds: elapsed.as_secs_f64().max(0.001),
+        jobs: total,
+        images: images.len(),
+    })
+}
+
+/// Resolve alone: manifest and config of every image from the registry.
+async fn resolve_alone(images: &[Image], host: &str, o: &Options) -> Result<Phase, BoxError> {
+    let config = SourceConfig {
+        insecure_registries: vec![host.to_owned()],
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let layers: Vec<usize> = futures::stream::iter(0..images.len())
+        .map(|i| {
+            let config = &config;
+            async move {
+                let reference = ImageRef::parse(&format!("{host}/{}:v1", repo(i)))?;
+                let source = Source::open(reference, config)
+                    .await?
+                    .into_image()
+                    .ok_or("not an image")?;
+                let resolved = source.resolve(None).await?;
+                Ok::<_, BoxError>(resolved.layers.len())
+            }
+        })
+        .buffer_unordered(o.concurrency)
+        .try_collect()
+        .await?;
+    Ok(Phase {
+        seconds: started.elapsed().as_secs_f64().max(0.001),
+        jobs: layers.iter().sum::<usize>() as u64,
+        images: images.len(),
+    })
+}
+
+/// The coordinator with the fake worker.
+async fn through_coordinator(images: &[Image], host: &str, o: &Options) -> Result<(Phase, f64), BoxError> {
+    let nats = NatsServer::start()?;
+    let (_dir, store, store_url) = local_store()?;
+    let client = async_nats::connect(nats.url()).await?;
+    let queue = Queue::Nats(Box::new(
+        NatsQueue::create(client.clone(), &QueueSettings::default()).await?,
+    ));
+    let buckets = Buckets::nats(&async_nats::jetstream::new(client.clone()), 1).await?;
+    let db = Db::from_advisories(Vec::new(), Vec::new());
+    let coordinator = Coordinator::new(
+        CoordinatorConfig::new(store_url),
+        queue,
+        buckets,
+        store.clone(),
+        VulnData::new(&db),
+        Metrics::new("strata-bench-coordinator", None)?,
+    );
+    let deadline = Instant::now() + o.timeout;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let coordinator_task = {
+        let c = coordinator.clone();
+        let rx = stop_rx.clone();
+        tokio::spawn(async move { c.run(wait_stop(rx)).await })
+    };
+    let worker_queue = Queue::Nats(Box::new(
+        NatsQueue::bind(async_nats::connect(nats.url()).await?).await?,
+    ));
+    let worker = tokio::spawn(fake_worker(worker_queue, store, stop_rx, deadline));
+
+    let result = async {
+        let started_ms = unix_ms();
+        let started = Instant::now();
+        let mut pending: Vec<String> = futures::stream::iter(0..images.len())
+            .map(|i| {
+                let coordinator = &coordinator;
+                async move {
+                    let (scan, _) = coordinator
+                        .submit(SubmitRequest {
+                            reference: format!("{host}/{}:v1", repo(i)),
+                            insecure_registry: true,
+                            ..Default::default()
+                        })
+                        .await?;
+                    Ok::<_, BoxError>(scan.id)
+                }
+            })
+            .buffer_unordered(o.concurrency)
+            .try_collect()
+            .await?;
+        let submitted = started.elapsed().as_secs_f64();
+        let mut last_completed_ms = started_ms;
+        // Scans finish roughly in submit order: look at the oldest first and
+        // stop at the first still running, so polling adds little load.
+        pending.reverse();
+        let max_polls = o.timeout.as_millis() / POLL.as_millis() + 1;
+        let mut polls = 0u128;
+        while let Some(id) = pending.last() {
+            if Instant::now() > deadline || polls > max_polls {
+                return Err::<(Phase, f64), BoxError>(
+                    format!("{} scans not complete after {:?}", pending.len(), o.timeout).into(),
+                );
+            }
+            let scan = coordinator
+                .scan(id)
+                .await?
+                .ok_or_else(|| format!("scan {id} vanished"))?;
+            match scan.status {
+                ScanStatus::Complete if scan.error.is_none() => {
+                    last_completed_ms = last_completed_ms.max(scan.completed_unix_ms);
+                    pending.pop();
+                }
+                ScanStatus::Complete | ScanStatus::Failed => {
+                    return Err(format!(
+                        "scan {id} ({}) ended {:?}: {}",
+                        scan.reference,
+                        scan.status,
+                        scan.error.unwrap_or_default()
+                    )
+                    .into());
+                }
+                _ => {
+                    polls += 1;
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+        let seconds = ((last_completed_ms - started_ms) as f64 / 1000.0).max(0.001);
+        let stats = coordinator.cache_stats();
+        let jobs: u64 = images.iter().map(|i| i.layers.len() as u64).sum();
+        if stats.misses != jobs {
+            return Err(format!(
+                "the coordinator queued {} jobs for {jobs} unique layers",
+                stats.misses
+            )
+            .into());
+        }
+        Ok((
+            Phase {
+                seconds,
+                jobs,
+                images: images.len(),
+            },
+            submitted,
+        ))
+    }
+    .await;
+    let answered = stop_all(&stop_tx, worker).await;
+    if tokio::time::timeout(STOP_LIMIT, coordinator_task).await.is_err() {
+        eprintln!("warning: the coordinator did not stop within {STOP_LIMIT:?}");
+    }
+    if let Ok((phase, _)) = &result
+        && answered != phase.jobs
+    {
+        eprintln!(
+            "warning: the fake worker answered {answered} jobs for {} queued",
+            phase.jobs
+        );
+    }
+    result
+}
+
+fn line(name: &str, p: &Phase) {
+    println!(
+        "{name:<34} {:>8.2} s  {:>9.0} jobs/s  {:>8.1} images/s",
+        p.seconds,
+        p.jobs as f64 / p.seconds,
+        p.images as f64 / p.seconds
+    );
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let o = parse_args()?;
+    let t = Instant::now();
+    let images = build_images(&o)?;
+    let registry = Registry::start()?;
+    let host = registry.host();
+    futures::stream::iter(images.iter().enumerate())
+        .map(|(i, image)| {
+            let registry = &registry;
+            async move { image.push(registry, &repo(i), "v1").await }
+        })
+        .buffer_unordered(o.concurrency.min(16))
+        .try_collect::<Vec<_>>()
+        .await?;
+    let jobs = images.len() * o.layers_per_image;
+    println!(
+        "{} images x {} unique layers = {jobs} layer jobs; built and pushed in {:.1} s; {} submits/publishers at once",
+        images.len(),
+        o.layers_per_image,
+        t.elapsed().as_secs_f64(),
+        o.concurrency
+    );
+
+    let floor = transport_floor(&images, &host, &o).await?;
+    let resolve = resolve_alone(&images, &host, &o).await?;
+    let (coord, submitted) = through_coordinator(&images, &host, &o).await?;
+
+    println!();
+    line("transport floor (NatsQueue only)", &floor);
+    line("resolve alone (registry)", &resolve);
+    line("coordinator (submit → finalize)", &coord);
+    println!(
+        "  of which every submit had returned after {submitted:.2} s ({:.1} submits/s)",
+        coord.images as f64 / submitted.max(0.001)
+    );
+    println!();
+    let jobs_per_s = coord.jobs as f64 / coord.seconds;
+    let images_per_s = coord.images as f64 / coord.seconds;
+    println!(
+        "coordinator time / transport floor: {:.1}x; / (floor + resolve): {:.1}x",
+        coord.seconds / floor.seconds,
+        coord.seconds / (floor.seconds + resolve.seconds)
+    );
+    println!(
+        "extrapolated, 10,000 images x 5 unique layers (50,000 jobs): {:.1} min at {jobs_per_s:.0} jobs/s; \
+         {:.1} min at {images_per_s:.1} images/s ({} layers each); target < 10 min",
+        50_000.0 / jobs_per_s / 60.0,
+        10_000.0 / images_per_s / 60.0,
+        o.layers_per_image
+    );
+    Ok(())
+}

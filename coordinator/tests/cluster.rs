@@ -327,8 +327,6 @@ async fn corrupt_and_tampered_layers_fail_their_images_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "unproven: the scan completes within 2 s without the slow blob being fetched a second time; \
-            the proxy's rate limit or the kill timing is not doing what this test assumes (see the closing note)"]
 async fn a_worker_killed_mid_layer_has_its_job_redelivered() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();

@@ -344,7 +344,7 @@ async fn main() -> Result<(), BoxError> {
     println!();
     println!(
         "{:>7}  {:>8}  {:>9}  {:>8}  {:>10}  {:>12}  {:>13}",
-        "workers", "seconds", "layers/s", "speedup", "efficiency", "floor (s)", "max GETs open"
+        "workers", "seconds", "layers/s", "speedup", "efficiency", "floor (s)", "max blob GETs"
     );
     for (n, r) in &rows {
         let speedup = base / r.seconds * base_n as f64;
@@ -363,7 +363,8 @@ async fn main() -> Result<(), BoxError> {
     println!();
     println!(
         "speedup is against the {base_n}-worker round of this run; efficiency = speedup / workers (target ≥ 0.8 at 4); \
-         every unique layer was fetched exactly once in every round"
+         every unique layer was fetched exactly once in every round; \
+         max blob GETs: most at once at the proxy, the coordinator's config fetches during submit included"
     );
     Ok(())
 }

@@ -328,6 +328,23 @@ async fn resolve_alone(images: &[Image], host: &str, o: &Options) -> Result<Phas
     })
 }
 
+/// What opening one registry source costs with no request made (its HTTP
+/// clients are built): the coordinator opens one per submit and a worker
+/// one per job. Mean over up to 200, one at a time.
+async fn source_open_cost(host: &str) -> Result<Duration, BoxError> {
+    let config = SourceConfig {
+        insecure_registries: vec![host.to_owned()],
+        ..Default::default()
+    };
+    let n = 200u32;
+    let started = Instant::now();
+    for i in 0..n {
+        let reference = ImageRef::parse(&format!("{host}/{}:v1", repo(i as usize)))?;
+        std::hint::black_box(Source::open(reference, &config).await?);
+    }
+    Ok(started.elapsed() / n)
+}
+
 /// The coordinator with the fake worker.
 async fn through_coordinator(images: &[Image], host: &str, o: &Options) -> Result<(Phase, f64), BoxError> {
     let nats = NatsServer::start()?;
@@ -486,6 +503,7 @@ async fn main() -> Result<(), BoxError> {
     let floor = transport_floor(&images, &host, &o).await?;
     let resolve = resolve_alone(&images, &host, &o).await?;
     let (coord, submitted) = through_coordinator(&images, &host, &o).await?;
+    let open = source_open_cost(&host).await?;
 
     println!();
     line("transport floor (NatsQueue only)", &floor);
@@ -494,6 +512,10 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "  of which every submit had returned after {submitted:.2} s ({:.1} submits/s)",
         coord.images as f64 / submitted.max(0.001)
+    );
+    println!(
+        "  opening one registry source (HTTP clients built, no request): {:.2} ms",
+        open.as_secs_f64() * 1000.0
     );
     println!();
     let jobs_per_s = coord.jobs as f64 / coord.seconds;

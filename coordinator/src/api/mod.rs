@@ -6,9 +6,13 @@
 //! mini-redis does), so tests start it on `127.0.0.1:0`.
 
 mod admin;
+pub mod auth;
+mod fleet;
 mod scan;
 
 pub use admin::{AdminApi, NatsHandle};
+pub use auth::Security;
+pub use fleet::FleetApi;
 pub use scan::ScanApi;
 
 use std::future::Future;
@@ -16,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use strata_proto::v1::admin_service_server::AdminServiceServer;
+use strata_proto::v1::fleet_service_server::FleetServiceServer;
 use strata_proto::v1::scan_service_server::ScanServiceServer;
 use tonic::Status;
 
@@ -51,22 +56,48 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// What one gRPC server carries: the admin API always, the scan and fleet
+/// APIs when a coordinator runs behind it.
+pub struct Services {
+    pub admin: AdminApi,
+    pub scan: Option<ScanApi>,
+    pub fleet: Option<FleetApi>,
+}
+
+impl Services {
+    /// Every service, backed by `coordinator`.
+    pub fn of(coordinator: &crate::cluster::Coordinator, admin: AdminApi) -> Services {
+        Services {
+            admin: admin.with_coordinator(coordinator.clone()),
+            scan: Some(ScanApi::new(coordinator.clone())),
+            fleet: Some(FleetApi::new(coordinator.clone())),
+        }
+    }
+}
+
 /// Serve the admin API alone on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     admin: AdminApi,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    serve_all(listener, admin, None, shutdown).await
+    let services = Services {
+        admin,
+        scan: None,
+        fleet: None,
+    };
+    serve_all(listener, services, Security::default(), shutdown).await
 }
 
-/// Serve every service (`scan` when a coordinator runs) until `shutdown` completes.
+/// Serve `services` secured by `security` until `shutdown` completes.
 pub async fn serve_all(
     listener: TcpListener,
-    admin: AdminApi,
-    scan: Option<ScanApi>,
+    services: Services,
+    security: Security,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let Services { admin, scan, fleet } = services;
+    let _ = &security; // TLS and tokens: see auth.rs
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AdminServiceServer<AdminApi>>()
@@ -79,11 +110,15 @@ pub async fn serve_all(
     if scan.is_some() {
         health_reporter.set_serving::<ScanServiceServer<ScanApi>>().await;
     }
+    if fleet.is_some() {
+        health_reporter.set_serving::<FleetServiceServer<FleetApi>>().await;
+    }
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AdminServiceServer::new(admin))
         .add_optional_service(scan.map(ScanServiceServer::new))
+        .add_optional_service(fleet.map(FleetServiceServer::new))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use strata_coordinator::api::{self, AdminApi, NatsHandle, ScanApi};
+use strata_coordinator::api::{self, AdminApi, NatsHandle, Security, Services};
 use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, VulnData};
 use strata_coordinator::vulndb::Db;
 use strata_worker::queue::{Queue, nats::NatsQueue};
@@ -181,12 +181,11 @@ pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::R
     let admin = AdminApi::new(Some(NatsHandle {
         client: client.clone(),
         url: roles::redact(&c.nats),
-    }))
-    .with_coordinator(coordinator.clone());
+    }));
     let server = tokio::spawn(api::serve_all(
         listener,
-        admin,
-        Some(ScanApi::new(coordinator.clone())),
+        Services::of(&coordinator, admin),
+        Security::default(),
         shutdown.clone().wait(),
     ));
     tracing::info!(grpc = %listen, metrics = %metrics_at, nats = %roles::redact(&c.nats), store = %store_url, "coordinator running");

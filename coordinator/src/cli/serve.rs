@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use strata_coordinator::api::{self, AdminApi, ScanApi};
+use strata_coordinator::api::{self, AdminApi, Security, Services};
 use strata_coordinator::cluster::records::{ScanRecord, ScanStatus};
 use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, SubmitRequest, VulnData};
 use strata_coordinator::vulndb::Db;
@@ -170,8 +170,8 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
         .with_context(|| format!("binding the gRPC address {listen}"))?;
     let server = tokio::spawn(api::serve_all(
         listener,
-        AdminApi::new(None).with_coordinator(coordinator.clone()),
-        Some(ScanApi::new(coordinator.clone())),
+        Services::of(&coordinator, AdminApi::new(None)),
+        Security::default(),
         stop(),
     ));
     let workers = tokio::spawn(run::run(

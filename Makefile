@@ -1,12 +1,15 @@
 # The two commands (see README.md):
 #   make demo   runs the main job on the embedded default: build, import the
-#               OSV advisories, then SBOM and scan the demo inputs in deploy/demo/
+#               OSV advisories, then `strata serve` (coordinator, workers and an
+#               in-process queue in one process) scans a small demo fleet that
+#               shares base layers, and prints the fleet summary
 #   make test   runs every test (installs nats-server, docker-registry and moto first when missing)
 
 OSV ?= ../shared/testdata/osv/PyPI/all.zip ../shared/testdata/osv/Go/all.zip \
        ../shared/testdata/osv/crates-io/all.zip ../shared/testdata/osv/from-testdata
 STRATA := $(or $(CARGO_TARGET_DIR),target)/release/strata
-DEMO_DB := $(or $(CARGO_TARGET_DIR),target)/demo/vulndb
+DEMO := $(or $(CARGO_TARGET_DIR),target)/demo
+DEMO_DB := $(DEMO)/vulndb
 
 .PHONY: demo test
 
@@ -14,8 +17,10 @@ demo:
 	cargo build --release -p strata-coordinator
 	$(STRATA) db import --db $(DEMO_DB) $(OSV)
 	$(STRATA) db status --db $(DEMO_DB)
-	$(STRATA) sbom dir:deploy/demo/alpine-rootfs
-	$(STRATA) scan --db $(DEMO_DB) dir:deploy/demo/alpine-rootfs
+	python3 deploy/demo/fleet.py $(DEMO)/fleet
+	rm -rf $(DEMO)/serve
+	$(STRATA) --log error serve --data-dir $(DEMO)/serve --db $(DEMO_DB) --watch $(DEMO)/fleet/images.txt \
+		--exit-when-done --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0
 	$(STRATA) scan --db $(DEMO_DB) --sbom deploy/demo/app.cdx.json
 
 test:

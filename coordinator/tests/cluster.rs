@@ -429,3 +429,216 @@ async fn the_coordinator_and_nats_restarted_mid_run_lose_nothing() {
         );
     }
 }
+
+/// Images of two unique layers each, pushed as `limit/app:v<i>`; returns
+/// their references through `host` and every unique layer digest.
+async fn small_fleet(registry: &Registry, host: &str, images: usize) -> (Vec<String>, Vec<String>) {
+    let mut refs = Vec::new();
+    let mut digests = Vec::new();
+    for i in 0..images {
+        let a = Layer::builder()
+            .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
+            .file("var/lib/dpkg/status", STATUS)
+            .file(&format!("srv/{i}/a"), format!("image {i} a"))
+            .build(Compression::Gzip)
+            .unwrap();
+        let b = Layer::builder()
+            .file(&format!("srv/{i}/b"), format!("image {i} b"))
+            .build(Compression::Gzip)
+            .unwrap();
+        digests.extend([a.digest.clone(), b.digest.clone()]);
+        Image::builder()
+            .layer(a)
+            .layer(b)
+            .build()
+            .unwrap()
+            .push(registry, "limit/app", &format!("v{i}"))
+            .await
+            .unwrap();
+        refs.push(format!("{host}/limit/app:v{i}"));
+    }
+    (refs, digests)
+}
+
+/// A registry answering 429 with Retry-After is waited out, by the
+/// coordinator resolving and by the workers fetching; and the per-registry
+/// limit holds however many job slots the workers have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registry_429_is_waited_out_and_the_per_registry_limit_holds() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let registry = Registry::start().unwrap();
+    let proxy = RegistryProxy::builder(&registry)
+        .blob_delay(Duration::from_millis(150))
+        .start()
+        .unwrap();
+    let (refs, digests) = small_fleet(&registry, &proxy.host(), 6).await;
+    // No workers yet: every image is resolved (one at a time) before any layer is fetched.
+    let mut cluster = Cluster::builder(STRATA)
+        .workers(0)
+        .db(&db)
+        .insecure_registry(proxy.host())
+        .worker_args(["--concurrency", "4", "--registry-concurrency", "1"])
+        .start()
+        .unwrap();
+
+    // The coordinator's first config fetch is refused once: the submit still succeeds.
+    proxy.set_throttle(1, Duration::from_secs(1));
+    let mut ids = Vec::new();
+    for r in &refs {
+        ids.push(submit(&cluster, r).await);
+    }
+    assert_eq!(proxy.throttled(), 1, "the coordinator met the 429");
+
+    // Then the workers meet three.
+    proxy.set_throttle(3, Duration::from_secs(1));
+    cluster.start_worker().unwrap();
+    cluster.start_worker().unwrap();
+    let dones = futures::future::join_all(ids.iter().map(|id| wait_done(&cluster, id))).await;
+    for (i, done) in dones.iter().enumerate() {
+        assert_eq!(done.status, v1::ScanStatus::Complete as i32, "image {i}: {done:?}");
+        assert_eq!(done.layers_failed, 0, "image {i}: {}", done.error);
+    }
+    assert_eq!(proxy.throttled(), 4);
+    for d in &digests {
+        assert_eq!(proxy.blob_gets(d), 1, "layer {d} fetched once after its 429s");
+    }
+    // Two workers × one fetch per registry, though each has four job slots.
+    assert!(
+        proxy.concurrent_blob_gets_max() <= 2,
+        "at most 2 blob GETs at once, saw {}",
+        proxy.concurrent_blob_gets_max()
+    );
+    let logs = format!("{}{}", cluster.worker_log(0), cluster.worker_log(1));
+    assert!(logs.contains("registry rate limited"), "{logs}");
+    let throttled: u64 = (0..2)
+        .map(|w| {
+            let m = cluster.metrics(&cluster.worker_metrics_url(w)).unwrap();
+            m.lines()
+                .filter(|l| l.starts_with("strata_registry_throttled"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(throttled, 3, "the workers counted their 429s");
+}
+
+/// SIGTERM: the worker stops taking jobs, hands back the one it holds (a
+/// layer still streaming when the grace period ends) and exits cleanly;
+/// another worker finishes the scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_given_sigterm_hands_back_its_job_and_exits_cleanly() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let registry = Registry::start().unwrap();
+    let big = Layer::builder()
+        .file("var/lib/dpkg/status", STATUS)
+        .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
+        .file("srv/blob.bin", incompressible(600_000))
+        .build(Compression::Gzip)
+        .unwrap();
+    Image::builder()
+        .layer(big.clone())
+        .build()
+        .unwrap()
+        .push(&registry, "slow/term", "1")
+        .await
+        .unwrap();
+    let proxy = RegistryProxy::builder(&registry)
+        .blob_rate(100_000)
+        .start()
+        .unwrap();
+    let mut cluster = Cluster::builder(STRATA)
+        .workers(1)
+        .db(&db)
+        .insecure_registry(proxy.host())
+        .worker_args(["--shutdown-grace-secs", "1"])
+        .start()
+        .unwrap();
+    let id = submit(&cluster, &format!("{}/slow/term:1", proxy.host())).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.blob_requests(&big.digest) == 0 {
+        assert!(Instant::now() < deadline, "the worker never fetched the layer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asked = Instant::now();
+    let status = cluster.terminate_worker(0).unwrap();
+    assert!(status.success(), "exit status {status:?}\n{}", cluster.worker_log(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "exited within the grace period and a little"
+    );
+    let log0 = cluster.worker_log(0);
+    assert!(log0.contains("shutting down"), "{log0}");
+    assert!(!log0.contains("layer analysed"), "the layer was mid-stream: {log0}");
+
+    proxy.set_blob_rate(None);
+    let second = cluster.start_worker().unwrap();
+    let done = wait_done(&cluster, &id).await;
+    assert_eq!(done.status, v1::ScanStatus::Complete as i32, "{done:?}");
+    assert_eq!(done.layers_failed, 0, "{}", done.error);
+    assert!(cluster.worker_log(second).contains("layer analysed"));
+    let r = report(&cluster, &id).await;
+    assert_eq!(r.packages.iter().filter(|p| p.name == "zlib1g").count(), 1);
+}
+
+/// The cluster on S3-compatible storage (moto): inventories, blobs of local
+/// images and reports all go through `s3://`, and scans complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cluster_runs_on_s3_compatible_storage() {
+    use object_store::ObjectStore as _;
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let registry = Registry::start().unwrap();
+    let s3 = strata_harness::s3::S3Server::start().unwrap();
+    s3.create_bucket("strata").unwrap();
+    let base = base_layers();
+    let (image, _) = fleet_image(&base, 1, 1);
+    image.push(&registry, "s3/app", "1").await.unwrap();
+    // A local image: the coordinator copies its blobs into the store for the workers.
+    let (local, _) = fleet_image(&base, 2, 1);
+    let layout = dir.path().join("layout");
+    local.write_oci_layout(&layout, "2").unwrap();
+
+    let cluster = Cluster::builder(STRATA)
+        .workers(2)
+        .db(&db)
+        .insecure_registry(registry.host())
+        .store_url("s3://strata/cluster")
+        .env("AWS_ENDPOINT_URL", s3.url())
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .start()
+        .unwrap();
+    let remote = submit(&cluster, &format!("{}/s3/app:1", registry.host())).await;
+    let local_id = submit(&cluster, &format!("oci-dir:{}:2", layout.display())).await;
+    for id in [&remote, &local_id] {
+        let done = wait_done(&cluster, id).await;
+        assert_eq!(done.status, v1::ScanStatus::Complete as i32, "{done:?}");
+        assert_eq!(done.layers_failed, 0, "{}", done.error);
+        let r = report(&cluster, id).await;
+        assert!(r.packages.iter().any(|p| p.name == "zlib1g"), "{:?}", r.packages);
+    }
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(s3.url())
+        .with_allow_http(true)
+        .with_bucket_name("strata")
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .unwrap();
+    let keys: Vec<String> = store
+        .list(Some(&object_store::path::Path::from("cluster")))
+        .map(|m| m.unwrap().location.to_string())
+        .collect()
+        .await;
+    for part in ["cluster/reports/", "cluster/blobs/", "cluster/inventories/"] {
+        assert!(keys.iter().any(|k| k.starts_with(part)), "no {part}* in {keys:?}");
+    }
+}

@@ -138,7 +138,7 @@ impl RegistryProxyBuilder {
             blob_delay_micros: AtomicU64::new(micros(self.blob_delay)),
             blob_rate: AtomicU64::new(self.blob_rate.unwrap_or(0)),
             throttle_left: AtomicU64::new(throttle_left),
-            retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+            retry_after_secs: AtomicU64::new(whole_secs(retry_after)),
             throttled: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             in_flight_max: AtomicU64::new(0),
@@ -231,6 +231,15 @@ impl RegistryProxy {
         self.shared.in_flight_max.load(Ordering::SeqCst)
     }
 
+    /// From now on, answer the next `count` blob GETs with `429` and
+    /// `Retry-After` (as [`RegistryProxyBuilder::throttle_blobs`] does from the start).
+    pub fn set_throttle(&self, count: u64, retry_after: Duration) {
+        self.shared
+            .retry_after_secs
+            .store(whole_secs(retry_after), Ordering::SeqCst);
+        self.shared.throttle_left.store(count, Ordering::SeqCst);
+    }
+
     /// Changes the delay before each blob GET from now on.
     pub fn set_blob_delay(&self, delay: Duration) {
         self.shared
@@ -270,7 +279,7 @@ struct Shared {
     /// Bytes per second; 0 means unlimited.
     blob_rate: AtomicU64,
     throttle_left: AtomicU64,
-    retry_after_secs: u64,
+    retry_after_secs: AtomicU64,
     throttled: AtomicU64,
     in_flight: AtomicU64,
     in_flight_max: AtomicU64,
@@ -344,7 +353,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     shared.count(&digest, |c| c.requests += 1);
     if shared.take_throttle() {
         shared.throttled.fetch_add(1, Ordering::SeqCst);
-        return too_many_requests(shared.retry_after_secs);
+        return too_many_requests(shared.retry_after_secs.load(Ordering::SeqCst));
     }
     let delay = Duration::from_micros(shared.blob_delay_micros.load(Ordering::SeqCst));
     if !delay.is_zero() {
@@ -497,6 +506,11 @@ async fn next_piece(mut st: BodyState) -> Option<(reqwest::Result<Bytes>, BodySt
         }
     }
     Some((Ok(piece), st))
+}
+
+/// Seconds for `Retry-After`, rounded up.
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 fn too_many_requests(retry_after_secs: u64) -> Response {

@@ -34,7 +34,7 @@ const RATE_LIMIT_RETRIES: u32 = 3;
 /// Pause after a `429` without `Retry-After` (doubled on each retry).
 const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(1);
 use crate::layer::{self, LayerError, Limits};
-use crate::source::{BoundedReader, ImageRef, LayerDesc, LayerReader, Source, SourceConfig};
+use crate::source::{BoundedReader, ImageRef, ImageSource as _, LayerDesc, LayerReader, SourceConfig, SourcePool};
 
 /// What a worker holds to run jobs. Cheap to clone.
 #[derive(Clone)]
@@ -49,6 +49,8 @@ pub struct JobContext {
     pub source: SourceConfig,
     /// Per-registry fetch limits and 429 pauses, shared by the worker's slots.
     pub gate: Arc<RegistryGate>,
+    /// Registry clients and authorization, reused across jobs.
+    pub sources: Arc<SourcePool>,
     /// Where fetch and throttle figures go (`None`: nowhere).
     pub metrics: Option<Metrics>,
 }
@@ -61,6 +63,7 @@ impl JobContext {
             limits: Limits::default(),
             store,
             source: SourceConfig::default(),
+            sources: Arc::new(SourcePool::new()),
             gate: Arc::new(RegistryGate::new(DEFAULT_REGISTRY_CONCURRENCY)),
             metrics: None,
         }
@@ -190,15 +193,14 @@ async fn open_blob(
     match location {
         Location::Registry(r) => {
             let reference = format!("{}/{}@{}", r.registry, r.repository, desc.digest);
-            let image = ImageRef::parse(&reference).map_err(permanent)?;
+            let ImageRef::Registry(image) = ImageRef::parse(&reference).map_err(permanent)? else {
+                return Err(permanent(format!("{reference}: not a registry reference")));
+            };
             let mut config = ctx.source.clone();
             if r.insecure {
                 config.insecure_registries.push(r.registry.clone());
             }
-            let source = Source::open(image, &config).await.map_err(transient)?;
-            let source = source
-                .into_image()
-                .ok_or_else(|| permanent("a registry job resolved to a directory"))?;
+            let source = ctx.sources.registry(image, &config).map_err(transient)?;
             let mut backoff = RATE_LIMIT_BACKOFF;
             let mut retries = 0;
             loop {

@@ -28,6 +28,7 @@ mod docker_archive;
 mod docker_config;
 mod manifest;
 mod oci_layout;
+mod pool;
 pub mod platform;
 pub mod reference;
 mod registry;
@@ -41,6 +42,8 @@ use tokio::io::AsyncRead;
 pub use bounded::BoundedReader;
 pub use manifest::{MAX_CONFIG_BYTES, MAX_INDEX_ENTRIES, MAX_LAYERS, MAX_MANIFEST_BYTES};
 pub use platform::Platform;
+pub use pool::SourcePool;
+pub use registry::RegistrySource;
 pub use reference::ImageRef;
 
 /// Everything that can go wrong reaching an image. The CLI maps every variant

@@ -16,7 +16,8 @@
 //! streaming, and we bound them to the descriptor's size.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -34,16 +35,26 @@ use super::{
     SourceError, docker_config,
 };
 
+/// How long an `Authorization` value is reused before authenticating again.
+/// Registry tokens live 60 s or more (Docker Hub: 300 s); a 401 drops it early.
+const AUTH_REUSE: Duration = Duration::from_secs(45);
+
+/// The last `Authorization` value settled on for one repository, and when.
+type AuthSlot = Arc<Mutex<Option<(Option<String>, Instant)>>>;
+
 pub struct RegistrySource {
     reference: Reference,
     client: Client,
     docker_config: Option<PathBuf>,
     /// Set on first use: read the Docker config, then authenticate.
     auth: OnceCell<RegistryAuth>,
-    /// For manifests only: read with a size bound (see the module header).
+    /// Manifests and blobs: read with a size bound (see the module header).
     http: reqwest::Client,
     /// `http` or `https` for this reference's registry.
     scheme: &'static str,
+    /// Shared by every source of the same repository made by [`Self::with_reference`],
+    /// so a worker authenticates once per repository, not once per blob.
+    last_auth: AuthSlot,
 }
 
 impl RegistrySource {
@@ -86,7 +97,45 @@ impl RegistrySource {
             auth: OnceCell::new(),
             http,
             scheme: if insecure { "http" } else { "https" },
+            last_auth: AuthSlot::default(),
         })
+    }
+
+    /// A source for another image of the same repository that shares this
+    /// one's HTTP connections and authorization (clients are reference-counted).
+    pub fn with_reference(&self, reference: Reference) -> RegistrySource {
+        debug_assert_eq!(reference.registry(), self.reference.registry());
+        let same_repository = reference.repository() == self.reference.repository();
+        RegistrySource {
+            reference,
+            client: self.client.clone(),
+            docker_config: self.docker_config.clone(),
+            auth: self.auth.clone(),
+            http: self.http.clone(),
+            scheme: self.scheme,
+            last_auth: if same_repository {
+                self.last_auth.clone()
+            } else {
+                AuthSlot::default()
+            },
+        }
+    }
+
+    /// [`Self::authorize`], reusing the last answer for [`AUTH_REUSE`].
+    async fn authorization(&self) -> Result<Option<String>, SourceError> {
+        if let Some((value, at)) = self.last_auth.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            && at.elapsed() < AUTH_REUSE
+        {
+            return Ok(value);
+        }
+        let value = self.authorize().await?;
+        *self.last_auth.lock().unwrap_or_else(|p| p.into_inner()) = Some((value.clone(), Instant::now()));
+        Ok(value)
+    }
+
+    /// Forgets the reused authorization (the registry answered 401).
+    fn forget_authorization(&self) {
+        *self.last_auth.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn name(&self) -> String {
@@ -229,8 +278,12 @@ impl RegistrySource {
     /// followed; `reqwest` drops the `Authorization` header when a redirect
     /// leaves the registry's host.
     async fn blob_reader(&self, blob: &LayerDesc) -> Result<BoundedReader<LayerStream>, SourceError> {
-        let authorization = self.authorize().await?;
-        let what = format!("{}: blob {}", self.name(), blob.digest);
+        let what = format!(
+            "{}/{}: blob {}",
+            self.reference.registry(),
+            self.reference.repository(),
+            blob.digest
+        );
         let registry = self.reference.registry();
         let url = format!(
             "{}://{}/v2/{}/blobs/{}",
@@ -239,15 +292,30 @@ impl RegistrySource {
             self.reference.repository(),
             blob.digest
         );
-        let mut request = self.http.get(&url);
-        if let Some(value) = &authorization {
-            request = request.header(reqwest::header::AUTHORIZATION, value);
-        }
         let net = |e: reqwest::Error| SourceError::Registry {
             registry: registry.to_owned(),
             message: format!("{what}: {}", one_line(&error_chain(&e))),
         };
-        let mut response = request.send().await.map_err(net)?;
+        // A reused token may have expired: on 401, authenticate afresh once.
+        let mut response = None;
+        for _ in 0..2 {
+            let authorization = self.authorization().await?;
+            let mut request = self.http.get(&url);
+            if let Some(value) = &authorization {
+                request = request.header(reqwest::header::AUTHORIZATION, value);
+            }
+            let r = request.send().await.map_err(net)?;
+            if r.status() == reqwest::StatusCode::UNAUTHORIZED && response.is_none() {
+                self.forget_authorization();
+                response = Some(r);
+                continue;
+            }
+            response = Some(r);
+            break;
+        }
+        let Some(mut response) = response else {
+            return Err(SourceError::Unauthorized(what));
+        };
         let status = response.status();
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             let retry_after = response
@@ -297,7 +365,7 @@ impl RegistrySource {
 
     async fn resolve_inner(&self, wanted: Option<&Platform>) -> Result<ResolvedImage, SourceError> {
         let name = self.name();
-        let authorization = self.authorize().await?;
+        let authorization = self.authorization().await?;
         let authorization = authorization.as_deref();
         let (mut doc, mut digest) = self.fetch_manifest(&self.reference, authorization).await?;
         let mut index_digest = None;
@@ -358,7 +426,16 @@ impl ImageSource for RegistrySource {
         &'a self,
         platform: Option<&'a Platform>,
     ) -> BoxFuture<'a, Result<ResolvedImage, SourceError>> {
-        Box::pin(self.resolve_inner(platform))
+        Box::pin(async move {
+            match self.resolve_inner(platform).await {
+                // A reused token may have expired: authenticate afresh once.
+                Err(SourceError::Unauthorized(_)) => {
+                    self.forget_authorization();
+                    self.resolve_inner(platform).await
+                }
+                other => other,
+            }
+        })
     }
 
     fn open_layer<'a>(&'a self, layer: &'a LayerDesc) -> BoxFuture<'a, Result<LayerReader, SourceError>> {

@@ -642,3 +642,71 @@ async fn the_cluster_runs_on_s3_compatible_storage() {
         assert!(keys.iter().any(|k| k.starts_with(part)), "no {part}* in {keys:?}");
     }
 }
+
+/// W3C trace context crosses the processes: a submit carrying `traceparent`
+/// (gRPC metadata) puts the same trace id on the layer jobs the coordinator
+/// publishes and on the results the worker publishes back, so one trace
+/// spans submit → dispatch → analysis → compose → match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trace_context_travels_from_submit_through_jobs_and_results() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let registry = Registry::start().unwrap();
+    let (image, _) = fleet_image(&base_layers(), 3, 1);
+    image.push(&registry, "trace/app", "1").await.unwrap();
+    let cluster = start_cluster(&registry.host(), &db, 1, &[]);
+
+    // Watch the subjects as a bystander (core NATS sees JetStream publishes).
+    let nats = async_nats::connect(cluster.nats().url()).await.unwrap();
+    let mut jobs = nats.subscribe("strata.jobs.>").await.unwrap();
+    let mut results = nats.subscribe("strata.results").await.unwrap();
+    nats.flush().await.unwrap();
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = tonic::Request::new(v1::SubmitImageRequest {
+        reference: format!("{}/trace/app:1", registry.host()),
+        insecure_registry: true,
+        wait: true,
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    let mut stream = client(&cluster)
+        .await
+        .submit_image(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut done = None;
+    while let Some(event) = tokio::time::timeout(SCAN_LIMIT, stream.next()).await.unwrap() {
+        if let Some(Event::Done(d)) = event.unwrap().event {
+            done = Some(d);
+            break;
+        }
+    }
+    let done = done.expect("a done event");
+    assert_eq!(done.status, v1::ScanStatus::Complete as i32, "{done:?}");
+
+    let trace_of = |m: &async_nats::Message| -> String {
+        let tp = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("traceparent"))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        tp.split('-').nth(1).unwrap_or_default().to_owned()
+    };
+    // Every layer was new: one job and one result each, all in the submit's trace.
+    for (what, sub) in [("job", &mut jobs), ("result", &mut results)] {
+        for n in 0..done.layers_total {
+            let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+                .await
+                .unwrap_or_else(|_| panic!("{what} {n} of {} not seen", done.layers_total))
+                .unwrap();
+            assert_eq!(trace_of(&m), TRACE, "{what} on {}", m.subject);
+        }
+    }
+}

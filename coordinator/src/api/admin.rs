@@ -60,8 +60,9 @@ impl AdminApi {
 impl AdminService for AdminApi {
     async fn get_status(
         &self,
-        _request: Request<v1::GetStatusRequest>,
+        request: Request<v1::GetStatusRequest>,
     ) -> Result<Response<v1::GetStatusResponse>, Status> {
+        tracing::debug!(caller = %super::caller(&request), "status requested");
         let mut response = v1::GetStatusResponse {
             version: crate::VERSION.to_owned(),
             uptime_seconds: self.started.elapsed().as_secs(),

@@ -11,7 +11,7 @@ mod fleet;
 mod scan;
 
 pub use admin::{AdminApi, NatsHandle};
-pub use auth::Security;
+pub use auth::{Security, SecurityError, SecurityFiles};
 pub use fleet::FleetApi;
 pub use scan::ScanApi;
 
@@ -39,12 +39,30 @@ pub fn status_of(err: CoordinatorError) -> Status {
     }
 }
 
-/// Who made a request, for audit logs (the peer address until tokens exist).
+/// Who made a request, for audit logs: `NAME@peer` when a token or a client
+/// certificate named the caller, else the peer address.
 pub(crate) fn caller<T>(request: &tonic::Request<T>) -> String {
-    request
+    let peer = request
         .remote_addr()
         .map(|a| a.to_string())
-        .unwrap_or_else(|| "unknown".to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    match request.extensions().get::<auth::CallerName>() {
+        Some(name) => format!("{}@{peer}", name.0),
+        None => peer,
+    }
+}
+
+/// One span per call, child of the caller's W3C `traceparent` when it sends
+/// one: a CI job's trace then spans submit → dispatch → analysis → match.
+fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!("grpc", path = %request.uri().path());
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128);
+    strata_worker::telemetry::propagation::set_parent_from_traceparent(&span, traceparent);
+    span
 }
 
 /// Errors starting or running the gRPC server.
@@ -97,7 +115,6 @@ pub async fn serve_all(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let Services { admin, scan, fleet } = services;
-    let _ = &security; // TLS and tokens: see auth.rs
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AdminServiceServer<AdminApi>>()
@@ -111,14 +128,24 @@ pub async fn serve_all(
         health_reporter.set_serving::<ScanServiceServer<ScanApi>>().await;
     }
     if fleet.is_some() {
-        health_reporter.set_serving::<FleetServiceServer<FleetApi>>().await;
+        health_reporter
+            .set_serving::<FleetServiceServer<FleetApi>>()
+            .await;
     }
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder().trace_fn(request_span);
+    if let Some(tls) = security.server_tls_config() {
+        auth::install_crypto_provider();
+        server = server.tls_config(tls)?;
+    }
+    // Tokens guard Strata's own services; health and reflection stay open
+    // for probes and discovery.
+    let auth = security.interceptor();
+    server
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(AdminServiceServer::new(admin))
-        .add_optional_service(scan.map(ScanServiceServer::new))
-        .add_optional_service(fleet.map(FleetServiceServer::new))
+        .add_service(AdminServiceServer::with_interceptor(admin, auth.clone()))
+        .add_optional_service(scan.map(|s| ScanServiceServer::with_interceptor(s, auth.clone())))
+        .add_optional_service(fleet.map(|f| FleetServiceServer::with_interceptor(f, auth.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

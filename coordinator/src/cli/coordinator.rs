@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use strata_coordinator::api::{self, AdminApi, NatsHandle, Security, Services};
+use strata_coordinator::api::{self, AdminApi, NatsHandle, Services};
 use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, VulnData};
 use strata_coordinator::vulndb::Db;
 use strata_worker::queue::{Queue, nats::NatsQueue};
 
-use super::roles::{self, QueueConfig, Shutdown};
+use super::roles::{self, QueueConfig, SecurityArgs, SecurityConfig, Shutdown};
 
 #[derive(Args, Debug)]
 pub struct CoordinatorArgs {
@@ -52,6 +52,8 @@ pub struct CoordinatorArgs {
     /// OTLP/gRPC collector for traces and metrics (off when unset).
     #[arg(long, env = "STRATA_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// `strata coordinator`'s config file.
@@ -66,6 +68,27 @@ pub struct CoordinatorFile {
     pub insecure_registries: Vec<String>,
     pub otlp_endpoint: Option<String>,
     pub queue: QueueConfig,
+    /// gRPC security: the same keys as the flags.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub allow_remote: bool,
+}
+
+impl CoordinatorFile {
+    /// The security keys, with `args` (flags) over them.
+    fn security(&self, args: SecurityArgs) -> SecurityConfig {
+        let mut c = SecurityConfig {
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            client_ca: self.client_ca.clone(),
+            token_file: self.token_file.clone(),
+            allow_remote: self.allow_remote,
+        };
+        c.overlay(args);
+        c
+    }
 }
 
 impl Default for CoordinatorFile {
@@ -79,12 +102,17 @@ impl Default for CoordinatorFile {
             insecure_registries: Vec::new(),
             otlp_endpoint: None,
             queue: QueueConfig::default(),
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            token_file: None,
+            allow_remote: false,
         }
     }
 }
 
 impl CoordinatorArgs {
-    fn resolve(self) -> anyhow::Result<CoordinatorFile> {
+    fn resolve(self) -> anyhow::Result<(CoordinatorFile, SecurityConfig)> {
         let mut c: CoordinatorFile = roles::load_config(self.config.as_deref())?;
         if let Some(v) = self.nats {
             c.nats = v;
@@ -117,12 +145,13 @@ impl CoordinatorArgs {
         if let Some(v) = self.replicas {
             c.queue.replicas = v;
         }
-        Ok(c)
+        let security = c.security(self.security);
+        Ok((c, security))
     }
 }
 
 pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::Result<u8> {
-    let c = args.resolve()?;
+    let (c, security) = args.resolve()?;
     let store_url = c
         .store
         .clone()
@@ -135,6 +164,7 @@ pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::R
             .context("no vulnerability database: give --db FILE (build one with `strata db import`)")?;
     let _telemetry = roles::init_telemetry(global, "strata-coordinator", c.otlp_endpoint.as_deref())?;
     let metrics = roles::metrics("strata-coordinator", c.otlp_endpoint.as_deref())?;
+    let security = roles::load_security(&security, listen)?;
 
     let db = Db::open(&db_path)
         .with_context(|| format!("opening the vulnerability database {}", db_path.display()))?;
@@ -185,7 +215,7 @@ pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::R
     let server = tokio::spawn(api::serve_all(
         listener,
         Services::of(&coordinator, admin),
-        Security::default(),
+        security,
         shutdown.clone().wait(),
     ));
     tracing::info!(grpc = %listen, metrics = %metrics_at, nats = %roles::redact(&c.nats), store = %store_url, "coordinator running");

@@ -7,12 +7,13 @@
 //! at start: a bad value is an error before anything runs.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use object_store::ObjectStore;
+use strata_coordinator::api::{Security, SecurityFiles};
 use strata_worker::telemetry::{self, LogFormat, Metrics, TelemetryConfig, TelemetryGuard};
 
 use super::GlobalArgs;
@@ -187,6 +188,81 @@ pub async fn spawn_metrics(
     Ok(local)
 }
 
+/// How the gRPC server is secured, as flags (`coordinator` and `serve`).
+#[derive(clap::Args, Debug, Default)]
+pub struct SecurityArgs {
+    /// PEM server certificate (chain): serve gRPC over TLS (with --tls-key).
+    #[arg(long, env = "STRATA_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "STRATA_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mTLS); the
+    /// certificate's name identifies the caller in audit logs.
+    #[arg(long, env = "STRATA_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Require `authorization: Bearer <token>` on every Strata call; the file
+    /// has one `NAME TOKEN` per line (`#` comments), tokens of 16+ characters.
+    #[arg(long, env = "STRATA_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Allow plain (non-TLS) gRPC on a non-loopback address.
+    #[arg(long, env = "STRATA_ALLOW_REMOTE")]
+    pub allow_remote: bool,
+}
+
+/// The same settings as config-file keys (top level, named like the flags).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub allow_remote: bool,
+}
+
+impl SecurityConfig {
+    /// Flags override the file.
+    pub fn overlay(&mut self, args: SecurityArgs) {
+        if args.tls_cert.is_some() {
+            self.tls_cert = args.tls_cert;
+        }
+        if args.tls_key.is_some() {
+            self.tls_key = args.tls_key;
+        }
+        if args.client_ca.is_some() {
+            self.client_ca = args.client_ca;
+        }
+        if args.token_file.is_some() {
+            self.token_file = args.token_file;
+        }
+        self.allow_remote |= args.allow_remote;
+    }
+}
+
+/// Reads the TLS and token files and checks `listen` against them: plain
+/// gRPC only on loopback unless `allow_remote`. Logs what is in force
+/// (never a token).
+pub fn load_security(c: &SecurityConfig, listen: SocketAddr) -> anyhow::Result<Security> {
+    let security = Security::load(&SecurityFiles {
+        tls_cert: c.tls_cert.clone(),
+        tls_key: c.tls_key.clone(),
+        client_ca: c.client_ca.clone(),
+        token_file: c.token_file.clone(),
+    })?;
+    security.check_listen(listen, c.allow_remote)?;
+    tracing::info!(
+        tls = security.is_tls(),
+        client_certificates = security.requires_client_certs(),
+        tokens = security.token_count(),
+        "grpc security"
+    );
+    if !security.is_tls() && !listen.ip().is_loopback() {
+        tracing::warn!(grpc = %listen, "serving plain gRPC on a non-loopback address (--allow-remote)");
+    }
+    Ok(security)
+}
+
 /// Queue settings from a role's config.
 pub fn queue_settings(q: &QueueConfig) -> anyhow::Result<strata_worker::queue::QueueSettings> {
     anyhow::ensure!(q.max_deliver >= 1, "max_deliver must be at least 1");
@@ -240,6 +316,25 @@ mod tests {
             "nats://10.0.0.1:4222"
         );
         assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn security_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "tls_cert = \"/etc/strata/cert.pem\"\ntoken_file = \"/etc/strata/tokens\"\nallow_remote = true\n",
+        )
+        .unwrap();
+        let mut c = load_config::<SecurityConfig>(Some(&path)).unwrap();
+        c.overlay(SecurityArgs {
+            token_file: Some("/run/tokens".into()),
+            ..SecurityArgs::default()
+        });
+        assert_eq!(c.tls_cert.as_deref(), Some(Path::new("/etc/strata/cert.pem")));
+        assert_eq!(c.token_file.as_deref(), Some(Path::new("/run/tokens")));
+        assert!(c.allow_remote);
     }
 
     #[test]

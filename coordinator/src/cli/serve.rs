@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use strata_coordinator::api::{self, AdminApi, Security, Services};
+use strata_coordinator::api::{self, AdminApi, Services};
 use strata_coordinator::cluster::records::{ScanRecord, ScanStatus};
 use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, SubmitRequest, VulnData};
 use strata_coordinator::vulndb::Db;
@@ -17,7 +17,7 @@ use strata_worker::job::JobContext;
 use strata_worker::queue::Queue;
 use strata_worker::run::{self, WorkerOptions};
 
-use super::roles::{self, QueueConfig, Shutdown};
+use super::roles::{self, QueueConfig, SecurityArgs, SecurityConfig, Shutdown};
 
 /// Bound on a watch file and the images in it.
 const MAX_WATCH_BYTES: u64 = 4 << 20;
@@ -55,6 +55,8 @@ pub struct ServeArgs {
     /// A registry (`host[:port]`) to speak plain HTTP to. Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// `strata serve`'s config file.
@@ -69,6 +71,27 @@ pub struct ServeFile {
     pub watch: Option<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub queue: QueueConfig,
+    /// gRPC security: the same keys as the flags.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub allow_remote: bool,
+}
+
+impl ServeFile {
+    /// The security keys, with `args` (flags) over them.
+    fn security(&self, args: SecurityArgs) -> SecurityConfig {
+        let mut c = SecurityConfig {
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            client_ca: self.client_ca.clone(),
+            token_file: self.token_file.clone(),
+            allow_remote: self.allow_remote,
+        };
+        c.overlay(args);
+        c
+    }
 }
 
 impl Default for ServeFile {
@@ -82,6 +105,11 @@ impl Default for ServeFile {
             watch: None,
             insecure_registries: Vec::new(),
             queue: QueueConfig::default(),
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            token_file: None,
+            allow_remote: false,
         }
     }
 }
@@ -107,6 +135,7 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
         c.watch = args.watch;
     }
     c.insecure_registries.extend(args.insecure_registries);
+    let security = c.security(args.security);
     anyhow::ensure!((1..=256).contains(&c.workers), "workers must be 1 to 256");
     let listen = roles::parse_addr("--listen", &c.listen)?;
     let metrics_addr = roles::parse_addr("--metrics-listen", &c.metrics_listen)?;
@@ -121,6 +150,7 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
 
     let _telemetry = roles::init_telemetry(global, "strata-serve", None)?;
     let metrics = roles::metrics("strata-serve", None)?;
+    let security = roles::load_security(&security, listen)?;
     std::fs::create_dir_all(&c.data_dir).with_context(|| format!("creating {}", c.data_dir.display()))?;
     let store_url = roles::dir_url(&c.data_dir.join("store"))?;
     let store = roles::open_store(&store_url)?;
@@ -171,7 +201,7 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
     let server = tokio::spawn(api::serve_all(
         listener,
         Services::of(&coordinator, AdminApi::new(None)),
-        Security::default(),
+        security,
         stop(),
     ));
     let workers = tokio::spawn(run::run(

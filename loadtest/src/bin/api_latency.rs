@@ -1,0 +1,319 @@
+//! API latency: `GetReport` and `SubmitImage` for an image whose layers are
+//! all cached, with `--clients` (default 100) concurrent gRPC clients.
+//!
+//! 1. Pushes one image (a Debian-like base with `--packages` (default 300)
+//!    dpkg packages, plus two small layers) to a real registry (Debian's
+//!    `docker-registry`), starts the coordinator with the in-process queue
+//!    and two worker slots (what `strata serve` runs), and the gRPC server
+//!    on a loopback port, in this process; scans the image once, so every
+//!    later submit finds it cached.
+//! 2. Baseline in the same run: `grpc.health.v1.Health/Check` from the same
+//!    clients (the transport floor).
+//! 3. Each client, on its own HTTP/2 connection, sends `--requests` (default
+//!    50) calls one after another: `GetReport(scan_id)`, then in a second
+//!    round `SubmitImage` of the image's tag (no wait: the registry is asked
+//!    for the manifest again, since a tag may have moved, and the existing
+//!    scan is returned).
+//! 4. Prints p50 / p99 / max latency, requests/s and the p99 ratio to the
+//!    baseline. Target: p99 under 50 ms for both.
+//!
+//! Run: `cargo run --release -p strata-loadtest --bin api_latency`.
+
+use std::error::Error;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use strata_coordinator::api::{self, AdminApi, Security, Services};
+use strata_coordinator::cluster::records::ScanStatus;
+use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, SubmitRequest, VulnData};
+use strata_coordinator::vulndb::Db;
+use strata_harness::{Compression, Image, Layer, Registry};
+use strata_proto::v1::{self, get_report_request::Selector, scan_service_client::ScanServiceClient};
+use strata_worker::job::JobContext;
+use strata_worker::queue::{Queue, QueueSettings};
+use strata_worker::run::{self, WorkerOptions};
+use strata_worker::telemetry::Metrics;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+struct Options {
+    clients: usize,
+    requests: usize,
+    packages: usize,
+}
+
+fn parse_args() -> Result<Options, BoxError> {
+    let mut o = Options {
+        clients: 100,
+        requests: 50,
+        packages: 300,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--clients" => o.clients = value()?.parse()?,
+            "--requests" => o.requests = value()?.parse()?,
+            "--packages" => o.packages = value()?.parse()?,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    if !(1..=1000).contains(&o.clients) || !(1..=10_000).contains(&o.requests) || o.packages > 100_000 {
+        return Err("--clients 1..1000, --requests 1..10000, --packages ≤ 100000".into());
+    }
+    Ok(o)
+}
+
+fn image(packages: usize) -> Result<Image, BoxError> {
+    let mut status = String::new();
+    for i in 0..packages {
+        status.push_str(&format!(
+            "Package: pkg{i}\nStatus: install ok installed\nArchitecture: amd64\nSource: src{}\nVersion: 1.{i}.0-1\n\n",
+            i / 3
+        ));
+    }
+    Ok(Image::builder()
+        .layer(
+            Layer::builder()
+                .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
+                .file("var/lib/dpkg/status", status)
+                .build(Compression::Gzip)?,
+        )
+        .layer(Layer::builder().file("srv/a", "a").build(Compression::Gzip)?)
+        .layer(Layer::builder().file("srv/b", "b").build(Compression::Zstd)?)
+        .build()?)
+}
+
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    per_sec: f64,
+}
+
+fn figures(mut samples: Vec<Duration>, wall: Duration) -> Figures {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    Figures {
+        p50: at(0.50),
+        p99: at(0.99),
+        max: *samples.last().unwrap_or(&Duration::ZERO),
+        per_sec: samples.len() as f64 / wall.as_secs_f64(),
+    }
+}
+
+/// Runs `clients` tasks of `requests` sequential calls each; every call is
+/// timed and must succeed.
+async fn load<F, Fut>(channels: &[Channel], requests: usize, call: F) -> Result<Figures, BoxError>
+where
+    F: Fn(Channel) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), BoxError>> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for channel in channels {
+        let channel = channel.clone();
+        let call = call.clone();
+        tasks.spawn(async move {
+            let mut samples = Vec::with_capacity(requests);
+            for _ in 0..requests {
+                let t = Instant::now();
+                call(channel.clone()).await?;
+                samples.push(t.elapsed());
+            }
+            Ok::<_, BoxError>(samples)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r??);
+    }
+    Ok(figures(all, started.elapsed()))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let o = parse_args()?;
+    let registry = Registry::start()?;
+    image(o.packages)?.push(&registry, "bench/api", "1").await?;
+    let reference = format!("{}/bench/api:1", registry.host());
+
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path())?);
+    let mut config = CoordinatorConfig::new(format!("file://{}", dir.path().display()));
+    config.source.insecure_registries = vec![registry.host()];
+    let queue = Queue::memory(QueueSettings::default());
+    let metrics = Metrics::new("strata-bench-api", None)?;
+    let coordinator = Coordinator::new(
+        config,
+        queue.clone(),
+        Buckets::local(&dir.path().join("state.redb"))?,
+        store.clone(),
+        VulnData::new(&Db::from_advisories(Vec::new(), Vec::new())),
+        metrics.clone(),
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut ctx = JobContext::new("bench", store);
+    ctx.source.insecure_registries = vec![registry.host()];
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let s = stop();
+        tasks.spawn(async move {
+            run::run(
+                queue,
+                ctx,
+                WorkerOptions {
+                    concurrency: 2,
+                    ..WorkerOptions::default()
+                },
+                s,
+            )
+            .await;
+        });
+    }
+    {
+        let c = coordinator.clone();
+        let s = stop();
+        tasks.spawn(async move { c.run(s).await });
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(api::serve_all(
+        listener,
+        Services::of(&coordinator, AdminApi::new(None)),
+        Security::default(),
+        stop(),
+    ));
+
+    // Scan once: from here on the image is cached.
+    let (scan, _) = coordinator
+        .submit(SubmitRequest {
+            reference: reference.clone(),
+            insecure_registry: true,
+            ..Default::default()
+        })
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = coordinator.scan(&scan.id).await?.ok_or("scan vanished")?;
+        if s.status == ScanStatus::Complete {
+            break;
+        }
+        if s.status == ScanStatus::Failed || Instant::now() > deadline {
+            return Err(format!("the first scan did not complete: {:?} {:?}", s.status, s.error).into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report_bytes = {
+        let mut c = ScanServiceClient::connect(url.clone()).await?;
+        let r = c
+            .get_report(v1::GetReportRequest {
+                selector: Some(Selector::ScanId(scan.id.clone())),
+            })
+            .await?
+            .into_inner();
+        prost::Message::encoded_len(&r)
+    };
+
+    // One HTTP/2 connection per client, as 100 CI jobs would have.
+    let mut channels = Vec::with_capacity(o.clients);
+    for _ in 0..o.clients {
+        channels.push(Channel::from_shared(url.clone())?.connect().await?);
+    }
+    // Warm-up: one of each per client, not counted.
+    let id = scan.id.clone();
+    let get_report = move |ch: Channel| {
+        let id = id.clone();
+        async move {
+            ScanServiceClient::new(ch)
+                .max_decoding_message_size(64 << 20)
+                .get_report(v1::GetReportRequest {
+                    selector: Some(Selector::ScanId(id)),
+                })
+                .await?;
+            Ok::<(), BoxError>(())
+        }
+    };
+    let r = reference.clone();
+    let submit = move |ch: Channel| {
+        let r = r.clone();
+        async move {
+            let mut stream = ScanServiceClient::new(ch)
+                .submit_image(v1::SubmitImageRequest {
+                    reference: r,
+                    insecure_registry: true,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let first = stream.message().await?.ok_or("no submitted event")?;
+            match first.event {
+                Some(v1::scan_event::Event::Submitted(s)) if s.existing => Ok::<(), BoxError>(()),
+                other => Err(format!("expected an existing scan, got {other:?}").into()),
+            }
+        }
+    };
+    let health = |ch: Channel| async move {
+        tonic_health::pb::health_client::HealthClient::new(ch)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await?;
+        Ok::<(), BoxError>(())
+    };
+    load(&channels, 1, get_report.clone()).await?;
+    load(&channels, 1, submit.clone()).await?;
+
+    let base = load(&channels, o.requests, health).await?;
+    let reports = load(&channels, o.requests, get_report).await?;
+    let submits = load(&channels, o.requests, submit).await?;
+
+    println!(
+        "api_latency: {} clients × {} requests; report of {} packages ({} KiB on the wire)",
+        o.clients,
+        o.requests,
+        o.packages,
+        report_bytes / 1024
+    );
+    println!(
+        "{:<28} {:>9} {:>9} {:>9} {:>10} {:>12}",
+        "call", "p50 ms", "p99 ms", "max ms", "req/s", "p99 / base"
+    );
+    for (name, f) in [
+        ("Health/Check (baseline)", &base),
+        ("GetReport", &reports),
+        ("SubmitImage (cached)", &submits),
+    ] {
+        println!(
+            "{:<28} {:>9.2} {:>9.2} {:>9.2} {:>10.0} {:>12.1}",
+            name,
+            ms(f.p50),
+            ms(f.p99),
+            ms(f.max),
+            f.per_sec,
+            f.p99.as_secs_f64() / base.p99.as_secs_f64()
+        );
+    }
+    let ok = reports.p99 < Duration::from_millis(50) && submits.p99 < Duration::from_millis(50);
+    println!(
+        "target: p99 < 50 ms for GetReport and SubmitImage: {}",
+        if ok { "met" } else { "MISSED" }
+    );
+
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

@@ -103,6 +103,34 @@ fn incompressible(len: usize) -> Vec<u8> {
     out
 }
 
+/// Pushes `name:1`, one layer of `len` incompressible bytes (plus a dpkg
+/// status) that takes seconds to stream through a rate-limited proxy.
+async fn push_slow_image(registry: &Registry, name: &str, len: usize) -> Layer {
+    let big = Layer::builder()
+        .file("var/lib/dpkg/status", STATUS)
+        .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
+        .file("srv/blob.bin", incompressible(len))
+        .build(Compression::Gzip)
+        .unwrap();
+    Image::builder()
+        .layer(big.clone())
+        .build()
+        .unwrap()
+        .push(registry, name, "1")
+        .await
+        .unwrap();
+    big
+}
+
+/// Waits until the proxy has seen a GET for `digest`.
+async fn wait_fetch_started(proxy: &RegistryProxy, digest: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.blob_requests(digest) == 0 {
+        assert!(Instant::now() < deadline, "the worker never fetched the layer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn client(cluster: &Cluster) -> ScanServiceClient<Channel> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -333,19 +361,7 @@ async fn a_worker_killed_mid_layer_has_its_job_redelivered() {
     let db = build_db(dir.path());
     let registry = Registry::start().unwrap();
     // A layer that takes a few seconds to stream.
-    let big = Layer::builder()
-        .file("var/lib/dpkg/status", STATUS)
-        .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
-        .file("srv/blob.bin", incompressible(400_000))
-        .build(Compression::Gzip)
-        .unwrap();
-    Image::builder()
-        .layer(big.clone())
-        .build()
-        .unwrap()
-        .push(&registry, "slow/app", "1")
-        .await
-        .unwrap();
+    let big = push_slow_image(&registry, "slow/app", 400_000).await;
     let proxy = RegistryProxy::builder(&registry)
         .blob_rate(150_000)
         .start()
@@ -353,11 +369,7 @@ async fn a_worker_killed_mid_layer_has_its_job_redelivered() {
     let mut cluster = start_cluster(&proxy.host(), &db, 1, &["--ack-wait-secs", "3"]);
     let id = submit(&cluster, &format!("{}/slow/app:1", proxy.host())).await;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while proxy.blob_requests(&big.digest) == 0 {
-        assert!(Instant::now() < deadline, "the worker never fetched the layer");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_fetch_started(&proxy, &big.digest).await;
     // Mid-layer: the blob is still streaming (it takes seconds at this rate).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(proxy.blob_gets(&big.digest), 1);
@@ -533,19 +545,7 @@ async fn a_worker_given_sigterm_hands_back_its_job_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let db = build_db(dir.path());
     let registry = Registry::start().unwrap();
-    let big = Layer::builder()
-        .file("var/lib/dpkg/status", STATUS)
-        .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
-        .file("srv/blob.bin", incompressible(600_000))
-        .build(Compression::Gzip)
-        .unwrap();
-    Image::builder()
-        .layer(big.clone())
-        .build()
-        .unwrap()
-        .push(&registry, "slow/term", "1")
-        .await
-        .unwrap();
+    let big = push_slow_image(&registry, "slow/term", 600_000).await;
     let proxy = RegistryProxy::builder(&registry)
         .blob_rate(100_000)
         .start()
@@ -558,11 +558,7 @@ async fn a_worker_given_sigterm_hands_back_its_job_and_exits_cleanly() {
         .start()
         .unwrap();
     let id = submit(&cluster, &format!("{}/slow/term:1", proxy.host())).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while proxy.blob_requests(&big.digest) == 0 {
-        assert!(Instant::now() < deadline, "the worker never fetched the layer");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_fetch_started(&proxy, &big.digest).await;
     let asked = Instant::now();
     let status = cluster.terminate_worker(0).unwrap();
     assert!(status.success(), "exit status {status:?}\n{}", cluster.worker_log(0));

@@ -523,6 +523,110 @@ impl From<Report> for v1::Report {
     }
 }
 
+impl From<v1::SeverityCounts> for SeverityCounts {
+    fn from(c: v1::SeverityCounts) -> Self {
+        SeverityCounts {
+            critical: c.critical,
+            high: c.high,
+            medium: c.medium,
+            low: c.low,
+            unknown: c.unknown,
+        }
+    }
+}
+
+impl From<LayerError> for v1::LayerError {
+    fn from(e: LayerError) -> Self {
+        v1::LayerError {
+            digest: e.digest.into(),
+            error: e.error,
+        }
+    }
+}
+
+impl TryFrom<v1::LayerError> for LayerError {
+    type Error = WireError;
+    fn try_from(e: v1::LayerError) -> Result<Self, WireError> {
+        Ok(LayerError {
+            digest: e.digest.parse().map_err(|source| WireError {
+                field: "layer_error.digest",
+                source,
+            })?,
+            error: e.error,
+        })
+    }
+}
+
+impl TryFrom<v1::Finding> for Finding {
+    type Error = WireError;
+    /// The finding's `layer_digest` and `path` fill the package's when the
+    /// package does not carry them (they are the same values on the wire).
+    fn try_from(f: v1::Finding) -> Result<Self, WireError> {
+        let severity = v1::Severity::try_from(f.severity)
+            .unwrap_or(v1::Severity::Unspecified)
+            .into();
+        let mut wire_package = f.package.unwrap_or_default();
+        if wire_package.layer_digest.is_empty() {
+            wire_package.layer_digest = f.layer_digest;
+        }
+        if wire_package.path.is_empty() {
+            wire_package.path = f.path;
+        }
+        let package = Package::try_from(wire_package)?;
+        Ok(Finding {
+            vulnerability_id: f.vulnerability_id,
+            aliases: f.aliases,
+            summary: f.summary,
+            package,
+            installed_version: f.installed_version,
+            fixed_versions: f.fixed_versions,
+            severity,
+            score: (f.score > 0.0 && f.score.is_finite()).then_some(f.score),
+            score_source: f.score_source,
+            vulndb_version: f.vulndb_version,
+        })
+    }
+}
+
+impl TryFrom<v1::Report> for Report {
+    type Error = WireError;
+    fn try_from(r: v1::Report) -> Result<Self, WireError> {
+        let image_digest = match opt(r.image_digest) {
+            Some(d) => Some(d.parse().map_err(|source| WireError {
+                field: "report.image_digest",
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Report {
+            scan_id: r.scan_id,
+            image_reference: r.image_reference,
+            image_digest,
+            platform: r.platform,
+            os_release: r.os_release.map(Into::into),
+            packages: r
+                .packages
+                .into_iter()
+                .map(Package::try_from)
+                .collect::<Result<_, _>>()?,
+            findings: r
+                .findings
+                .into_iter()
+                .map(Finding::try_from)
+                .collect::<Result<_, _>>()?,
+            counts: r.counts.map(Into::into).unwrap_or_default(),
+            suppressed: r.suppressed,
+            vulndb_version: r.vulndb_version,
+            created_unix_ms: r.created_unix_ms,
+            layer_errors: r
+                .layer_errors
+                .into_iter()
+                .map(LayerError::try_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,5 +695,80 @@ mod tests {
             ..Default::default()
         };
         assert!(Package::try_from(bad).is_err());
+    }
+
+    #[test]
+    fn report_round_trips_through_the_wire() {
+        let layer: Digest = format!("sha256:{HEX}").parse().unwrap();
+        let package = Package {
+            ecosystem: Ecosystem::Debian,
+            name: "zlib1g".into(),
+            version: "1:1.2.13.dfsg-1".into(),
+            source_name: Some("zlib".into()),
+            source_version: None,
+            arch: Some("amd64".into()),
+            purl: "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=amd64".into(),
+            path: "/var/lib/dpkg/status".into(),
+            layer: Some(layer.clone()),
+        };
+        let finding = |id: &str, severity, score| Finding {
+            vulnerability_id: id.into(),
+            aliases: vec!["CVE-2023-45853".into()],
+            summary: "integer overflow".into(),
+            package: package.clone(),
+            installed_version: package.version.clone(),
+            fixed_versions: vec!["1:1.3.dfsg-1".into()],
+            severity,
+            score,
+            score_source: if score.is_some() {
+                "CVSS_V3".into()
+            } else {
+                String::new()
+            },
+            vulndb_version: "db1".into(),
+        };
+        let mut counts = SeverityCounts::default();
+        counts.add(Severity::Critical);
+        counts.add(Severity::Unknown);
+        let report = Report {
+            scan_id: "scan-1".into(),
+            image_reference: "localhost:5000/app:1".into(),
+            image_digest: Some(layer.clone()),
+            platform: "linux/amd64".into(),
+            os_release: Some(OsRelease {
+                id: "debian".into(),
+                version_id: "12".into(),
+                version_codename: "bookworm".into(),
+                pretty_name: "Debian GNU/Linux 12 (bookworm)".into(),
+                id_like: vec![],
+                path: "/etc/os-release".into(),
+            }),
+            packages: vec![package.clone()],
+            findings: vec![
+                finding("DSA-1", Severity::Critical, Some(9.8)),
+                finding("DSA-2", Severity::Unknown, None),
+            ],
+            counts,
+            suppressed: 2,
+            vulndb_version: "db1".into(),
+            created_unix_ms: 1_700_000_000_000,
+            layer_errors: vec![LayerError {
+                digest: layer,
+                error: "layer over the size cap".into(),
+            }],
+        };
+        let wire: v1::Report = report.clone().into();
+        assert_eq!(Report::try_from(wire.clone()).unwrap(), report);
+
+        // A finding whose package lacks the layer still gets it from the finding.
+        let mut stripped = wire.clone();
+        if let Some(p) = stripped.findings[0].package.as_mut() {
+            p.layer_digest.clear();
+        }
+        assert_eq!(Report::try_from(stripped).unwrap(), report);
+
+        let mut bad = wire;
+        bad.layer_errors[0].digest = "sha256:nope".into();
+        assert!(Report::try_from(bad).is_err());
     }
 }

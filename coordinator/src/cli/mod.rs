@@ -3,14 +3,17 @@
 //! Exit codes are part of the interface CI gates on: 0 clean, 1 findings at
 //! or above `--fail-on`, 2 an error (with a one-line message on stderr).
 
+mod client;
 mod coordinator;
 mod db;
+mod fleet;
 mod image;
 mod roles;
 mod sbom;
 mod scan;
 mod serve;
 mod status;
+mod submit;
 mod worker;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -52,6 +55,10 @@ pub enum Command {
     Scan(scan::ScanArgs),
     /// List an image's packages (an SBOM): table, json, cyclonedx or spdx.
     Sbom(sbom::SbomArgs),
+    /// Submit an image to a coordinator; `--wait` prints its report and `--fail-on` gates CI.
+    Submit(submit::SubmitArgs),
+    /// Ask a coordinator about the fleet: affected images, summary, registered images.
+    Fleet(fleet::FleetArgs),
     /// Show a coordinator's status (version, uptime, NATS connection, workers).
     Status(status::StatusArgs),
     /// Run the cluster's coordinator (NATS JetStream, object storage, gRPC API).
@@ -94,6 +101,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Scan(args) => scan::run(args).await,
         Command::Sbom(args) => sbom::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Submit(args) => submit::run(args).await,
+        Command::Fleet(args) => fleet::run(args).await,
     }
 }
 

@@ -3,27 +3,25 @@
 use anyhow::Context;
 use clap::Args;
 
-use strata_proto::v1::{self, admin_service_client::AdminServiceClient};
+use strata_proto::v1;
+
+use super::client::ConnectArgs;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// The coordinator's gRPC address.
-    #[arg(long, default_value = "http://127.0.0.1:7700", env = "STRATA_SERVER")]
-    pub server: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<u8> {
-    let mut client = AdminServiceClient::connect(args.server.clone())
+    let conn = args.connect.connect().await?;
+    let status = conn
+        .call(conn.admin().get_status(conn.request(v1::GetStatusRequest {})))
         .await
-        .with_context(|| format!("cannot reach the coordinator at {}", args.server))?;
-    let status = client
-        .get_status(v1::GetStatusRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-        .into_inner();
+        .context("asking the coordinator for its status")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
     } else {

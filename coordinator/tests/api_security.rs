@@ -148,6 +148,12 @@ impl Serve {
             .map(str::to_owned)
             .to_vec();
             args.extend(extra.iter().cloned());
+            // The tests submit oci-dir: layouts (files on this machine), unless told not to.
+            if !extra.iter().any(|a| a == "--no-local-images") {
+                args.push("--allow-local-images".to_owned());
+            } else {
+                args.retain(|a| a != "--no-local-images");
+            }
             let mut child = strata_command(&args, &log).spawn().unwrap();
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
@@ -697,4 +703,32 @@ fn tls_files_are_checked_at_start() {
     let (code, out) = run_to_exit(&["--tls-cert".into(), not_pem]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("--tls-cert and --tls-key go together"), "{out}");
+}
+
+/// A remote caller cannot make the server read its own files: `oci-dir:`
+/// and `docker-archive:` references are refused unless the server was
+/// started with `--allow-local-images`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_image_paths_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = oci_image(dir.path());
+    let serve = Serve::start(&["--no-local-images".to_owned()]);
+    let mut client = ScanServiceClient::new(plain_channel(serve.port).await);
+    for r in [reference.as_str(), "docker-archive:/etc/passwd", " dir:/"] {
+        let err = client
+            .submit_image(submit_request(r))
+            .await
+            .expect_err("a local path over the API");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{r}: {err:?}");
+        assert!(
+            err.message().contains("--allow-local-images"),
+            "{}",
+            err.message()
+        );
+    }
+    // The default Serve allows them: the same reference scans.
+    let allowed = Serve::start(&[]);
+    let mut client = ScanServiceClient::new(plain_channel(allowed.port).await);
+    let done = submit_and_wait(&mut client, tonic::Request::new(submit_request(&reference))).await;
+    assert_eq!(done.status, v1::ScanStatus::Complete as i32, "{done:?}");
 }

@@ -509,7 +509,11 @@ async fn registry_429_is_waited_out_and_the_per_registry_limit_holds() {
     cluster.start_worker().unwrap();
     let dones = futures::future::join_all(ids.iter().map(|id| wait_done(&cluster, id))).await;
     for (i, done) in dones.iter().enumerate() {
-        assert_eq!(done.status, v1::ScanStatus::Complete as i32, "image {i}: {done:?}");
+        assert_eq!(
+            done.status,
+            v1::ScanStatus::Complete as i32,
+            "image {i}: {done:?}"
+        );
         assert_eq!(done.layers_failed, 0, "image {i}: {}", done.error);
     }
     assert_eq!(proxy.throttled(), 4);
@@ -561,14 +565,21 @@ async fn a_worker_given_sigterm_hands_back_its_job_and_exits_cleanly() {
     wait_fetch_started(&proxy, &big.digest).await;
     let asked = Instant::now();
     let status = cluster.terminate_worker(0).unwrap();
-    assert!(status.success(), "exit status {status:?}\n{}", cluster.worker_log(0));
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        cluster.worker_log(0)
+    );
     assert!(
         asked.elapsed() < Duration::from_secs(15),
         "exited within the grace period and a little"
     );
     let log0 = cluster.worker_log(0);
     assert!(log0.contains("shutting down"), "{log0}");
-    assert!(!log0.contains("layer analysed"), "the layer was mid-stream: {log0}");
+    assert!(
+        !log0.contains("layer analysed"),
+        "the layer was mid-stream: {log0}"
+    );
 
     proxy.set_blob_rate(None);
     let second = cluster.start_worker().unwrap();
@@ -603,6 +614,7 @@ async fn the_cluster_runs_on_s3_compatible_storage() {
         .workers(2)
         .db(&db)
         .insecure_registry(registry.host())
+        .coordinator_args(["--allow-local-images"])
         .store_url("s3://strata/cluster")
         .env("AWS_ENDPOINT_URL", s3.url())
         .env("AWS_ALLOW_HTTP", "true")
@@ -705,4 +717,56 @@ async fn trace_context_travels_from_submit_through_jobs_and_results() {
             assert_eq!(trace_of(&m), TRACE, "{what} on {}", m.subject);
         }
     }
+}
+
+/// A layer whose every delivery fails (its registry always answers 429) is
+/// marked failed after `--max-deliver` attempts with its last error; the
+/// image that needs it reports that error, and an image elsewhere completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_layer_failing_every_delivery_fails_its_image_only() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let registry = Registry::start().unwrap();
+    let (bad_image, bad_tops) = fleet_image(&base_layers()[..1], 11, 1);
+    bad_image.push(&registry, "flaky/app", "1").await.unwrap();
+    let (good_image, _) = fleet_image(&base_layers()[1..], 12, 1);
+    good_image.push(&registry, "steady/app", "1").await.unwrap();
+    let flaky = RegistryProxy::builder(&registry).start().unwrap();
+    let mut cluster = Cluster::builder(STRATA)
+        .workers(0)
+        .db(&db)
+        .insecure_registry(flaky.host())
+        .insecure_registry(registry.host())
+        .coordinator_args(["--max-deliver", "2", "--ack-wait-secs", "5"])
+        .start()
+        .unwrap();
+    let bad = submit(&cluster, &format!("{}/flaky/app:1", flaky.host())).await;
+    let good = submit(&cluster, &format!("{}/steady/app:1", registry.host())).await;
+    // From now on the flaky registry refuses every blob.
+    flaky.set_throttle(u64::MAX, Duration::from_secs(1));
+    cluster.start_worker().unwrap();
+
+    let done = wait_done(&cluster, &bad).await;
+    assert_eq!(done.status, v1::ScanStatus::Complete as i32, "{done:?}");
+    assert_eq!(done.layers_failed, 2, "both of its layers: {done:?}");
+    let r = report(&cluster, &bad).await;
+    assert_eq!(r.layer_errors.len(), 2, "{:?}", r.layer_errors);
+    assert!(
+        r.layer_errors.iter().any(|e| e.digest == bad_tops[0].digest),
+        "{:?}",
+        r.layer_errors
+    );
+    for e in &r.layer_errors {
+        assert!(
+            e.error.contains("rate limited") || e.error.contains("429"),
+            "{}",
+            e.error
+        );
+    }
+    let ok = wait_done(&cluster, &good).await;
+    assert_eq!(ok.status, v1::ScanStatus::Complete as i32, "{ok:?}");
+    assert_eq!(ok.layers_failed, 0, "{}", ok.error);
+    // Two deliveries, each retrying its 429s a few times: bounded, not endless.
+    assert!(flaky.throttled() >= 2, "{}", flaky.throttled());
 }

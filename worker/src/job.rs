@@ -34,7 +34,9 @@ const RATE_LIMIT_RETRIES: u32 = 3;
 /// Pause after a `429` without `Retry-After` (doubled on each retry).
 const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(1);
 use crate::layer::{self, LayerError, Limits};
-use crate::source::{BoundedReader, ImageRef, ImageSource as _, LayerDesc, LayerReader, SourceConfig, SourcePool};
+use crate::source::{
+    BoundedReader, ImageRef, ImageSource as _, LayerDesc, LayerReader, SourceConfig, SourcePool,
+};
 
 /// What a worker holds to run jobs. Cheap to clone.
 #[derive(Clone)]

@@ -1,14 +1,21 @@
-//! `FleetService`: what security teams and dashboards call.
+//! `FleetService`: what security teams and dashboards call. Register images
+//! and repositories for continuous scanning, list the fleet, and ask which
+//! images a vulnerability (or a package) hits, and in which layer.
+//!
+//! The work is in [`crate::cluster::fleet`]; this file checks the shape of
+//! requests and converts to and from the wire.
 
-use strata_proto::v1::{self, fleet_service_server::FleetService};
+use strata_proto::v1::{self, fleet_service_server::FleetService, list_affected_request::Query};
 use tonic::{Request, Response, Status};
 
+use super::status_of;
 use crate::cluster::Coordinator;
+use crate::cluster::fleet::{AffectedQuery, ImageFilter, PackageQuery};
+use crate::cluster::records::ScanStatus;
 
 /// State behind `FleetService`. Cheap to clone.
 #[derive(Clone)]
 pub struct FleetApi {
-    #[allow(dead_code)]
     coordinator: Coordinator,
 }
 
@@ -18,46 +25,207 @@ impl FleetApi {
     }
 }
 
-// Being written (issue 6): every call answers UNIMPLEMENTED until then.
+/// A `ScanStatus` filter from the wire (`UNSPECIFIED`: all).
+fn status_filter(value: i32) -> Result<Option<ScanStatus>, Status> {
+    match v1::ScanStatus::try_from(value) {
+        Ok(v1::ScanStatus::Unspecified) => Ok(None),
+        Ok(v1::ScanStatus::Pending) => Ok(Some(ScanStatus::Pending)),
+        Ok(v1::ScanStatus::Running) => Ok(Some(ScanStatus::Running)),
+        Ok(v1::ScanStatus::Complete) => Ok(Some(ScanStatus::Complete)),
+        Ok(v1::ScanStatus::Failed) => Ok(Some(ScanStatus::Failed)),
+        Err(_) => Err(Status::invalid_argument(format!("status: unknown value {value}"))),
+    }
+}
+
+/// A `Severity` filter from the wire (`UNSPECIFIED`: none).
+fn severity_filter(value: i32) -> Result<Option<strata_proto::Severity>, Status> {
+    match v1::Severity::try_from(value) {
+        Ok(v1::Severity::Unspecified) => Ok(None),
+        Ok(s) => Ok(Some(s.into())),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "min_severity: unknown value {value}"
+        ))),
+    }
+}
+
 #[tonic::async_trait]
 impl FleetService for FleetApi {
     async fn register_images(
         &self,
-        _: Request<v1::RegisterImagesRequest>,
+        request: Request<v1::RegisterImagesRequest>,
     ) -> Result<Response<v1::RegisterImagesResponse>, Status> {
-        Err(Status::unimplemented("RegisterImages"))
+        let who = super::caller(&request);
+        let req = request.into_inner();
+        let count = req.references.len();
+        crate::cluster::fleet::check_reference_count(count).map_err(status_of)?;
+        // Local paths are refused one by one (unless allowed); the rest register.
+        let refused: Vec<Option<String>> = req
+            .references
+            .iter()
+            .map(|r| {
+                super::check_transport(&self.coordinator, r)
+                    .err()
+                    .map(|s| s.message().to_owned())
+            })
+            .collect();
+        let allowed: Vec<String> = req
+            .references
+            .iter()
+            .zip(&refused)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let mut results = self
+            .coordinator
+            .fleet_register(allowed, &req.platform, req.insecure_registry)
+            .await
+            .map_err(status_of)?
+            .into_iter();
+        let mut images = Vec::with_capacity(count);
+        for (reference, refused) in req.references.into_iter().zip(refused) {
+            let image = match refused {
+                Some(error) => v1::RegisteredImage {
+                    reference,
+                    scan_id: String::new(),
+                    error,
+                },
+                None => match results.next() {
+                    Some((reference, Ok(scan_id))) => v1::RegisteredImage {
+                        reference,
+                        scan_id,
+                        error: String::new(),
+                    },
+                    Some((reference, Err(err))) => v1::RegisteredImage {
+                        reference,
+                        scan_id: String::new(),
+                        error: err.to_string(),
+                    },
+                    None => return Err(Status::internal("registration results missing")),
+                },
+            };
+            images.push(image);
+        }
+        let failed = images.iter().filter(|i| !i.error.is_empty()).count();
+        tracing::info!(caller = %who, images = count, failed, "images registered");
+        Ok(Response::new(v1::RegisterImagesResponse { images }))
     }
+
     async fn unregister_images(
         &self,
-        _: Request<v1::UnregisterImagesRequest>,
+        request: Request<v1::UnregisterImagesRequest>,
     ) -> Result<Response<v1::UnregisterImagesResponse>, Status> {
-        Err(Status::unimplemented("UnregisterImages"))
+        let who = super::caller(&request);
+        let req = request.into_inner();
+        let removed = self
+            .coordinator
+            .fleet_unregister(&req.references)
+            .await
+            .map_err(status_of)?;
+        tracing::info!(caller = %who, removed, "images unregistered");
+        Ok(Response::new(v1::UnregisterImagesResponse { removed }))
     }
+
     async fn register_repository(
         &self,
-        _: Request<v1::RegisterRepositoryRequest>,
+        request: Request<v1::RegisterRepositoryRequest>,
     ) -> Result<Response<v1::RegisterRepositoryResponse>, Status> {
-        Err(Status::unimplemented("RegisterRepository"))
+        let who = super::caller(&request);
+        let req = request.into_inner();
+        let tags_registered = self
+            .coordinator
+            .fleet_register_repository(
+                &req.repository,
+                &req.tag_pattern,
+                &req.platform,
+                req.insecure_registry,
+            )
+            .await
+            .map_err(status_of)?;
+        tracing::info!(caller = %who, repository = %req.repository, tags_registered, "repository registered");
+        Ok(Response::new(v1::RegisterRepositoryResponse { tags_registered }))
     }
+
     async fn unregister_repository(
         &self,
-        _: Request<v1::UnregisterRepositoryRequest>,
+        request: Request<v1::UnregisterRepositoryRequest>,
     ) -> Result<Response<v1::UnregisterRepositoryResponse>, Status> {
-        Err(Status::unimplemented("UnregisterRepository"))
+        let who = super::caller(&request);
+        let req = request.into_inner();
+        let removed = self
+            .coordinator
+            .fleet_unregister_repository(&req.repository)
+            .await
+            .map_err(status_of)?;
+        tracing::info!(caller = %who, repository = %req.repository, removed, "repository unregistered");
+        Ok(Response::new(v1::UnregisterRepositoryResponse { removed }))
     }
+
     async fn list_images(
         &self,
-        _: Request<v1::ListImagesRequest>,
+        request: Request<v1::ListImagesRequest>,
     ) -> Result<Response<v1::ListImagesResponse>, Status> {
-        Err(Status::unimplemented("ListImages"))
+        let req = request.into_inner();
+        let filter = ImageFilter {
+            repository: (!req.repository.trim().is_empty()).then_some(req.repository),
+            status: status_filter(req.status)?,
+            min_severity: severity_filter(req.min_severity)?,
+        };
+        let (images, next_page_token) = self
+            .coordinator
+            .fleet_images(&filter, req.page_size, &req.page_token)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(v1::ListImagesResponse {
+            images,
+            next_page_token,
+        }))
     }
+
     async fn list_affected(
         &self,
-        _: Request<v1::ListAffectedRequest>,
+        request: Request<v1::ListAffectedRequest>,
     ) -> Result<Response<v1::ListAffectedResponse>, Status> {
-        Err(Status::unimplemented("ListAffected"))
+        let req = request.into_inner();
+        let query = match req.query {
+            Some(Query::VulnerabilityId(id)) => AffectedQuery::vulnerability(&id),
+            Some(Query::Package(p)) => {
+                PackageQuery::new(&p.ecosystem, &p.name, &p.version_range).map(AffectedQuery::Package)
+            }
+            None => return Err(Status::invalid_argument("give a vulnerability_id or a package")),
+        }
+        .map_err(status_of)?;
+        let (images, next_page_token) = self
+            .coordinator
+            .fleet_affected(&query, req.page_size, &req.page_token)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(v1::ListAffectedResponse {
+            images,
+            next_page_token,
+        }))
     }
-    async fn summary(&self, _: Request<v1::SummaryRequest>) -> Result<Response<v1::SummaryResponse>, Status> {
-        Err(Status::unimplemented("Summary"))
+
+    async fn summary(
+        &self,
+        request: Request<v1::SummaryRequest>,
+    ) -> Result<Response<v1::SummaryResponse>, Status> {
+        let req = request.into_inner();
+        let summary = self
+            .coordinator
+            .fleet_summary(req.top_n)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(v1::SummaryResponse {
+            images_by_status: summary
+                .images_by_status
+                .into_iter()
+                .map(|(status, images)| v1::StatusCount {
+                    status: status.to_proto().into(),
+                    images,
+                })
+                .collect(),
+            findings: Some(summary.findings.into()),
+            top: summary.top,
+        }))
     }
 }

@@ -65,6 +65,25 @@ fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
     span
 }
 
+/// Refuses references that make the server read its own filesystem
+/// (`oci-dir:`, `docker-archive:`, `dir:`) unless it was started with
+/// `--allow-local-images`.
+pub(crate) fn check_transport(
+    coordinator: &crate::cluster::Coordinator,
+    reference: &str,
+) -> Result<(), Status> {
+    let local = ["oci-dir:", "docker-archive:", "dir:"]
+        .iter()
+        .find(|t| reference.trim_start().starts_with(*t));
+    match local {
+        Some(t) if !coordinator.config().local_images_over_api => Err(Status::permission_denied(format!(
+            "{t} references name files on the server: it was not started with --allow-local-images \
+             (push the image to a registry, or scan it locally with `strata scan`)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Errors starting or running the gRPC server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -155,6 +155,7 @@ impl ScanService for ScanApi {
         let deadline = deadline_of(&request);
         let req = request.into_inner();
         let background = v1::Priority::try_from(req.priority) == Ok(v1::Priority::Background);
+        super::check_transport(&self.coordinator, &req.reference)?;
         let submit = {
             let coordinator = self.coordinator.clone();
             let request = SubmitRequest {

@@ -74,6 +74,7 @@ pub struct CoordinatorFile {
     pub client_ca: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub allow_remote: bool,
+    pub allow_local_images: bool,
 }
 
 impl CoordinatorFile {
@@ -85,6 +86,7 @@ impl CoordinatorFile {
             client_ca: self.client_ca.clone(),
             token_file: self.token_file.clone(),
             allow_remote: self.allow_remote,
+            allow_local_images: self.allow_local_images,
         };
         c.overlay(args);
         c
@@ -107,6 +109,7 @@ impl Default for CoordinatorFile {
             client_ca: None,
             token_file: None,
             allow_remote: false,
+            allow_local_images: false,
         }
     }
 }
@@ -164,7 +167,8 @@ pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::R
             .context("no vulnerability database: give --db FILE (build one with `strata db import`)")?;
     let _telemetry = roles::init_telemetry(global, "strata-coordinator", c.otlp_endpoint.as_deref())?;
     let metrics = roles::metrics("strata-coordinator", c.otlp_endpoint.as_deref())?;
-    let security = roles::load_security(&security, listen)?;
+    let security_config = security;
+    let security = roles::load_security(&security_config, listen)?;
 
     let db = Db::open(&db_path)
         .with_context(|| format!("opening the vulnerability database {}", db_path.display()))?;
@@ -194,6 +198,7 @@ pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::R
     };
     let mut config = CoordinatorConfig::new(store_url.clone());
     config.source.insecure_registries = c.insecure_registries.clone();
+    config.local_images_over_api = security_config.allow_local_images;
     let coordinator = Coordinator::new(
         config,
         queue,

@@ -208,6 +208,10 @@ pub struct SecurityArgs {
     /// Allow plain (non-TLS) gRPC on a non-loopback address.
     #[arg(long, env = "STRATA_ALLOW_REMOTE")]
     pub allow_remote: bool,
+    /// Let API callers submit `oci-dir:` / `docker-archive:` paths, which
+    /// this server then reads from its own filesystem (off: registry images only).
+    #[arg(long, env = "STRATA_ALLOW_LOCAL_IMAGES")]
+    pub allow_local_images: bool,
 }
 
 /// The same settings as config-file keys (top level, named like the flags).
@@ -219,6 +223,7 @@ pub struct SecurityConfig {
     pub client_ca: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub allow_remote: bool,
+    pub allow_local_images: bool,
 }
 
 impl SecurityConfig {
@@ -237,6 +242,7 @@ impl SecurityConfig {
             self.token_file = args.token_file;
         }
         self.allow_remote |= args.allow_remote;
+        self.allow_local_images |= args.allow_local_images;
     }
 }
 

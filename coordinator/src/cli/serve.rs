@@ -77,6 +77,7 @@ pub struct ServeFile {
     pub client_ca: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub allow_remote: bool,
+    pub allow_local_images: bool,
 }
 
 impl ServeFile {
@@ -88,6 +89,7 @@ impl ServeFile {
             client_ca: self.client_ca.clone(),
             token_file: self.token_file.clone(),
             allow_remote: self.allow_remote,
+            allow_local_images: self.allow_local_images,
         };
         c.overlay(args);
         c
@@ -110,6 +112,7 @@ impl Default for ServeFile {
             client_ca: None,
             token_file: None,
             allow_remote: false,
+            allow_local_images: false,
         }
     }
 }
@@ -150,7 +153,8 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
 
     let _telemetry = roles::init_telemetry(global, "strata-serve", None)?;
     let metrics = roles::metrics("strata-serve", None)?;
-    let security = roles::load_security(&security, listen)?;
+    let security_config = security;
+    let security = roles::load_security(&security_config, listen)?;
     std::fs::create_dir_all(&c.data_dir).with_context(|| format!("creating {}", c.data_dir.display()))?;
     let store_url = roles::dir_url(&c.data_dir.join("store"))?;
     let store = roles::open_store(&store_url)?;
@@ -164,6 +168,7 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
 
     let mut config = CoordinatorConfig::new(store_url.clone());
     config.source.insecure_registries = c.insecure_registries.clone();
+    config.local_images_over_api = security_config.allow_local_images;
     let coordinator = Coordinator::new(
         config,
         queue.clone(),

@@ -29,6 +29,7 @@
 //! coordinators would split the results between them).
 
 pub mod events;
+pub mod fleet;
 pub mod kv;
 pub mod records;
 
@@ -53,6 +54,8 @@ use events::EventLogs;
 use kv::{Cas, Kv, KvError};
 use records::*;
 
+/// Longest pause for one `429` while resolving (the resolve timeout bounds the total).
+const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(30);
 /// Longest image reference accepted.
 pub const MAX_REFERENCE_LEN: usize = 4096;
 /// Attempts of one compare-and-set loop before giving up (contention is
@@ -73,6 +76,10 @@ pub struct CoordinatorConfig {
     pub resolve_timeout: Duration,
     /// Scans finalized (composed and matched) at once.
     pub finalize_concurrency: usize,
+    /// Whether API callers may name `oci-dir:` / `docker-archive:` paths,
+    /// which the coordinator reads from its own filesystem. Off by default:
+    /// a remote caller must not make the server read its files.
+    pub local_images_over_api: bool,
 }
 
 impl CoordinatorConfig {
@@ -83,6 +90,7 @@ impl CoordinatorConfig {
             analyzer_set: strata_worker::analyzers::analyzer_set_version(&strata_worker::analyzers::all()),
             resolve_timeout: Duration::from_secs(60),
             finalize_concurrency: 4,
+            local_images_over_api: false,
         }
     }
 }
@@ -223,6 +231,10 @@ struct Inner {
     /// Scans whose finalizing failed (the store away): tried again by `retry_loop`.
     retry: Mutex<HashSet<String>>,
     finalizing: tokio::sync::Semaphore,
+    /// The fleet view (`FleetService`), derived from the buckets: see [`fleet`].
+    fleet: fleet::FleetIndex,
+    /// Registry clients reused across submits (connections, authorization).
+    sources: strata_worker::source::SourcePool,
 }
 
 fn now_ms() -> i64 {
@@ -269,6 +281,8 @@ impl Coordinator {
                 cache_misses: AtomicU64::new(0),
                 retry: Mutex::new(HashSet::new()),
                 finalizing: tokio::sync::Semaphore::new(finalize),
+                fleet: fleet::FleetIndex::default(),
+                sources: strata_worker::source::SourcePool::new(),
             }),
         }
     }
@@ -324,6 +338,7 @@ impl Coordinator {
         if let Err(err) = self.recover().await {
             tracing::error!(error = %err, "recovering unfinished scans failed; they resume when resubmitted");
         }
+        tokio::spawn(self.clone().fleet_warm_up());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.clone().results_loop(stop_rx.clone()));
@@ -384,7 +399,7 @@ impl Coordinator {
             source_config.insecure_registries.push(host.clone());
         }
         let resolve = async {
-            let source = match Source::open(image_ref.clone(), &source_config).await? {
+            let source = match self.inner.sources.open(image_ref.clone(), &source_config).await? {
                 Source::RootDir(_) => {
                     return Err(CoordinatorError::InvalidArgument(
                         "dir: references are for `strata scan`; the coordinator scans images".into(),
@@ -394,7 +409,23 @@ impl Coordinator {
                     .into_image()
                     .ok_or_else(|| CoordinatorError::Internal("no image source".into()))?,
             };
-            let resolved = source.resolve(platform.as_ref()).await?;
+            // A registry answering 429 is waited out (its Retry-After, else a
+            // backoff), within the resolve timeout around this block.
+            let mut backoff = Duration::from_millis(500);
+            let resolved = loop {
+                match source.resolve(platform.as_ref()).await {
+                    Err(SourceError::RateLimited {
+                        registry,
+                        retry_after,
+                    }) => {
+                        let pause = retry_after.unwrap_or(backoff).min(MAX_RATE_LIMIT_PAUSE);
+                        tracing::info!(registry = %registry, pause_ms = pause.as_millis() as u64, "registry rate limited a resolve: waiting");
+                        tokio::time::sleep(pause).await;
+                        backoff = (backoff * 2).min(MAX_RATE_LIMIT_PAUSE);
+                    }
+                    other => break other?,
+                }
+            };
             Ok::<_, CoordinatorError>((source, resolved))
         };
         let (source, resolved) = tokio::time::timeout(self.inner.config.resolve_timeout, resolve)
@@ -475,12 +506,16 @@ impl Coordinator {
                     .load_scan(&id)
                     .await?
                     .ok_or_else(|| CoordinatorError::Internal(format!("scan {id} vanished")))?;
+                // This reference (maybe another tag of the same digest) is recorded too.
+                self.note_image(&req, &resolved.reference, &image_digest, &id)
+                    .await;
                 return Ok((existing, true));
             }
         }
         self.inner.metrics.scans("running", 1);
         self.note_image(&req, &resolved.reference, &image_digest, &id)
             .await;
+        self.fleet_scan_changed(&record);
         let _ = self
             .inner
             .buckets
@@ -527,10 +562,11 @@ impl Coordinator {
             scan_id: scan_id.to_owned(),
             updated_unix_ms: now_ms(),
         };
-        if let Ok(json) = to_json(&record)
-            && let Err(err) = self.inner.buckets.images.put(&key, json).await
-        {
-            tracing::warn!(error = %err, "could not record the image reference");
+        if let Ok(json) = to_json(&record) {
+            match self.inner.buckets.images.put(&key, json).await {
+                Ok(_) => self.fleet_image_noted(&record),
+                Err(err) => tracing::warn!(error = %err, "could not record the image reference"),
+            }
         }
     }
 
@@ -1013,7 +1049,7 @@ impl Coordinator {
             .update(id, to_json(&scan)?, revision)
             .await?
         {
-            Cas::Written(_) => {}
+            Cas::Written(_) => self.fleet_scan_changed(&scan),
             Cas::Conflict => {
                 return Err(CoordinatorError::Internal(format!(
                     "scan {id} changed concurrently"
@@ -1119,6 +1155,7 @@ impl Coordinator {
             .put(&key, PutPayload::from(json))
             .await
             .map_err(|e| CoordinatorError::Unavailable(format!("storing report {key}: {e}")))?;
+        self.fleet_report_stored(&scan.id, &report);
         scan.status = ScanStatus::Complete;
         scan.error = if report.layer_errors.is_empty() {
             None

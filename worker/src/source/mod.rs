@@ -28,8 +28,8 @@ mod docker_archive;
 mod docker_config;
 mod manifest;
 mod oci_layout;
-mod pool;
 pub mod platform;
+mod pool;
 pub mod reference;
 mod registry;
 
@@ -43,8 +43,8 @@ pub use bounded::BoundedReader;
 pub use manifest::{MAX_CONFIG_BYTES, MAX_INDEX_ENTRIES, MAX_LAYERS, MAX_MANIFEST_BYTES};
 pub use platform::Platform;
 pub use pool::SourcePool;
-pub use registry::RegistrySource;
 pub use reference::ImageRef;
+pub use registry::RegistrySource;
 
 /// Everything that can go wrong reaching an image. The CLI maps every variant
 /// to exit code 2 with the one-line `Display` message.

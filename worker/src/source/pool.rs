@@ -45,7 +45,11 @@ impl SourcePool {
 
     /// A source for `reference` sharing the connections and authorization of
     /// earlier ones for the same repository.
-    pub fn registry(&self, reference: Reference, config: &SourceConfig) -> Result<RegistrySource, SourceError> {
+    pub fn registry(
+        &self,
+        reference: Reference,
+        config: &SourceConfig,
+    ) -> Result<RegistrySource, SourceError> {
         let key = Key {
             registry: reference.registry().to_owned(),
             repository: reference.repository().to_owned(),

@@ -9,42 +9,18 @@
 #![allow(clippy::await_holding_lock)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt as _;
+use strata_harness::fixtures::{self, build_db, debian_layer, serial};
 use strata_harness::image::{Compression, Image, Layer};
 use strata_harness::{Cluster, Registry};
-use strata_proto::v1::{
-    self, fleet_service_client::FleetServiceClient, list_affected_request::Query, scan_event::Event,
-    scan_service_client::ScanServiceClient,
-};
+use strata_proto::v1::{self, fleet_service_client::FleetServiceClient, list_affected_request::Query};
 use tonic::transport::Channel;
 
-const OSV: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/osv/from-testdata"
-);
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 const SCAN_LIMIT: Duration = Duration::from_secs(180);
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn build_db(dir: &Path) -> PathBuf {
-    let db = dir.join("vulndb");
-    let out = Command::new(STRATA)
-        .args(["db", "import", "--db", db.to_str().unwrap(), OSV])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    db
-}
+/// Bound on reaching the coordinator's gRPC port (it may be restarting).
+const CONNECT_LIMIT: Duration = Duration::from_secs(60);
 
 /// Debian 7 with nginx 1.2.1-2.2: hit by DSA-3029-1 (alias CVE-2014-3616,
 /// fixed in 1.2.1-2.2+wheezy3) in the testdata.
@@ -54,14 +30,7 @@ const BULLSEYE_STATUS: &str = "Package: chromium\nStatus: install ok installed\n
 
 fn base(os_version: &str, status: &str, note: &str) -> Vec<Layer> {
     vec![
-        Layer::builder()
-            .file(
-                "etc/os-release",
-                format!("ID=debian\nVERSION_ID=\"{os_version}\"\n"),
-            )
-            .file("var/lib/dpkg/status", status)
-            .build(Compression::Gzip)
-            .unwrap(),
+        debian_layer(os_version, status),
         Layer::builder()
             .file("usr/share/doc/base", note)
             .build(Compression::Gzip)
@@ -71,61 +40,24 @@ fn base(os_version: &str, status: &str, note: &str) -> Vec<Layer> {
 
 /// An image on `base` with one layer of its own.
 fn image_on(base: &[Layer], name: &str) -> Image {
-    let mut b = Image::builder();
-    for l in base {
-        b = b.layer(l.clone());
-    }
-    b.layer(
-        Layer::builder()
-            .file(&format!("srv/{name}"), format!("app {name}"))
-            .build(Compression::Gzip)
-            .unwrap(),
-    )
-    .build()
-    .unwrap()
-}
-
-async fn connect(cluster: &Cluster) -> Channel {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match Channel::from_shared(cluster.grpc_url()).unwrap().connect().await {
-            Ok(c) => return c,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
-            Err(e) => panic!("cannot reach the coordinator: {e}\n{}", cluster.coordinator_log()),
-        }
-    }
+    fixtures::image_on(base)
+        .layer(
+            Layer::builder()
+                .file(&format!("srv/{name}"), format!("app {name}"))
+                .build(Compression::Gzip)
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
 }
 
 async fn fleet(cluster: &Cluster) -> FleetServiceClient<Channel> {
-    FleetServiceClient::new(connect(cluster).await)
+    FleetServiceClient::new(fixtures::coordinator_channel(cluster, CONNECT_LIMIT).await)
 }
 
 /// Waits for the scan's `Done` event.
 async fn wait_done(cluster: &Cluster, scan_id: &str) -> v1::Done {
-    let deadline = Instant::now() + SCAN_LIMIT;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "scan {scan_id} not done in {SCAN_LIMIT:?}\n{}",
-            cluster.coordinator_log()
-        );
-        let mut c = ScanServiceClient::new(connect(cluster).await);
-        let Ok(resp) = c
-            .watch_scan(v1::WatchScanRequest {
-                scan_id: scan_id.to_owned(),
-            })
-            .await
-        else {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            continue;
-        };
-        let mut stream = resp.into_inner();
-        while let Ok(Some(Ok(event))) = tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
-            if let Some(Event::Done(done)) = event.event {
-                return done;
-            }
-        }
-    }
+    fixtures::wait_done(cluster, scan_id, SCAN_LIMIT, CONNECT_LIMIT).await
 }
 
 async fn affected(
@@ -229,7 +161,7 @@ fn check_dsa(found: &[v1::AffectedImage], expected: &BTreeSet<String>, base_laye
 async fn fleet_service_answers_for_the_whole_fleet() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     let host = registry.host();
 

@@ -11,12 +11,13 @@
 // tests (each on its own runtime), so no task can wait on it from the same runtime.
 #![allow(clippy::await_holding_lock)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use strata_harness::fixtures::{
+    self, DEBIAN_ZLIB_STATUS as STATUS, build_db, debian_layer, image_on, serial,
+};
 use strata_harness::image::{Compression, Image, Layer};
 use strata_harness::{Cluster, Registry, RegistryProxy};
 use strata_proto::v1::{
@@ -25,40 +26,14 @@ use strata_proto::v1::{
 };
 use tonic::transport::Channel;
 
-const OSV: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/osv/from-testdata"
-);
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 /// Bound on one scan (a whole cluster on a busy two-core machine).
 const SCAN_LIMIT: Duration = Duration::from_secs(120);
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn build_db(dir: &Path) -> PathBuf {
-    let db = dir.join("vulndb");
-    let out = Command::new(STRATA)
-        .args(["db", "import", "--db", db.to_str().unwrap(), OSV])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    db
-}
-
-const STATUS: &str = "Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nSource: zlib\nVersion: 1:1.2.13.dfsg-1\n\n";
-
 /// A three-layer Debian image; `tag` makes its top layer unique.
 fn image(tag: &str) -> (Image, Vec<Layer>) {
     let layers = vec![
-        Layer::builder()
-            .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
-            .file("var/lib/dpkg/status", STATUS)
-            .build(Compression::Gzip)
-            .unwrap(),
+        debian_layer("12", STATUS),
         Layer::builder()
             .file("usr/share/doc/middle", "the middle layer")
             .build(Compression::Zstd)
@@ -74,11 +49,7 @@ fn image(tag: &str) -> (Image, Vec<Layer>) {
             .build(Compression::Gzip)
             .unwrap(),
     ];
-    let mut builder = Image::builder();
-    for l in &layers {
-        builder = builder.layer(l.clone());
-    }
-    (builder.build().unwrap(), layers)
+    (image_on(&layers).build().unwrap(), layers)
 }
 
 fn start_cluster(registry_host: &str, db: &Path) -> Cluster {
@@ -93,20 +64,7 @@ fn start_cluster(registry_host: &str, db: &Path) -> Cluster {
 
 /// A channel of its own, retried briefly while the coordinator starts.
 async fn channel(cluster: &Cluster) -> Channel {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match tonic::transport::Endpoint::from_shared(cluster.grpc_url())
-            .unwrap()
-            .connect()
-            .await
-        {
-            Ok(c) => return c,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("cannot reach the coordinator: {e}\n{}", cluster.coordinator_log()),
-        }
-    }
+    fixtures::coordinator_channel(cluster, Duration::from_secs(30)).await
 }
 
 fn submit_request(reference: &str, wait: bool) -> v1::SubmitImageRequest {
@@ -247,7 +205,7 @@ async fn layer_cache(cluster: &Cluster) -> v1::LayerCacheInfo {
 async fn twenty_concurrent_submits_of_one_image_are_one_scan() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     let proxy = RegistryProxy::builder(&registry)
         .blob_delay(Duration::from_millis(200))
@@ -334,7 +292,7 @@ async fn twenty_concurrent_submits_of_one_image_are_one_scan() {
 async fn watch_scan_follows_a_running_scan_and_replays_a_finished_one() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     // Every blob takes a while: the scan is still running when watched.
     let proxy = RegistryProxy::builder(&registry)
@@ -421,7 +379,7 @@ async fn watch_scan_follows_a_running_scan_and_replays_a_finished_one() {
 async fn malformed_requests_are_refused_and_the_server_goes_on() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     let cluster = start_cluster(&registry.host(), &db);
     let mut client = ScanServiceClient::new(channel(&cluster).await);

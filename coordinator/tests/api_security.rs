@@ -6,27 +6,22 @@
 //! Certificates are made per test with rcgen; images are OCI layouts on
 //! disk (no registry needed).
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+use strata_harness::fixtures::{
+    self, DEBIAN_ZLIB_STATUS, ServeFailure, ServeProcess, TestCa, debian_layer, free_port,
+    write_file as write,
 };
-use strata_harness::image::{Compression, Image, Layer};
+use strata_harness::image::Image;
 use strata_proto::v1::{
     self, admin_service_client::AdminServiceClient, scan_event::Event, scan_service_client::ScanServiceClient,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-const OSV: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/osv/from-testdata"
-);
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 const CI_TOKEN: &str = "ci-bot-0123456789-abcdefghij";
 const OPS_TOKEN: &str = "ops-team-9876543210-zyxwvuts";
@@ -36,36 +31,10 @@ fn db() -> &'static Path {
     static DB: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &DB.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("vulndb");
-        let out = Command::new(STRATA)
-            .args(["db", "import", "--db", db.to_str().unwrap(), OSV])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let db = fixtures::build_db(STRATA, dir.path());
         (dir, db)
     })
     .1
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The status code of `GET /healthz`, or `None` while nothing answers.
-fn healthz(port: u16) -> Option<u16> {
-    use std::io::{Read as _, Write as _};
-    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .ok()?;
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
-    text.split(' ').nth(1)?.parse().ok()
 }
 
 fn strata_command(args: &[String], log: &Path) -> Command {
@@ -74,21 +43,14 @@ fn strata_command(args: &[String], log: &Path) -> Command {
         .append(true)
         .open(log)
         .unwrap();
-    let mut command = Command::new(STRATA);
+    let mut command = fixtures::strata_command(STRATA);
     command
         .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("STRATA_") {
-            command.env_remove(key);
-        }
-    }
-    command
+        .stderr(log)
         .env("STRATA_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env("DOCKER_CONFIG", "/nonexistent/strata-test");
+        .env("NO_COLOR", "1");
     command
 }
 
@@ -112,7 +74,8 @@ fn strip_ansi(text: &str) -> String {
 
 /// A running `strata serve`; killed on drop.
 struct Serve {
-    child: Child,
+    // Declared first: killed before the directory goes.
+    _process: ServeProcess,
     port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -130,50 +93,45 @@ impl Serve {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serve.log");
         for _ in 0..3 {
-            let port = free_port();
-            let metrics = free_port();
-            let mut args: Vec<String> = [
-                "serve",
-                "--data-dir",
-                dir.path().join("data").to_str().unwrap(),
-                "--db",
-                db().to_str().unwrap(),
-                "--listen",
-                &format!("{host}:{port}"),
-                "--metrics-listen",
-                &format!("127.0.0.1:{metrics}"),
-                "--workers",
-                "1",
-            ]
-            .map(str::to_owned)
-            .to_vec();
-            args.extend(extra.iter().cloned());
-            // The tests submit oci-dir: layouts (files on this machine), unless told not to.
-            if !extra.iter().any(|a| a == "--no-local-images") {
-                args.push("--allow-local-images".to_owned());
-            } else {
-                args.retain(|a| a != "--no-local-images");
-            }
-            let mut child = strata_command(&args, &log).spawn().unwrap();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // a port taken in between: try again
+            let started = fixtures::start_serve(Duration::from_secs(30), false, |port, metrics| {
+                let mut args: Vec<String> = [
+                    "serve",
+                    "--data-dir",
+                    dir.path().join("data").to_str().unwrap(),
+                    "--db",
+                    db().to_str().unwrap(),
+                    "--listen",
+                    &format!("{host}:{port}"),
+                    "--metrics-listen",
+                    &format!("127.0.0.1:{metrics}"),
+                    "--workers",
+                    "1",
+                ]
+                .map(str::to_owned)
+                .to_vec();
+                args.extend(extra.iter().cloned());
+                // The tests submit oci-dir: layouts (files on this machine), unless told not to.
+                if !extra.iter().any(|a| a == "--no-local-images") {
+                    args.push("--allow-local-images".to_owned());
+                } else {
+                    args.retain(|a| a != "--no-local-images");
                 }
-                if healthz(metrics) == Some(200) {
+                strata_command(&args, &log).spawn().unwrap()
+            });
+            match started {
+                Ok(process) => {
                     return Serve {
-                        child,
-                        port,
+                        port: process.grpc_port,
+                        _process: process,
                         log,
                         _dir: dir,
                     };
                 }
-                assert!(
-                    Instant::now() < deadline,
+                Err(ServeFailure::Exited) => continue, // a port taken in between: try again
+                Err(ServeFailure::NotReady) => panic!(
                     "strata serve not ready:\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
-                );
-                std::thread::sleep(Duration::from_millis(50));
+                ),
             }
         }
         panic!(
@@ -187,30 +145,15 @@ impl Serve {
     }
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A plain channel, retried briefly while the server starts accepting.
 async fn plain_channel(port: u16) -> Channel {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("cannot connect to 127.0.0.1:{port}: {e}"),
-        }
-    }
+    fixtures::connect_retrying(
+        &format!("http://127.0.0.1:{port}"),
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot connect to 127.0.0.1:{port}: {e}"))
 }
 
 fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
@@ -223,14 +166,7 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
 
 /// An OCI layout with a one-layer Debian image; its `oci-dir:` reference.
 fn oci_image(dir: &Path) -> String {
-    let layer = Layer::builder()
-        .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
-        .file(
-            "var/lib/dpkg/status",
-            "Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nSource: zlib\nVersion: 1:1.2.13.dfsg-1\n\n",
-        )
-        .build(Compression::Gzip)
-        .unwrap();
+    let layer = debian_layer("12", DEBIAN_ZLIB_STATUS);
     let layout = dir.join("layout");
     Image::builder()
         .layer(layer)
@@ -471,67 +407,6 @@ async fn allow_remote_still_serves_plain_grpc() {
 
 // ---- certificates ----------------------------------------------------------
 
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        Ca {
-            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A leaf certificate and its key (PEM). `server`: for localhost and
-    /// 127.0.0.1, else a client certificate named `cn`.
-    fn leaf(&self, cn: &str, server: bool, expired: bool) -> (String, String) {
-        let sans = if server {
-            vec!["localhost".to_owned()]
-        } else {
-            Vec::new()
-        };
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        if server {
-            params
-                .subject_alt_names
-                .push(SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        } else {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        }
-        let now = time::OffsetDateTime::now_utc();
-        if expired {
-            params.not_before = now - time::Duration::days(30);
-            params.not_after = now - time::Duration::days(1);
-        } else {
-            params.not_before = now - time::Duration::days(1);
-            params.not_after = now + time::Duration::days(30);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
-
 /// A TLS endpoint for the server on `port`, trusting `ca`, as `localhost`.
 fn tls_endpoint(port: u16, ca: &str, identity: Option<(&str, &str)>) -> Endpoint {
     strata_coordinator::api::auth::install_crypto_provider();
@@ -563,7 +438,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_trusted_certificate_and_refusal_of_an_expired_one() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("strata test CA");
+    let ca = TestCa::new("strata test CA");
     let (cert, key) = ca.leaf("strata-coordinator", true, false);
     let serve = Serve::start(&[
         "--tls-cert".into(),
@@ -582,7 +457,7 @@ async fn tls_with_a_trusted_certificate_and_refusal_of_an_expired_one() {
         .into_inner();
     assert_eq!(status.version, strata_coordinator::VERSION);
     // A client that does not trust the CA cannot connect.
-    let other = Ca::new("another CA");
+    let other = TestCa::new("another CA");
     let err = tls_endpoint(serve.port, &other.pem(), None)
         .connect()
         .await
@@ -624,8 +499,8 @@ async fn tls_with_a_trusted_certificate_and_refusal_of_an_expired_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_requires_a_client_certificate_and_names_the_caller() {
     let dir = tempfile::tempdir().unwrap();
-    let server_ca = Ca::new("strata server CA");
-    let client_ca = Ca::new("strata client CA");
+    let server_ca = TestCa::new("strata server CA");
+    let client_ca = TestCa::new("strata client CA");
     let (cert, key) = server_ca.leaf("strata-coordinator", true, false);
     let serve = Serve::start(&[
         "--tls-cert".into(),

@@ -2,52 +2,20 @@
 //! (`strata serve`: the coordinator, worker slots and the in-process queue,
 //! the same code paths as the cluster) and a real docker registry.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use strata_harness::fixtures::{self, ServeProcess, TestCa, free_port, write_file as write};
 use strata_harness::image::{Compression, Image, Layer};
 use strata_harness::registry::Registry;
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
-const OSV: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/osv/from-testdata"
-);
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `strata` command with nothing from the caller's environment that
 /// would change its behaviour.
 fn strata() -> Command {
-    let mut cmd = Command::new(STRATA);
-    cmd.env("DOCKER_CONFIG", "/nonexistent/strata-test");
-    for var in [
-        "STRATA_SERVER",
-        "STRATA_TOKEN",
-        "STRATA_TOKEN_FILE",
-        "STRATA_CA",
-        "STRATA_CLIENT_CERT",
-        "STRATA_CLIENT_KEY",
-        "STRATA_TIMEOUT_SECS",
-        "STRATA_WAIT_TIMEOUT_SECS",
-        "STRATA_DB",
-        "STRATA_CONFIG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
+    fixtures::strata_command(STRATA)
 }
 
 /// An advisory of our own with a CVSS score (the test advisories for
@@ -68,19 +36,12 @@ fn build_db(dir: &Path) -> PathBuf {
     let extra = dir.join("osv-extra");
     std::fs::create_dir_all(&extra).unwrap();
     std::fs::write(extra.join("STRATA-TEST-2026-0001.json"), MEDIUM_ADVISORY).unwrap();
-    let db = dir.join("vulndb");
-    let out = strata()
-        .args(["db", "import", "--db", db.to_str().unwrap(), OSV])
-        .arg(&extra)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    db
+    fixtures::import_db(strata(), dir, &[&extra])
 }
 
 /// `strata serve` on free ports; killed on drop.
 struct Server {
-    child: Child,
+    _process: ServeProcess,
     grpc: String,
     log: PathBuf,
 }
@@ -88,37 +49,35 @@ struct Server {
 impl Server {
     fn start(dir: &Path, db: &Path, extra: &[&str]) -> Server {
         let log = dir.join("serve.log");
+        let scheme = if extra.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         for _ in 0..3 {
-            let (grpc_port, metrics_port) = (free_port(), free_port());
-            let file = std::fs::File::create(&log).unwrap();
-            let child = strata()
-                .args(["serve", "--data-dir"])
-                .arg(dir.join("data"))
-                .arg("--db")
-                .arg(db)
-                .args(["--listen", &format!("127.0.0.1:{grpc_port}")])
-                .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-                .args(["--workers", "2"])
-                .args(extra)
-                .env("STRATA_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(file)
-                .spawn()
-                .unwrap();
-            let mut server = Server {
-                child,
-                grpc: format!(
-                    "{}://127.0.0.1:{grpc_port}",
-                    if extra.contains(&"--tls-cert") {
-                        "https"
-                    } else {
-                        "http"
-                    }
-                ),
-                log: log.clone(),
-            };
-            if server.wait_healthy(metrics_port, grpc_port) {
-                return server;
+            let started = fixtures::start_serve(Duration::from_secs(60), true, |grpc_port, metrics_port| {
+                let file = std::fs::File::create(&log).unwrap();
+                strata()
+                    .args(["serve", "--data-dir"])
+                    .arg(dir.join("data"))
+                    .arg("--db")
+                    .arg(db)
+                    .args(["--listen", &format!("127.0.0.1:{grpc_port}")])
+                    .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+                    .args(["--workers", "2"])
+                    .args(extra)
+                    .env("STRATA_LOG", "info")
+                    .stdout(Stdio::null())
+                    .stderr(file)
+                    .spawn()
+                    .unwrap()
+            });
+            if let Ok(process) = started {
+                return Server {
+                    grpc: format!("{scheme}://127.0.0.1:{}", process.grpc_port),
+                    _process: process,
+                    log,
+                };
             }
             // Most likely a port taken in between: try others.
         }
@@ -128,42 +87,9 @@ impl Server {
         );
     }
 
-    fn wait_healthy(&mut self, metrics_port: u16, grpc_port: u16) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            let healthy = http_status(metrics_port, "/healthz") == Some(200);
-            if healthy && std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, grpc_port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    text.split(' ').nth(1)?.trim().parse().ok()
 }
 
 /// Alpine 3.12 with mariadb-client and libexif versions the test advisories hit.
@@ -554,10 +480,10 @@ async fn tls_client_certificates_and_tokens() {
     image.push(&registry, "team/tls", "1").await.unwrap();
     let reference = format!("{}/team/tls:1", registry.host());
 
-    let server_ca = Ca::new("strata test server CA");
-    let client_ca = Ca::new("strata test client CA");
-    let (server_cert, server_key) = server_ca.leaf("strata-server", true);
-    let (client_cert, client_key) = client_ca.leaf("ci-runner", false);
+    let server_ca = TestCa::new("strata test server CA");
+    let client_ca = TestCa::new("strata test client CA");
+    let (server_cert, server_key) = server_ca.leaf("strata-server", true, false);
+    let (client_cert, client_key) = client_ca.leaf("ci-runner", false, false);
     let ca = write(d, "ca.pem", &server_ca.pem());
     let cert = write(d, "client.pem", &client_cert);
     let key = write(d, "client.key", &client_key);
@@ -662,62 +588,4 @@ async fn tls_client_certificates_and_tokens() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(error_line(&out).contains("https://"), "{}", stderr(&out));
-}
-
-// ---- certificates ----------------------------------------------------------
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        Ca {
-            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A leaf certificate and its key (PEM): for localhost and 127.0.0.1
-    /// when `server`, else a client certificate named `cn`.
-    fn leaf(&self, cn: &str, server: bool) -> (String, String) {
-        let sans = if server {
-            vec!["localhost".to_owned()]
-        } else {
-            Vec::new()
-        };
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        if server {
-            params
-                .subject_alt_names
-                .push(SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        } else {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        }
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(1);
-        params.not_after = now + time::Duration::days(30);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
 }

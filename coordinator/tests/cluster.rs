@@ -9,12 +9,13 @@
 // tests (each on its own runtime), so no task can wait on it from the same runtime.
 #![allow(clippy::await_holding_lock)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use strata_harness::fixtures::{
+    self, DEBIAN_ZLIB_STATUS as STATUS, build_db, debian_layer, image_on, serial,
+};
 use strata_harness::image::{Compression, Image, Layer};
 use strata_harness::{Cluster, Registry, RegistryProxy};
 use strata_proto::v1::{
@@ -22,40 +23,16 @@ use strata_proto::v1::{
 };
 use tonic::transport::Channel;
 
-const OSV: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/osv/from-testdata"
-);
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 /// Bound on waiting for a scan (a whole cluster on a busy two-core machine).
 const SCAN_LIMIT: Duration = Duration::from_secs(180);
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn build_db(dir: &Path) -> PathBuf {
-    let db = dir.join("vulndb");
-    let out = Command::new(STRATA)
-        .args(["db", "import", "--db", db.to_str().unwrap(), OSV])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    db
-}
-
-const STATUS: &str = "Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nSource: zlib\nVersion: 1:1.2.13.dfsg-1\n\n";
+/// Bound on reaching the coordinator's gRPC port (it may be restarting).
+const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 
 /// The three base layers every image of the fleet shares.
 fn base_layers() -> Vec<Layer> {
     vec![
-        Layer::builder()
-            .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
-            .file("var/lib/dpkg/status", STATUS)
-            .build(Compression::Gzip)
-            .unwrap(),
+        debian_layer("12", STATUS),
         Layer::builder()
             .file("usr/share/doc/base2", "second base layer")
             .build(Compression::Gzip)
@@ -70,10 +47,7 @@ fn base_layers() -> Vec<Layer> {
 /// An image on the shared base with `top` unique layers; image `i` adds a
 /// package of its own so every report differs.
 fn fleet_image(base: &[Layer], i: usize, top: usize) -> (Image, Vec<Layer>) {
-    let mut builder = Image::builder();
-    for l in base {
-        builder = builder.layer(l.clone());
-    }
+    let mut builder = image_on(base);
     let mut tops = Vec::new();
     for t in 0..top {
         let status = format!(
@@ -108,7 +82,7 @@ fn incompressible(len: usize) -> Vec<u8> {
 async fn push_slow_image(registry: &Registry, name: &str, len: usize) -> Layer {
     let big = Layer::builder()
         .file("var/lib/dpkg/status", STATUS)
-        .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
+        .file("etc/os-release", fixtures::debian_os_release("12"))
         .file("srv/blob.bin", incompressible(len))
         .build(Compression::Gzip)
         .unwrap();
@@ -132,17 +106,7 @@ async fn wait_fetch_started(proxy: &RegistryProxy, digest: &str) {
 }
 
 async fn client(cluster: &Cluster) -> ScanServiceClient<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match ScanServiceClient::connect(cluster.grpc_url()).await {
-            Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("cannot reach the coordinator: {e}\n{}", cluster.coordinator_log()),
-        }
-    }
+    ScanServiceClient::new(fixtures::coordinator_channel(cluster, CONNECT_LIMIT).await)
 }
 
 /// Submits without waiting; retries while the coordinator is away (restarts).
@@ -172,36 +136,7 @@ async fn submit(cluster: &Cluster, reference: &str) -> String {
 
 /// Waits for the scan's `Done` event (re-watching across coordinator restarts).
 async fn wait_done(cluster: &Cluster, scan_id: &str) -> v1::Done {
-    let deadline = Instant::now() + SCAN_LIMIT;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "scan {scan_id} not done in {SCAN_LIMIT:?}\n--- coordinator ---\n{}",
-            cluster.coordinator_log()
-        );
-        let mut c = client(cluster).await;
-        let Ok(resp) = c
-            .watch_scan(v1::WatchScanRequest {
-                scan_id: scan_id.to_owned(),
-            })
-            .await
-        else {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            continue;
-        };
-        let mut stream = resp.into_inner();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
-                Ok(Some(Ok(v1::ScanEvent {
-                    event: Some(Event::Done(done)),
-                    ..
-                }))) => return done,
-                Ok(Some(Ok(_))) => continue,
-                // A broken stream or a quiet spell: watch again (replays).
-                _ => break,
-            }
-        }
-    }
+    fixtures::wait_done(cluster, scan_id, SCAN_LIMIT, CONNECT_LIMIT).await
 }
 
 async fn report(cluster: &Cluster, scan_id: &str) -> v1::Report {
@@ -230,7 +165,7 @@ fn start_cluster(registry_host: &str, db: &Path, workers: usize, coordinator_arg
 async fn fifty_images_sharing_base_layers_fetch_each_unique_layer_once() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     let proxy = RegistryProxy::builder(&registry)
         .blob_delay(Duration::from_millis(20))
@@ -297,7 +232,7 @@ async fn fifty_images_sharing_base_layers_fetch_each_unique_layer_once() {
 async fn corrupt_and_tampered_layers_fail_their_images_only() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     let base = base_layers();
     let corrupt = Layer::garbage(
@@ -309,19 +244,15 @@ async fn corrupt_and_tampered_layers_fail_their_images_only() {
         .build(Compression::Gzip)
         .unwrap()
         .with_mismatched_digest();
-    let mut bad = Image::builder();
-    let mut bad2 = Image::builder();
-    for l in &base {
-        bad = bad.layer(l.clone());
-        bad2 = bad2.layer(l.clone());
-    }
-    bad.layer(corrupt.clone())
+    image_on(&base)
+        .layer(corrupt.clone())
         .build()
         .unwrap()
         .push(&registry, "t/corrupt", "1")
         .await
         .unwrap();
-    bad2.layer(tampered.clone())
+    image_on(&base)
+        .layer(tampered.clone())
         .build()
         .unwrap()
         .push(&registry, "t/tampered", "1")
@@ -358,7 +289,7 @@ async fn corrupt_and_tampered_layers_fail_their_images_only() {
 async fn a_worker_killed_mid_layer_has_its_job_redelivered() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     // A layer that takes a few seconds to stream.
     let big = push_slow_image(&registry, "slow/app", 400_000).await;
@@ -398,7 +329,7 @@ async fn a_worker_killed_mid_layer_has_its_job_redelivered() {
 async fn the_coordinator_and_nats_restarted_mid_run_lose_nothing() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     let proxy = RegistryProxy::builder(&registry)
         .blob_delay(Duration::from_millis(300))
@@ -449,7 +380,7 @@ async fn small_fleet(registry: &Registry, host: &str, images: usize) -> (Vec<Str
     let mut digests = Vec::new();
     for i in 0..images {
         let a = Layer::builder()
-            .file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
+            .file("etc/os-release", fixtures::debian_os_release("12"))
             .file("var/lib/dpkg/status", STATUS)
             .file(&format!("srv/{i}/a"), format!("image {i} a"))
             .build(Compression::Gzip)
@@ -479,7 +410,7 @@ async fn small_fleet(registry: &Registry, host: &str, images: usize) -> (Vec<Str
 async fn registry_429_is_waited_out_and_the_per_registry_limit_holds() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     let proxy = RegistryProxy::builder(&registry)
         .blob_delay(Duration::from_millis(150))
@@ -547,7 +478,7 @@ async fn registry_429_is_waited_out_and_the_per_registry_limit_holds() {
 async fn a_worker_given_sigterm_hands_back_its_job_and_exits_cleanly() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     let big = push_slow_image(&registry, "slow/term", 600_000).await;
     let proxy = RegistryProxy::builder(&registry)
@@ -598,7 +529,7 @@ async fn the_cluster_runs_on_s3_compatible_storage() {
     use object_store::ObjectStore as _;
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     let s3 = strata_harness::s3::S3Server::start().unwrap();
     s3.create_bucket("strata").unwrap();
@@ -659,7 +590,7 @@ async fn the_cluster_runs_on_s3_compatible_storage() {
 async fn trace_context_travels_from_submit_through_jobs_and_results() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     let (image, _) = fleet_image(&base_layers(), 3, 1);
     image.push(&registry, "trace/app", "1").await.unwrap();
@@ -726,7 +657,7 @@ async fn trace_context_travels_from_submit_through_jobs_and_results() {
 async fn a_layer_failing_every_delivery_fails_its_image_only() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let db = build_db(dir.path());
+    let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
     let (bad_image, bad_tops) = fleet_image(&base_layers()[..1], 11, 1);
     bad_image.push(&registry, "flaky/app", "1").await.unwrap();

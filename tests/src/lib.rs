@@ -11,6 +11,9 @@
 //! - [`image`]: layers, images and multi-platform indexes built in memory, pushed
 //!   to a [`Registry`], or written as an OCI layout or a `docker save` archive.
 //! - [`s3`]: [`S3Server`], moto in server mode, an S3-compatible endpoint.
+//! - [`fixtures`]: what the coordinator's integration tests share: the test
+//!   vulnerability database, Debian layers, gRPC channels retried while a
+//!   server starts, `strata serve` on free ports, a throwaway CA.
 //!
 //! # Binaries it needs, and how `.ci/run` installs them
 //! - `nats-server` ≥ 2.10 (Debian's 2.9 is refused: async-nats KV fails on it).
@@ -26,6 +29,7 @@
 //!   else `PATH`.
 
 pub mod cluster;
+pub mod fixtures;
 pub mod image;
 pub mod nats;
 pub mod proxy;

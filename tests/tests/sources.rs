@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 use strata_harness::{Compression, Image, Index, Layer, Registry};
 use strata_worker::source::{
-    ImageRef, ImageSource, LayerDesc, Platform, ResolvedImage, Source, SourceConfig, SourceError,
+    ImageRef, ImageSource, LayerDesc, Platform, ResolvedImage, Source, SourceConfig, SourceError, SourcePool,
 };
 use tokio::io::AsyncReadExt;
 
@@ -333,6 +333,94 @@ async fn bearer_token_flow() -> TestResult {
 
     // Anonymous: this token service refuses anonymous requests.
     let err = resolve(&reference, &source_config(&host, None), None).await.err();
+    assert!(matches!(err, Some(SourceError::Unauthorized(_))), "{err:?}");
+    Ok(())
+}
+
+/// The tags of `repository` on `host`, through the pool as the coordinator's
+/// `RegisterRepository` lists them (limits: 10,000 tags, 200 pages, 4 MiB).
+async fn list_tags(host: &str, repository: &str, config: &SourceConfig) -> Result<Vec<String>, SourceError> {
+    let ImageRef::Registry(reference) = ImageRef::parse(&format!("{host}/{repository}"))? else {
+        panic!("{host}/{repository}: not a registry reference");
+    };
+    let pool = SourcePool::new();
+    let source = pool.registry(reference, config)?;
+    source
+        .list_tags(10_000, 200, 4 << 20)
+        .await
+        .map_err(SourceError::from)
+}
+
+#[tokio::test]
+async fn tag_list_with_basic_auth_from_docker_config() -> TestResult {
+    let registry = Registry::builder().htpasswd("alice", "s3cret").start()?;
+    let image = mixed_image("linux/amd64")?;
+    for tag in ["v2", "v1", "latest"] {
+        image.push(&registry, "private/app", tag).await?;
+    }
+    let host = registry.host();
+    let dir = tempfile::tempdir()?;
+
+    let good = support::write_docker_config(dir.path(), "good.json", &host, "alice", "s3cret", true)?;
+    let config = source_config(&host, Some(good));
+    assert_eq!(
+        list_tags(&host, "private/app", &config).await?,
+        ["latest", "v1", "v2"]
+    );
+    // A limit below the count is refused, not truncated.
+    let reference: oci_client::Reference = format!("{host}/private/app").parse()?;
+    let err = strata_worker::source::RegistrySource::new(reference, &config)?
+        .list_tags(2, 200, 4 << 20)
+        .await
+        .err()
+        .ok_or("3 tags listed under a limit of 2")?;
+    assert!(err.is_too_many_tags(), "{err}");
+    let err = list_tags(&host, "private/nothing", &config).await.err();
+    assert!(matches!(err, Some(SourceError::NotFound(_))), "{err:?}");
+
+    let wrong = support::write_docker_config(dir.path(), "wrong.json", &host, "alice", "nope", true)?;
+    let err = list_tags(&host, "private/app", &source_config(&host, Some(wrong)))
+        .await
+        .err();
+    assert!(matches!(err, Some(SourceError::Unauthorized(_))), "{err:?}");
+    let err = list_tags(&host, "private/app", &source_config(&host, None))
+        .await
+        .err();
+    assert!(matches!(err, Some(SourceError::Unauthorized(_))), "{err:?}");
+
+    // Anonymous against an open registry.
+    let open_registry = Registry::start()?;
+    image.push(&open_registry, "public/app", "v1").await?;
+    let open_host = open_registry.host();
+    assert_eq!(
+        list_tags(&open_host, "public/app", &source_config(&open_host, None)).await?,
+        ["v1"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn tag_list_with_bearer_token_flow() -> TestResult {
+    let tokens = support::TokenServer::start("bob", "t0ken-pass").await?;
+    let registry = support::TokenRegistry::start(&tokens.registry_auth_yaml()).await?;
+    let image = mixed_image("linux/amd64")?;
+    for tag in ["v1", "v1.1"] {
+        registry
+            .push(&image, "team/app", tag, ("bob", "t0ken-pass"))
+            .await?;
+    }
+    let host = registry.addr.clone();
+    let dir = tempfile::tempdir()?;
+    let good = support::write_docker_config(dir.path(), "good.json", &host, "bob", "t0ken-pass", true)?;
+    let issued = tokens.issued();
+    assert_eq!(
+        list_tags(&host, "team/app", &source_config(&host, Some(good))).await?,
+        ["v1", "v1.1"]
+    );
+    assert!(tokens.issued() > issued, "no token was issued for the tag list");
+    let err = list_tags(&host, "team/app", &source_config(&host, None))
+        .await
+        .err();
     assert!(matches!(err, Some(SourceError::Unauthorized(_))), "{err:?}");
     Ok(())
 }

@@ -25,14 +25,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt as _;
 use object_store::{ObjectStoreExt as _, path::Path as StorePath};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use strata_proto::{Ecosystem, Finding, OsRelease, Package, Report, Severity, SeverityCounts, v1};
-use strata_worker::source::ImageRef;
+use strata_worker::source::{ImageRef, SourceError};
 
 use super::records::{ImageRecord, ScanRecord, ScanStatus, image_key};
 use super::{
@@ -60,7 +60,7 @@ const MAX_RANGE_CONSTRAINTS: usize = 16;
 /// Tags registered, or reports read, at once.
 const CONCURRENCY: usize = 8;
 /// One page of a tag list (JSON) read at most.
-const MAX_TAG_PAGE_BYTES: usize = 4 << 20;
+const MAX_TAG_PAGE_BYTES: u64 = 4 << 20;
 /// Pages of a tag list followed at most (registries page by 100 to 1,000).
 const MAX_TAG_PAGES: usize = 200;
 /// References longer than this are paged by a prefix and their key (see [`PageToken`]).
@@ -1263,8 +1263,11 @@ impl Coordinator {
     }
 
     /// The tags of a repository, from the registry's `/v2/<name>/tags/list`
-    /// (following `Link` pages; anonymous or a bearer token from the
-    /// registry's challenge), bounded in tags, bytes and time.
+    /// through the coordinator's source pool, so with the same
+    /// authentication as image pulls (anonymous, basic credentials from the
+    /// Docker config, or a bearer token from the registry's challenge);
+    /// following `Link` pages on the same registry, bounded in tags, pages,
+    /// bytes and time.
     async fn list_tags(
         &self,
         repository: &str,
@@ -1275,25 +1278,36 @@ impl Coordinator {
                 "{repository}: not a registry repository"
             )));
         };
-        let host = r.resolve_registry().to_owned();
-        let insecure = insecure_registry
-            || self
-                .inner
-                .config
-                .source
+        let mut source_config = self.inner.config.source.clone();
+        if insecure_registry {
+            source_config
                 .insecure_registries
-                .iter()
-                .any(|h| *h == host || h == r.registry());
-        let scheme = if insecure { "http" } else { "https" };
-        let name = r.repository().to_owned();
+                .push(r.resolve_registry().to_owned());
+        }
+        let source = self.inner.sources.registry(r, &source_config)?;
         let timeout = self.inner.config.resolve_timeout;
-        tokio::time::timeout(timeout, fetch_tags(scheme, &host, &name))
-            .await
-            .map_err(|_| {
-                CoordinatorError::Unavailable(format!(
-                    "{repository}: listing tags took longer than {timeout:?}"
-                ))
-            })?
+        tokio::time::timeout(
+            timeout,
+            source.list_tags(MAX_TAGS, MAX_TAG_PAGES, MAX_TAG_PAGE_BYTES),
+        )
+        .await
+        .map_err(|_| {
+            CoordinatorError::Unavailable(format!("{repository}: listing tags took longer than {timeout:?}"))
+        })?
+        // Unreachable or misbehaving registry: Unavailable, with what it
+        // said; unknown repository: NotFound; refused credentials:
+        // Unauthorized; past MAX_TAGS: Full.
+        .map_err(|e| {
+            if e.is_too_many_tags() {
+                return CoordinatorError::Full(format!("{e}: register a narrower set with RegisterImages"));
+            }
+            match SourceError::from(e) {
+                e @ SourceError::NotFound(_) => CoordinatorError::NotFound(e.to_string()),
+                e @ SourceError::Unauthorized(_) => CoordinatorError::Unauthorized(e.to_string()),
+                e @ SourceError::BadReference { .. } => CoordinatorError::InvalidArgument(e.to_string()),
+                e => CoordinatorError::Unavailable(e.to_string()),
+            }
+        })
     }
 
     // ---- queries ------------------------------------------------------------------------
@@ -1528,209 +1542,6 @@ fn affected_packages(report: &Matched, query: &AffectedQuery) -> Vec<v1::Affecte
         .collect()
 }
 
-// ---- tag listing ---------------------------------------------------------------------
-
-#[derive(Deserialize)]
-struct TagList {
-    #[serde(default)]
-    tags: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-struct TokenAnswer {
-    #[serde(default)]
-    token: Option<String>,
-    #[serde(default)]
-    access_token: Option<String>,
-}
-
-fn registry_error(host: &str, what: impl std::fmt::Display) -> CoordinatorError {
-    CoordinatorError::Unavailable(format!("registry {host}: {what}"))
-}
-
-/// Reads at most `limit` bytes of a response body.
-async fn bounded_body(
-    mut response: reqwest::Response,
-    limit: usize,
-    host: &str,
-) -> Result<Vec<u8>, CoordinatorError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| registry_error(host, format!("reading the answer: {e}")))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(registry_error(host, format!("answer larger than {limit} bytes")));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// One line of a registry's error answer, for the client to see.
-fn answer_text(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    truncate(&one, 300).to_owned()
-}
-
-/// `key="value"` pairs of a `WWW-Authenticate: Bearer …` challenge.
-fn challenge_params(header: &str) -> Option<HashMap<String, String>> {
-    let rest = header
-        .trim()
-        .strip_prefix("Bearer ")
-        .or_else(|| header.trim().strip_prefix("bearer "))?;
-    let mut out = HashMap::new();
-    for part in rest.split(',') {
-        let (k, v) = part.trim().split_once('=')?;
-        out.insert(
-            k.trim().to_ascii_lowercase(),
-            v.trim().trim_matches('"').to_owned(),
-        );
-    }
-    Some(out)
-}
-
-async fn fetch_tags(scheme: &str, host: &str, name: &str) -> Result<Vec<String>, CoordinatorError> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .build()
-        .map_err(|e| CoordinatorError::Internal(format!("HTTP client: {e}")))?;
-    let base = format!("{scheme}://{host}");
-    let mut url = format!("{base}/v2/{name}/tags/list?n=1000");
-    let mut authorization: Option<String> = None;
-    let mut tags = Vec::new();
-    for _ in 0..MAX_TAG_PAGES {
-        let mut answer = None;
-        for _attempt in 0..2 {
-            let mut request = http.get(&url);
-            if let Some(a) = &authorization {
-                request = request.header(reqwest::header::AUTHORIZATION, a);
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| registry_error(host, format!("GET {url}: {e}")))?;
-            let status = response.status();
-            if status == reqwest::StatusCode::UNAUTHORIZED && authorization.is_none() {
-                let challenge = response
-                    .headers()
-                    .get(reqwest::header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(challenge_params);
-                let Some(params) = challenge else {
-                    return Err(CoordinatorError::Unauthorized(format!(
-                        "registry {host}: listing tags of {name} needs credentials"
-                    )));
-                };
-                authorization = Some(bearer_token(&http, host, name, &params).await?);
-                continue;
-            }
-            answer = Some(response);
-            break;
-        }
-        let Some(response) = answer else {
-            return Err(CoordinatorError::Unauthorized(format!(
-                "registry {host}: refused the token for {name}"
-            )));
-        };
-        let status = response.status();
-        let next = response
-            .headers()
-            .get(reqwest::header::LINK)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|link| {
-                let (target, rel) = link.split_once(';')?;
-                rel.contains("next").then(|| {
-                    target
-                        .trim()
-                        .trim_start_matches('<')
-                        .trim_end_matches('>')
-                        .to_owned()
-                })
-            });
-        if !status.is_success() {
-            let body = bounded_body(response, 64 << 10, host).await.unwrap_or_default();
-            let said = answer_text(&body);
-            return Err(match status.as_u16() {
-                401 | 403 => {
-                    CoordinatorError::Unauthorized(format!("registry {host}: {name}: {status}: {said}"))
-                }
-                404 => CoordinatorError::NotFound(format!("registry {host}: repository {name}: {said}")),
-                _ => registry_error(host, format!("listing tags of {name}: {status}: {said}")),
-            });
-        }
-        let body = bounded_body(response, MAX_TAG_PAGE_BYTES, host).await?;
-        let list: TagList = serde_json::from_slice(&body)
-            .map_err(|e| registry_error(host, format!("tag list of {name} is not JSON: {e}")))?;
-        tags.extend(list.tags.unwrap_or_default());
-        if tags.len() > MAX_TAGS {
-            return Err(CoordinatorError::Full(format!(
-                "{host}/{name} has more than {MAX_TAGS} tags: register a narrower set with RegisterImages"
-            )));
-        }
-        match next {
-            Some(n) if n.starts_with('/') => url = format!("{base}{n}"),
-            Some(n) if n.starts_with(&base) => url = n,
-            Some(n) => {
-                return Err(registry_error(
-                    host,
-                    format!("tag list page link {:?} leaves the registry", truncate(&n, 200)),
-                ));
-            }
-            None => {
-                tags.sort();
-                tags.dedup();
-                return Ok(tags);
-            }
-        }
-    }
-    Err(registry_error(
-        host,
-        format!("tag list of {name} has more than {MAX_TAG_PAGES} pages"),
-    ))
-}
-
-/// An anonymous pull token from the registry's token service.
-async fn bearer_token(
-    http: &reqwest::Client,
-    host: &str,
-    name: &str,
-    params: &HashMap<String, String>,
-) -> Result<String, CoordinatorError> {
-    let realm = params
-        .get("realm")
-        .ok_or_else(|| registry_error(host, "bearer challenge without a realm"))?;
-    let mut request = http
-        .get(realm)
-        .query(&[("scope", format!("repository:{name}:pull"))]);
-    if let Some(service) = params.get("service") {
-        request = request.query(&[("service", service)]);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| registry_error(host, format!("token service {realm}: {e}")))?;
-    let status = response.status();
-    let body = bounded_body(response, 1 << 20, host).await?;
-    if !status.is_success() {
-        return Err(CoordinatorError::Unauthorized(format!(
-            "registry {host}: token service refused {name}: {status}: {}",
-            answer_text(&body)
-        )));
-    }
-    let answer: TokenAnswer =
-        serde_json::from_slice(&body).map_err(|e| registry_error(host, format!("token answer: {e}")))?;
-    answer
-        .token
-        .or(answer.access_token)
-        .map(|t| format!("Bearer {t}"))
-        .ok_or_else(|| registry_error(host, "token answer without a token"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1766,6 +1577,98 @@ mod tests {
         assert!(PackageQuery::new("Debian", "zlib", ">=x!").is_err());
         assert!(PackageQuery::new("Nope", "zlib", "").is_err());
         assert!(PackageQuery::new("Debian", "zlib", ">=1:1.2, <2").is_ok());
+    }
+
+    /// A registry on a local port answering tag lists by repository with
+    /// canned HTTP/1.1 answers (one request per connection).
+    async fn canned_registry() -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&request);
+                    let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let path = path.split('?').next().unwrap_or("");
+                    let (status, body) = match path {
+                        "/v2/" => ("200 OK", "{}".to_owned()),
+                        "/v2/ok/app/tags/list" => ("200 OK", r#"{"name":"ok/app","tags":["b","a"]}"#.to_owned()),
+                        "/v2/empty/app/tags/list" => ("200 OK", r#"{"name":"empty/app","tags":null}"#.to_owned()),
+                        "/v2/locked/app/tags/list" => ("403 Forbidden", "go away".to_owned()),
+                        "/v2/flaky/app/tags/list" => ("500 Internal Server Error", "disk on fire".to_owned()),
+                        "/v2/huge/app/tags/list" => {
+                            let tags: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
+                            ("200 OK", serde_json::json!({"name": "huge/app", "tags": tags}).to_string())
+                        }
+                        _ => (
+                            "404 Not Found",
+                            r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#
+                                .to_owned(),
+                        ),
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        host
+    }
+
+    #[tokio::test]
+    async fn tag_listing_maps_the_registry_answers() {
+        use crate::cluster::{Buckets, CoordinatorConfig, VulnData};
+        use crate::vulndb::Db;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let buckets = Buckets::local(&dir.path().join("state.redb")).unwrap();
+        let mut config = CoordinatorConfig::new("memory:///");
+        config.source.docker_config = Some(dir.path().join("no-docker-config.json"));
+        config.resolve_timeout = std::time::Duration::from_secs(20);
+        let c = Coordinator::new(
+            config,
+            strata_worker::queue::Queue::memory(Default::default()),
+            buckets,
+            store,
+            VulnData::new(&Db::from_advisories(vec![], vec![])),
+            strata_worker::telemetry::Metrics::new("test", None).unwrap(),
+        );
+        let host = canned_registry().await;
+        let list = |repo: &str| {
+            let repository = format!("{host}/{repo}");
+            let c = &c;
+            async move { c.list_tags(&repository, true).await }
+        };
+        assert_eq!(list("ok/app").await.unwrap(), ["a", "b"]);
+        assert!(list("empty/app").await.unwrap().is_empty());
+        let err = list("gone/app").await.unwrap_err();
+        assert!(
+            matches!(&err, CoordinatorError::NotFound(m) if m.contains("not known")),
+            "{err:?}"
+        );
+        let err = list("locked/app").await.unwrap_err();
+        assert!(matches!(err, CoordinatorError::Unauthorized(_)), "{err:?}");
+        let err = list("flaky/app").await.unwrap_err();
+        assert!(
+            matches!(&err, CoordinatorError::Unavailable(m) if m.contains("disk on fire")),
+            "{err:?}"
+        );
+        let err = list("huge/app").await.unwrap_err();
+        assert!(matches!(err, CoordinatorError::Full(_)), "{err:?}");
+        let err = c.list_tags("127.0.0.1:1/nothing/here", true).await.unwrap_err();
+        assert!(matches!(err, CoordinatorError::Unavailable(_)), "{err:?}");
     }
 
     /// A coordinator over a local state file and an in-memory store, with

@@ -44,7 +44,7 @@ pub use manifest::{MAX_CONFIG_BYTES, MAX_INDEX_ENTRIES, MAX_LAYERS, MAX_MANIFEST
 pub use platform::Platform;
 pub use pool::SourcePool;
 pub use reference::ImageRef;
-pub use registry::RegistrySource;
+pub use registry::{RegistrySource, TagListError};
 
 /// Everything that can go wrong reaching an image. The CLI maps every variant
 /// to exit code 2 with the one-line `Display` message.

@@ -14,6 +14,10 @@
 //! `Docker-Content-Digest`. Blobs are fetched by hand too, to honour `429`
 //! with `Retry-After`; the layer reader checks their digest while
 //! streaming, and we bound them to the descriptor's size.
+//!
+//! Tag lists ([`RegistrySource::list_tags`], for watched repositories) are
+//! fetched by hand the same way: same authorization, `Link` pages on the
+//! same registry only, bounded in pages, bytes per page and tags.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -416,6 +420,230 @@ impl RegistrySource {
         manifest::verify_blob(&desc, &raw, &what)?;
         manifest::parse_config(desc, raw.into(), &what)
     }
+
+    /// The tags of this reference's repository, from the registry's
+    /// `/v2/<name>/tags/list`, with the same authentication as pulls
+    /// (anonymous, basic from the Docker config, or a bearer token from the
+    /// registry's challenge). Follows `Link: <…>; rel="next"` pages on the
+    /// same registry only (same scheme, host and port), at most `max_pages`
+    /// of them, each at most `max_page_bytes`; stops with
+    /// [`TagListError::TooManyTags`] past `max_tags`. Sorted, without duplicates.
+    pub async fn list_tags(
+        &self,
+        max_tags: usize,
+        max_pages: usize,
+        max_page_bytes: u64,
+    ) -> Result<Vec<String>, TagListError> {
+        let registry = self.reference.registry();
+        let what = format!("{registry}/{}: tag list", self.reference.repository());
+        let registry_error = |message: String| SourceError::Registry {
+            registry: registry.to_owned(),
+            message: format!("{what}: {message}"),
+        };
+        let base = format!("{}://{}", self.scheme, self.reference.resolve_registry());
+        let first = format!(
+            "{base}/v2/{}/tags/list?n={TAG_PAGE_SIZE}",
+            self.reference.repository()
+        );
+        let mut url = url::Url::parse(&first).map_err(|e| registry_error(format!("URL {first:?}: {e}")))?;
+        let origin = url.origin();
+        let mut tags = Vec::new();
+        for _ in 0..max_pages {
+            let (body, link) = self.tag_page(&url, max_page_bytes, &what).await?;
+            let page: TagPage = serde_json::from_slice(&body)
+                .map_err(|e| registry_error(format!("answer is not a tag list: {e}")))?;
+            tags.extend(page.tags.unwrap_or_default());
+            if tags.len() > max_tags {
+                return Err(TagListError::TooManyTags {
+                    repository: format!("{registry}/{}", self.reference.repository()),
+                    limit: max_tags,
+                });
+            }
+            let Some(next) = link.as_deref().and_then(next_link) else {
+                tags.sort();
+                tags.dedup();
+                return Ok(tags);
+            };
+            url = match url.join(next) {
+                Ok(u) if u.origin() == origin => u,
+                _ => {
+                    return Err(registry_error(format!(
+                        "page link {:?} leaves the registry",
+                        one_line(next)
+                    ))
+                    .into());
+                }
+            };
+        }
+        Err(registry_error(format!("more than {max_pages} pages")).into())
+    }
+
+    /// One page of a tag list: its body (at most `limit` bytes) and its
+    /// `Link` header. On 401, authenticates afresh once.
+    async fn tag_page(
+        &self,
+        url: &url::Url,
+        limit: u64,
+        what: &str,
+    ) -> Result<(Vec<u8>, Option<String>), SourceError> {
+        let registry = self.reference.registry();
+        let net = |e: reqwest::Error| SourceError::Registry {
+            registry: registry.to_owned(),
+            message: format!("{what}: {}", one_line(&error_chain(&e))),
+        };
+        let mut retried = false;
+        let mut response = loop {
+            let authorization = self.authorization().await?;
+            let mut request = self
+                .http
+                .get(url.as_str())
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(value) = &authorization {
+                request = request.header(reqwest::header::AUTHORIZATION, value);
+            }
+            let r = request.send().await.map_err(net)?;
+            if r.status() == reqwest::StatusCode::UNAUTHORIZED && !retried {
+                self.forget_authorization();
+                retried = true;
+                continue;
+            }
+            break r;
+        };
+        let status = response.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            return Err(SourceError::RateLimited {
+                registry: registry.to_owned(),
+                retry_after,
+            });
+        }
+        let link = response
+            .headers()
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let limit = if status.is_success() {
+            limit
+        } else {
+            MAX_ERROR_BODY
+        };
+        if status.is_success() && response.content_length().is_some_and(|n| n > limit) {
+            return Err(SourceError::Registry {
+                registry: registry.to_owned(),
+                message: format!("{what}: page larger than {limit} bytes"),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(net)? {
+            let room = usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(body.len());
+            if chunk.len() > room {
+                if status.is_success() {
+                    return Err(SourceError::Registry {
+                        registry: registry.to_owned(),
+                        message: format!("{what}: page larger than {limit} bytes"),
+                    });
+                }
+                body.extend_from_slice(&chunk[..room]);
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            // Whatever the envelope's codes, these statuses mean what they say.
+            return Err(
+                match (
+                    status.as_u16(),
+                    status_error(status.as_u16(), &body, what, registry),
+                ) {
+                    (404, e @ SourceError::NotFound(_)) | (401 | 403, e @ SourceError::Unauthorized(_)) => e,
+                    (404, e) => SourceError::NotFound(strip_registry(e)),
+                    (401 | 403, e) => SourceError::Unauthorized(strip_registry(e)),
+                    (_, e) => e,
+                },
+            );
+        }
+        Ok((body, (!link.is_empty()).then_some(link)))
+    }
+}
+
+/// Tags asked for per page of a tag list (registries may send fewer).
+const TAG_PAGE_SIZE: usize = 1000;
+
+/// Why [`RegistrySource::list_tags`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum TagListError {
+    /// The repository has more tags than the caller accepts.
+    #[error("{repository} has more than {limit} tags")]
+    TooManyTags { repository: String, limit: usize },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+impl TagListError {
+    /// Whether the listing stopped at the caller's tag limit.
+    pub fn is_too_many_tags(&self) -> bool {
+        matches!(self, TagListError::TooManyTags { .. })
+    }
+}
+
+impl From<TagListError> for SourceError {
+    fn from(e: TagListError) -> SourceError {
+        match e {
+            TagListError::TooManyTags { repository, limit } => {
+                SourceError::format(repository, format!("more than {limit} tags"))
+            }
+            TagListError::Source(e) => e,
+        }
+    }
+}
+
+/// One page of `/v2/<name>/tags/list`: `{"name": …, "tags": […] | null}`.
+#[derive(serde::Deserialize)]
+struct TagPage {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+/// The target of the `rel="next"` link in a `Link` header, as written.
+fn next_link(header: &str) -> Option<&str> {
+    let mut rest = header;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        let end = after.find('>')?;
+        let target = after[..end].trim();
+        let params = &after[end + 1..];
+        let params_end = params.find('<').unwrap_or(params.len());
+        let is_next = params[..params_end].split([';', ',']).any(|p| {
+            p.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("rel")
+                    && v.trim()
+                        .trim_matches('"')
+                        .split_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case("next"))
+            })
+        });
+        if is_next {
+            return Some(target);
+        }
+        rest = &params[params_end..];
+    }
+    None
+}
+
+/// The message of an error without its `registry …:` prefix.
+fn strip_registry(e: SourceError) -> String {
+    match e {
+        SourceError::Registry { message, .. } => message,
+        other => other.to_string(),
+    }
 }
 
 type LayerStream =
@@ -686,5 +914,209 @@ mod tests {
     fn one_line_bounds() {
         assert_eq!(one_line(" a \n b "), "a b");
         assert!(one_line(&"x".repeat(1000)).chars().count() <= 301);
+    }
+
+    #[test]
+    fn next_links() {
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#),
+            Some("/v2/a/tags/list?n=2&last=b")
+        );
+        assert_eq!(
+            next_link(r#"<http://r/v2/a/tags/list?last=x>; rel=prev, <http://r/x?last=y>;rel="next""#),
+            Some("http://r/x?last=y")
+        );
+        assert_eq!(next_link(r#"<u>; title="x"; rel="first next""#), Some("u"));
+        assert_eq!(next_link(r#"<u>; rel="prev""#), None);
+        assert_eq!(next_link("garbage"), None);
+        assert_eq!(next_link("<unterminated; rel=next"), None);
+    }
+
+    /// A registry on a local port that wants basic auth `alice:s3cret` for
+    /// everything, and serves tag lists by repository (see `answer`).
+    async fn tag_registry() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+        let host = format!("127.0.0.1:{port}");
+        let base = format!("http://{host}");
+        let app =
+            axum::Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+                let base = base.clone();
+                async move { answer(&base, &uri, &headers) }
+            });
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (host, server)
+    }
+
+    fn answer(
+        base: &str,
+        uri: &axum::http::Uri,
+        headers: &axum::http::HeaderMap,
+    ) -> axum::response::Response<axum::body::Body> {
+        use axum::http::StatusCode;
+        use base64::Engine as _;
+        let reply = |status: StatusCode, headers: &[(&str, String)], body: String| {
+            let mut r = axum::response::Response::builder().status(status);
+            for (k, v) in headers {
+                r = r.header(*k, v.as_str());
+            }
+            r.body(axum::body::Body::from(body))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+        );
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+            return reply(
+                StatusCode::UNAUTHORIZED,
+                &[("www-authenticate", r#"Basic realm="test""#.to_owned())],
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.to_owned(),
+            );
+        }
+        let path = uri.path();
+        let query = uri.query().unwrap_or("");
+        let tags = |t: &[&str]| serde_json::json!({"name": "x", "tags": t}).to_string();
+        let next = |target: String| [("link", format!(r#"<{target}>; rel="next""#))];
+        match path {
+            "/v2/" => reply(StatusCode::OK, &[], "{}".to_owned()),
+            "/v2/paged/app/tags/list" if !query.contains("last") => reply(
+                StatusCode::OK,
+                &next("/v2/paged/app/tags/list?n=2&last=b".to_owned()),
+                tags(&["b", "a"]),
+            ),
+            "/v2/paged/app/tags/list" if query.contains("last=b") => reply(
+                StatusCode::OK,
+                &next(format!("{base}/v2/paged/app/tags/list?n=2&last=z")),
+                r#"{"name":"paged/app","tags":null}"#.to_owned(),
+            ),
+            "/v2/paged/app/tags/list" => reply(StatusCode::OK, &[], tags(&["c", "a"])),
+            "/v2/busy/app/tags/list" => reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                &[("retry-after", "7".to_owned())],
+                String::new(),
+            ),
+            "/v2/denied/app/tags/list" => reply(StatusCode::FORBIDDEN, &[], "no".to_owned()),
+            "/v2/escape/app/tags/list" => reply(
+                StatusCode::OK,
+                &next("http://elsewhere.invalid/v2/escape/app/tags/list?last=a".to_owned()),
+                tags(&["a"]),
+            ),
+            "/v2/loop/app/tags/list" => reply(
+                StatusCode::OK,
+                &next("/v2/loop/app/tags/list?last=a".to_owned()),
+                tags(&[]),
+            ),
+            "/v2/many/app/tags/list" => reply(StatusCode::OK, &[], tags(&["a", "b", "c", "d", "e"])),
+            "/v2/big/app/tags/list" => reply(StatusCode::OK, &[], tags(&[&"x".repeat(4096)])),
+            "/v2/garbage/app/tags/list" => reply(StatusCode::OK, &[], "<html>".to_owned()),
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                &[],
+                r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#
+                    .to_owned(),
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn list_tags_pages_with_basic_auth_from_the_docker_config() {
+        let (host, server) = tag_registry().await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let good = dir.path().join("good.json");
+        let auth = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+        };
+        std::fs::write(
+            &good,
+            serde_json::json!({"auths": {&host: {"auth": auth}}}).to_string(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let config = |docker_config: PathBuf| SourceConfig {
+            insecure_registries: vec![host.clone()],
+            docker_config: Some(docker_config),
+        };
+        let source = |repo: &str, docker_config: PathBuf| {
+            let reference: Reference = format!("{host}/{repo}").parse().unwrap_or_else(|e| panic!("{e}"));
+            RegistrySource::new(reference, &config(docker_config)).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let list = |repo: &str| {
+            let s = source(repo, good.clone());
+            async move { s.list_tags(4, 5, 1024).await }
+        };
+
+        assert_eq!(
+            list("paged/app").await.unwrap_or_else(|e| panic!("{e}")),
+            ["a", "b", "c"]
+        );
+        let err = list("busy/app").await.err();
+        assert!(
+            matches!(
+                err,
+                Some(TagListError::Source(SourceError::RateLimited { retry_after: Some(d), .. })) if d == Duration::from_secs(7)
+            ),
+            "{err:?}"
+        );
+        let err = list("missing/app").await.err();
+        assert!(
+            matches!(err, Some(TagListError::Source(SourceError::NotFound(_)))),
+            "{err:?}"
+        );
+        let err = list("denied/app").await.err();
+        assert!(
+            matches!(err, Some(TagListError::Source(SourceError::Unauthorized(_)))),
+            "{err:?}"
+        );
+        let err = list("escape/app").await.err();
+        assert!(
+            matches!(&err, Some(TagListError::Source(SourceError::Registry { message, .. })) if message.contains("leaves the registry")),
+            "{err:?}"
+        );
+        let err = list("loop/app").await.err();
+        assert!(
+            matches!(&err, Some(TagListError::Source(SourceError::Registry { message, .. })) if message.contains("more than 5 pages")),
+            "{err:?}"
+        );
+        let err = list("many/app").await.err();
+        assert!(
+            matches!(&err, Some(TagListError::TooManyTags { limit: 4, .. })),
+            "{err:?}"
+        );
+        assert!(err.is_some_and(|e| e.is_too_many_tags()));
+        let err = list("big/app").await.err();
+        assert!(
+            matches!(&err, Some(TagListError::Source(SourceError::Registry { message, .. })) if message.contains("larger than 1024 bytes")),
+            "{err:?}"
+        );
+        let err = list("garbage/app").await.err();
+        assert!(
+            matches!(&err, Some(TagListError::Source(SourceError::Registry { message, .. })) if message.contains("not a tag list")),
+            "{err:?}"
+        );
+
+        // Without credentials, or with wrong ones: refused.
+        let none = source("paged/app", dir.path().join("absent.json"));
+        let err = none.list_tags(3, 5, 1024).await.err();
+        assert!(
+            matches!(err, Some(TagListError::Source(SourceError::Unauthorized(_)))),
+            "{err:?}"
+        );
+        let wrong = dir.path().join("wrong.json");
+        std::fs::write(
+            &wrong,
+            serde_json::json!({"auths": {&host: {"username": "alice", "password": "nope"}}}).to_string(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let err = source("paged/app", wrong).list_tags(3, 5, 1024).await.err();
+        assert!(
+            matches!(err, Some(TagListError::Source(SourceError::Unauthorized(_)))),
+            "{err:?}"
+        );
+        server.abort();
     }
 }

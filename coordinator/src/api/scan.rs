@@ -244,7 +244,7 @@ impl ScanService for ScanApi {
             }
             _ => return Err(Status::invalid_argument("give a scan_id or an image_digest")),
         };
-        let report = self.coordinator.report(&id).await.map_err(status_of)?;
-        Ok(Response::new(report.into()))
+        let report = self.coordinator.report_proto(&id).await.map_err(status_of)?;
+        Ok(Response::new(report))
     }
 }

@@ -12,7 +12,7 @@ use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, VulnD
 use strata_coordinator::vulndb::Db;
 use strata_worker::queue::{Queue, nats::NatsQueue};
 
-use super::roles::{self, QueueConfig, SecurityArgs, SecurityConfig, Shutdown};
+use super::roles::{self, DEFAULT_REFRESH_SECS, QueueConfig, SecurityArgs, SecurityConfig, Shutdown};
 
 #[derive(Args, Debug)]
 pub struct CoordinatorArgs {
@@ -52,6 +52,10 @@ pub struct CoordinatorArgs {
     /// OTLP/gRPC collector for traces and metrics (off when unset).
     #[arg(long, env = "STRATA_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// Seconds between re-resolving registered images and re-listing watched
+    /// repositories (moved tags are rescanned; 0: never) [default: 21600].
+    #[arg(long, env = "STRATA_REFRESH_INTERVAL_SECS", value_name = "SECS")]
+    pub refresh_interval_secs: Option<u64>,
     #[command(flatten)]
     pub security: SecurityArgs,
 }
@@ -67,6 +71,7 @@ pub struct CoordinatorFile {
     pub db: Option<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub otlp_endpoint: Option<String>,
+    pub refresh_interval_secs: u64,
     pub queue: QueueConfig,
     /// gRPC security: the same keys as the flags.
     pub tls_cert: Option<PathBuf>,
@@ -103,6 +108,7 @@ impl Default for CoordinatorFile {
             db: None,
             insecure_registries: Vec::new(),
             otlp_endpoint: None,
+            refresh_interval_secs: DEFAULT_REFRESH_SECS,
             queue: QueueConfig::default(),
             tls_cert: None,
             tls_key: None,
@@ -135,6 +141,9 @@ impl CoordinatorArgs {
         c.insecure_registries.extend(self.insecure_registries);
         if let Some(v) = self.otlp_endpoint {
             c.otlp_endpoint = Some(v);
+        }
+        if let Some(v) = self.refresh_interval_secs {
+            c.refresh_interval_secs = v;
         }
         if let Some(v) = self.max_deliver {
             c.queue.max_deliver = v;
@@ -199,6 +208,7 @@ pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::R
     let mut config = CoordinatorConfig::new(store_url.clone());
     config.source.insecure_registries = c.insecure_registries.clone();
     config.local_images_over_api = security_config.allow_local_images;
+    config.refresh_interval = roles::refresh_interval(c.refresh_interval_secs);
     let coordinator = Coordinator::new(
         config,
         queue,

@@ -188,6 +188,14 @@ pub async fn spawn_metrics(
     Ok(local)
 }
 
+/// Registered images are resolved again every six hours by default.
+pub const DEFAULT_REFRESH_SECS: u64 = 6 * 3600;
+
+/// `--refresh-interval-secs`: 0 turns the refresh off.
+pub fn refresh_interval(secs: u64) -> Option<std::time::Duration> {
+    (secs > 0).then(|| std::time::Duration::from_secs(secs))
+}
+
 /// How the gRPC server is secured, as flags (`coordinator` and `serve`).
 #[derive(clap::Args, Debug, Default)]
 pub struct SecurityArgs {

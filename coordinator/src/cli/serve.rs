@@ -17,7 +17,7 @@ use strata_worker::job::JobContext;
 use strata_worker::queue::Queue;
 use strata_worker::run::{self, WorkerOptions};
 
-use super::roles::{self, QueueConfig, SecurityArgs, SecurityConfig, Shutdown};
+use super::roles::{self, DEFAULT_REFRESH_SECS, QueueConfig, SecurityArgs, SecurityConfig, Shutdown};
 
 /// Bound on a watch file and the images in it.
 const MAX_WATCH_BYTES: u64 = 4 << 20;
@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// A registry (`host[:port]`) to speak plain HTTP to. Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// Seconds between re-resolving registered images and re-listing watched
+    /// repositories (moved tags are rescanned; 0: never) [default: 21600].
+    #[arg(long, env = "STRATA_REFRESH_INTERVAL_SECS", value_name = "SECS")]
+    pub refresh_interval_secs: Option<u64>,
     #[command(flatten)]
     pub security: SecurityArgs,
 }
@@ -70,6 +74,7 @@ pub struct ServeFile {
     pub db: Option<PathBuf>,
     pub watch: Option<PathBuf>,
     pub insecure_registries: Vec<String>,
+    pub refresh_interval_secs: u64,
     pub queue: QueueConfig,
     /// gRPC security: the same keys as the flags.
     pub tls_cert: Option<PathBuf>,
@@ -106,6 +111,7 @@ impl Default for ServeFile {
             db: None,
             watch: None,
             insecure_registries: Vec::new(),
+            refresh_interval_secs: DEFAULT_REFRESH_SECS,
             queue: QueueConfig::default(),
             tls_cert: None,
             tls_key: None,
@@ -138,6 +144,9 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
         c.watch = args.watch;
     }
     c.insecure_registries.extend(args.insecure_registries);
+    if let Some(v) = args.refresh_interval_secs {
+        c.refresh_interval_secs = v;
+    }
     let security = c.security(args.security);
     anyhow::ensure!((1..=256).contains(&c.workers), "workers must be 1 to 256");
     let listen = roles::parse_addr("--listen", &c.listen)?;
@@ -169,6 +178,7 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
     let mut config = CoordinatorConfig::new(store_url.clone());
     config.source.insecure_registries = c.insecure_registries.clone();
     config.local_images_over_api = security_config.allow_local_images;
+    config.refresh_interval = roles::refresh_interval(c.refresh_interval_secs);
     let coordinator = Coordinator::new(
         config,
         queue.clone(),

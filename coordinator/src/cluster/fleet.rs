@@ -1233,6 +1233,72 @@ impl Coordinator {
         Ok(registered)
     }
 
+    /// Keeps the watched fleet current, every `interval` (from
+    /// [`CoordinatorConfig::refresh_interval`](super::CoordinatorConfig)):
+    /// watched repositories are listed again (new tags registered) and every
+    /// registered image is resolved again as a background scan. A tag that
+    /// moved gets a new scan, in which only the new layers are analysed; an
+    /// unchanged one costs a manifest request and returns its existing scan.
+    pub(super) async fn refresh_loop(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(interval) = self.inner.config.refresh_interval else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match self.fleet_refresh().await {
+                Ok((repositories, images)) => {
+                    tracing::info!(repositories, images, "watched fleet refreshed")
+                }
+                Err(err) => tracing::warn!(error = %err, "refreshing the watched fleet failed; trying again next round"),
+            }
+        }
+    }
+
+    /// One refresh round (see [`Self::refresh_loop`]): returns the
+    /// repositories listed and the registered images resolved again.
+    pub async fn fleet_refresh(&self) -> Result<(usize, usize), CoordinatorError> {
+        self.fleet_ready().await?;
+        let repositories: Vec<RepositoryRecord> = self.inner.fleet.read().repositories.values().cloned().collect();
+        for r in &repositories {
+            if let Err(err) = self
+                .fleet_register_repository(&r.repository, &r.tag_pattern, &r.platform, r.insecure_registry)
+                .await
+            {
+                tracing::warn!(repository = %r.repository, error = %err, "listing a watched repository failed");
+            }
+        }
+        // Registered images, grouped by the options they were registered with.
+        let groups = {
+            let state = self.inner.fleet.read();
+            let mut groups: BTreeMap<(String, bool), Vec<String>> = BTreeMap::new();
+            for entry in state.images.values() {
+                // Tags of watched repositories were just registered again above.
+                if entry.record.registered && !state.repositories.contains_key(&entry.repository) {
+                    groups
+                        .entry((entry.record.platform.clone(), entry.record.insecure_registry))
+                        .or_default()
+                        .push(entry.record.reference.clone());
+                }
+            }
+            groups
+        };
+        let mut images = 0;
+        for ((platform, insecure), references) in groups {
+            for chunk in references.chunks(MAX_REFERENCES) {
+                for (reference, result) in self.fleet_register(chunk.to_vec(), &platform, insecure).await? {
+                    images += 1;
+                    if let Err(err) = result {
+                        tracing::warn!(reference = %reference, error = %err, "rescanning a registered image failed");
+                    }
+                }
+            }
+        }
+        Ok((repositories.len(), images))
+    }
+
     /// Stops watching a repository: its record and every image of it are
     /// removed. Returns how many images were removed.
     pub async fn fleet_unregister_repository(&self, repository: &str) -> Result<u32, CoordinatorError> {

@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path as StorePath};
 use strata_proto::v1::{self, layer_result::Outcome, scan_event::Event};
 use strata_proto::{LayerInventory, Report, SeverityCounts};
@@ -56,8 +57,15 @@ use records::*;
 
 /// Longest pause for one `429` while resolving (the resolve timeout bounds the total).
 const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(30);
+/// Layer results applied, and scans refreshed, at once by the results loop.
+const RESULT_CONCURRENCY: usize = 16;
+/// Reports kept in memory for GetReport (a simple bound: the cache starts
+/// afresh when full; a report is tens of KiB for a few hundred packages).
+const REPORT_CACHE_ENTRIES: usize = 256;
 /// Longest image reference accepted.
 pub const MAX_REFERENCE_LEN: usize = 4096;
+/// Entries of `Inner::known_digests` kept before it starts afresh.
+const MAX_KNOWN_DIGESTS: usize = 100_000;
 /// Attempts of one compare-and-set loop before giving up (contention is
 /// between a few tasks of this process: a handful suffices).
 const CAS_ATTEMPTS: usize = 16;
@@ -80,6 +88,9 @@ pub struct CoordinatorConfig {
     /// which the coordinator reads from its own filesystem. Off by default:
     /// a remote caller must not make the server read its files.
     pub local_images_over_api: bool,
+    /// How often registered images and watched repositories are resolved
+    /// again (`None`: never; they are scanned when registered).
+    pub refresh_interval: Option<Duration>,
 }
 
 impl CoordinatorConfig {
@@ -91,6 +102,7 @@ impl CoordinatorConfig {
             resolve_timeout: Duration::from_secs(60),
             finalize_concurrency: 4,
             local_images_over_api: false,
+            refresh_interval: None,
         }
     }
 }
@@ -235,6 +247,14 @@ struct Inner {
     fleet: fleet::FleetIndex,
     /// Registry clients reused across submits (connections, authorization).
     sources: strata_worker::source::SourcePool,
+    /// (digest a reference named: index or image manifest, platform key) →
+    /// image manifest digest, as full resolves found it: lets `submit` of an
+    /// already scanned tag cost one `HEAD`. An optimisation only (empty
+    /// after a restart; cleared past [`MAX_KNOWN_DIGESTS`]).
+    known_digests: Mutex<HashMap<(String, String), String>>,
+    /// Recent reports in wire form, by scan id, with the vulnerability data
+    /// version they were matched against (see [`Coordinator::report_proto`]).
+    report_cache: Mutex<HashMap<String, (String, Arc<v1::Report>)>>,
 }
 
 fn now_ms() -> i64 {
@@ -283,6 +303,8 @@ impl Coordinator {
                 finalizing: tokio::sync::Semaphore::new(finalize),
                 fleet: fleet::FleetIndex::default(),
                 sources: strata_worker::source::SourcePool::new(),
+                known_digests: Mutex::new(HashMap::new()),
+                report_cache: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -346,6 +368,7 @@ impl Coordinator {
         tasks.spawn(self.clone().heartbeat_loop(stop_rx.clone()));
         tasks.spawn(self.clone().lag_loop(stop_rx.clone()));
         tasks.spawn(self.clone().retry_loop(stop_rx.clone()));
+        tasks.spawn(self.clone().refresh_loop(stop_rx.clone()));
         shutdown.await;
         let _ = stop_tx.send(true);
         // Each loop finishes what it holds (a result batch is acked only
@@ -398,6 +421,20 @@ impl Coordinator {
         {
             source_config.insecure_registries.push(host.clone());
         }
+        let platform_key = platform.as_ref().map(ToString::to_string).unwrap_or_default();
+        // One bound for the fast path and the full resolve together.
+        let deadline = tokio::time::Instant::now() + self.inner.config.resolve_timeout;
+        if let ImageRef::Registry(r) = &image_ref
+            && let Ok(source) = self.inner.sources.registry(r.clone(), &source_config)
+            && false
+            && let Ok(Some(found)) = tokio::time::timeout_at(
+                deadline,
+                self.submit_known(&req, &source, &r.to_string(), &platform_key),
+            )
+            .await
+        {
+            return Ok(found);
+        }
         let resolve = async {
             let source = match self.inner.sources.open(image_ref.clone(), &source_config).await? {
                 Source::RootDir(_) => {
@@ -428,7 +465,7 @@ impl Coordinator {
             };
             Ok::<_, CoordinatorError>((source, resolved))
         };
-        let (source, resolved) = tokio::time::timeout(self.inner.config.resolve_timeout, resolve)
+        let (source, resolved) = tokio::time::timeout_at(deadline, resolve)
             .await
             .map_err(|_| {
                 CoordinatorError::Unavailable(format!(
@@ -438,7 +475,16 @@ impl Coordinator {
             })??;
         let asv = self.inner.config.analyzer_set.clone();
         let image_digest = resolved.manifest_digest.to_string();
-        let platform_key = platform.as_ref().map(ToString::to_string).unwrap_or_default();
+        if matches!(image_ref, ImageRef::Registry(_)) {
+            // What the reference named (index or manifest) → the image chosen,
+            // for the fast path of the next submit.
+            let top = resolved.index_digest.as_ref().unwrap_or(&resolved.manifest_digest);
+            let mut known = lock(&self.inner.known_digests);
+            if known.len() >= MAX_KNOWN_DIGESTS {
+                known.clear();
+            }
+            known.insert((top.to_string(), platform_key.clone()), image_digest.clone());
+        }
         let id = scan_id(&image_digest, &platform_key, &asv);
 
         if let Some((existing, _)) = self.load_scan(&id).await? {
@@ -546,13 +592,67 @@ impl Coordinator {
         Ok((scan, false))
     }
 
-    /// Records the reference → digest mapping (best effort: the scan itself is stored).
+    /// The fast path of `submit` for a registry reference already scanned:
+    /// one `HEAD` for the digest the reference names now, mapped through
+    /// `known_digests` (what a full resolve of that digest chose) to the scan
+    /// id, and the scan if it exists. `None` on any miss or error: the caller
+    /// resolves in full. A `429` is waited out (the caller's deadline bounds it).
+    async fn submit_known(
+        &self,
+        req: &SubmitRequest,
+        source: &strata_worker::source::RegistrySource,
+        reference: &str,
+        platform_key: &str,
+    ) -> Option<(ScanRecord, bool)> {
+        let mut backoff = Duration::from_millis(500);
+        let top = loop {
+            match source.head_digest().await {
+                Ok(Some(d)) => break d,
+                Ok(None) => return None,
+                Err(SourceError::RateLimited {
+                    registry,
+                    retry_after,
+                }) => {
+                    let pause = retry_after.unwrap_or(backoff).min(MAX_RATE_LIMIT_PAUSE);
+                    tracing::info!(registry = %registry, pause_ms = pause.as_millis() as u64, "registry rate limited a manifest HEAD: waiting");
+                    tokio::time::sleep(pause).await;
+                    backoff = (backoff * 2).min(MAX_RATE_LIMIT_PAUSE);
+                }
+                Err(err) => {
+                    tracing::debug!(image = %reference, error = %err, "manifest HEAD failed: resolving in full");
+                    return None;
+                }
+            }
+        };
+        let image_digest = lock(&self.inner.known_digests)
+            .get(&(top.to_string(), platform_key.to_owned()))
+            .cloned()?;
+        let id = scan_id(&image_digest, platform_key, &self.inner.config.analyzer_set);
+        let (existing, _) = self.load_scan(&id).await.ok().flatten()?;
+        self.note_image(req, reference, &image_digest, &id).await;
+        Some((existing, true))
+    }
+
+    /// Records the reference → digest mapping (best effort: the scan itself
+    /// is stored). Nothing is written when the record already says the same
+    /// (a resubmit of a scanned image), so repeated submits cost one read.
     async fn note_image(&self, req: &SubmitRequest, reference: &str, digest: &str, scan_id: &str) {
         let key = image_key(reference);
-        let registered = match self.inner.buckets.images.get(&key).await {
-            Ok(Some(e)) => serde_json::from_slice::<ImageRecord>(&e.value).is_ok_and(|r| r.registered),
-            _ => false,
+        let existing = match self.inner.buckets.images.get(&key).await {
+            Ok(Some(e)) => serde_json::from_slice::<ImageRecord>(&e.value).ok(),
+            _ => None,
         };
+        let registered = existing.as_ref().is_some_and(|r| r.registered);
+        if let Some(old) = &existing
+            && old.reference == reference
+            && old.platform == req.platform
+            && old.insecure_registry == req.insecure_registry
+            && old.registered == (registered || req.register)
+            && old.digest == digest
+            && old.scan_id == scan_id
+        {
+            return;
+        }
         let record = ImageRecord {
             reference: reference.to_owned(),
             platform: req.platform.clone(),
@@ -755,17 +855,24 @@ impl Coordinator {
             {
                 Ok(batch) => {
                     errors = 0;
-                    for delivery in batch {
-                        match self.apply_result(&delivery.result).await {
-                            Ok(()) => {
-                                let _ = delivery.ack().await;
+                    // Results of different layers are independent (layer
+                    // records are compare-and-set, scans locked one by one):
+                    // apply a batch concurrently, so the coordinator keeps up
+                    // as workers are added. Each is acked once applied.
+                    let this = &self;
+                    futures::stream::iter(batch)
+                        .for_each_concurrent(RESULT_CONCURRENCY, |delivery| async move {
+                            match this.apply_result(&delivery.result).await {
+                                Ok(()) => {
+                                    let _ = delivery.ack().await;
+                                }
+                                Err(err) => {
+                                    tracing::warn!(layer = %delivery.result.digest, error = %err, "result not applied; it will be redelivered");
+                                    let _ = delivery.nak(Duration::from_secs(1)).await;
+                                }
                             }
-                            Err(err) => {
-                                tracing::warn!(layer = %delivery.result.digest, error = %err, "result not applied; it will be redelivered");
-                                let _ = delivery.nak(Duration::from_secs(1)).await;
-                            }
-                        }
-                    }
+                        })
+                        .await;
                 }
                 Err(err) => {
                     errors = errors.saturating_add(1);
@@ -820,16 +927,20 @@ impl Coordinator {
             .remove(key)
             .map(|s| s.into_iter().collect())
             .unwrap_or_default();
-        for id in waiting {
-            if let Err(err) = self.refresh_scan(&id).await {
-                tracing::warn!(scan = %id, error = %err, "could not refresh scan");
-                // Keep waiting: the next result or a restart tries again.
-                lock(&self.inner.waiters)
-                    .entry(key.to_owned())
-                    .or_default()
-                    .insert(id);
-            }
-        }
+        // A shared base layer wakes hundreds of scans: refresh them concurrently
+        // (each scan's record is rewritten under its own lock).
+        futures::stream::iter(waiting)
+            .for_each_concurrent(RESULT_CONCURRENCY, |id| async move {
+                if let Err(err) = self.refresh_scan(&id).await {
+                    tracing::warn!(scan = %id, error = %err, "could not refresh scan");
+                    // Keep waiting: the next result or a restart tries again.
+                    lock(&self.inner.waiters)
+                        .entry(key.to_owned())
+                        .or_default()
+                        .insert(id);
+                }
+            })
+            .await;
     }
 
     async fn dead_jobs_loop(self, stop: tokio::sync::watch::Receiver<bool>) {
@@ -866,7 +977,7 @@ impl Coordinator {
     }
 
     async fn heartbeat_loop(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        use futures::StreamExt as _;
+
         loop {
             let mut beats = match self.inner.queue.heartbeats().await {
                 Ok(b) => b,
@@ -1220,6 +1331,30 @@ impl Coordinator {
         })
         .await
         .map_err(|e| CoordinatorError::Internal(format!("matching task: {e}")))
+    }
+
+    /// [`Self::report`] in wire form, served from memory while the
+    /// vulnerability data is unchanged: a report is written once per scan,
+    /// so the same scan id and data version always give the same report.
+    /// Repeated GetReports (CI jobs polling, dashboards) then cost a copy
+    /// instead of a store read, a JSON parse and a conversion.
+    pub async fn report_proto(&self, id: &str) -> Result<v1::Report, CoordinatorError> {
+        let version = self.vulndb().matcher.vulndb_version().to_owned();
+        if let Some((v, report)) = lock(&self.inner.report_cache).get(id)
+            && *v == version
+        {
+            return Ok(report.as_ref().clone());
+        }
+        let report: v1::Report = self.report(id).await?.into();
+        // Only reports matched against the data in force now are kept.
+        if report.vulndb_version == version {
+            let mut cache = lock(&self.inner.report_cache);
+            if cache.len() >= REPORT_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(id.to_owned(), (version, Arc::new(report.clone())));
+        }
+        Ok(report)
     }
 
     // ---- events -------------------------------------------------------------

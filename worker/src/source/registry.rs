@@ -408,6 +408,78 @@ impl RegistrySource {
         })
     }
 
+    /// The digest of what this reference names now (an index or an image
+    /// manifest), cheaply: for a reference naming a digest, that digest (no
+    /// request); else a `HEAD` of the manifest by tag, read from the
+    /// registry's `Docker-Content-Digest`. `Ok(None)` when the registry does
+    /// not send a usable one (the caller resolves in full). `429` is
+    /// [`SourceError::RateLimited`]; a `401` drops the reused authorization
+    /// and is tried once more. Nothing is checked against content here: the
+    /// answer is only good for finding what an earlier full resolve found.
+    pub async fn head_digest(&self) -> Result<Option<Digest>, SourceError> {
+        if let Some(d) = self.reference.digest() {
+            return Ok(d.parse().ok());
+        }
+        let what = self.name();
+        let registry = self.reference.registry();
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            self.scheme,
+            self.reference.resolve_registry(),
+            self.reference.repository(),
+            self.reference.tag().unwrap_or("latest")
+        );
+        let net = |e: reqwest::Error| SourceError::Registry {
+            registry: registry.to_owned(),
+            message: format!("{what}: {}", one_line(&error_chain(&e))),
+        };
+        // A reused token may have expired: on 401, authenticate afresh once.
+        let mut response = None;
+        for _ in 0..2 {
+            let authorization = self.authorization().await?;
+            let mut request = self
+                .http
+                .head(&url)
+                .header(reqwest::header::ACCEPT, manifest::ACCEPTED_MANIFESTS.join(", "));
+            if let Some(value) = &authorization {
+                request = request.header(reqwest::header::AUTHORIZATION, value);
+            }
+            let r = request.send().await.map_err(net)?;
+            if r.status() == reqwest::StatusCode::UNAUTHORIZED && response.is_none() {
+                self.forget_authorization();
+                response = Some(r);
+                continue;
+            }
+            response = Some(r);
+            break;
+        }
+        let Some(response) = response else {
+            return Err(SourceError::Unauthorized(what));
+        };
+        let status = response.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            return Err(SourceError::RateLimited {
+                registry: registry.to_owned(),
+                retry_after,
+            });
+        }
+        if !status.is_success() {
+            // A HEAD answer has no body to read a message from.
+            return Err(status_error(status.as_u16(), &[], &what, registry));
+        }
+        Ok(response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| h.starts_with("sha256:"))
+            .and_then(|h| h.parse::<Digest>().ok()))
+    }
+
     async fn fetch_config(&self, desc: LayerDesc) -> Result<ImageConfig, SourceError> {
         let what = format!("{}: config {}", self.name(), desc.digest);
         let mut reader = self.blob_reader(&desc).await?;

@@ -572,3 +572,81 @@ async fn check_affected_after_restart(
     assert!(images.iter().all(|i| i.reference != gone));
     assert_eq!(images.len(), on_wheezy.len() + 1);
 }
+
+/// The watched fleet stays current: a tag moved to a new image is rescanned
+/// by the refresh loop without anyone submitting it, and a tag pushed to a
+/// watched repository is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_refresh_loop_follows_moved_tags_and_new_tags() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(STRATA, dir.path());
+    let registry = Registry::start().unwrap();
+    let wheezy = base("7", WHEEZY_STATUS, "wheezy");
+    let first = image_on(&wheezy, "first");
+    first.push(&registry, "moving/app", "1").await.unwrap();
+    image_on(&wheezy, "watched-a")
+        .push(&registry, "watched/app", "a")
+        .await
+        .unwrap();
+    let cluster = Cluster::builder(STRATA)
+        .workers(1)
+        .db(&db)
+        .insecure_registry(registry.host())
+        .coordinator_args(["--refresh-interval-secs", "1"])
+        .start()
+        .unwrap();
+    let mut c = fleet(&cluster).await;
+    let moving = format!("{}/moving/app:1", registry.host());
+    let registered = c
+        .register_images(v1::RegisterImagesRequest {
+            references: vec![moving.clone()],
+            insecure_registry: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(registered.images[0].error.is_empty(), "{registered:?}");
+    wait_done(&cluster, &registered.images[0].scan_id).await;
+    let repository = format!("{}/watched/app", registry.host());
+    c.register_repository(v1::RegisterRepositoryRequest {
+        repository: repository.clone(),
+        insecure_registry: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // Move the tag, push a new tag to the watched repository; submit nothing.
+    let second = image_on(&wheezy, "second");
+    second.push(&registry, "moving/app", "1").await.unwrap();
+    image_on(&wheezy, "watched-b")
+        .push(&registry, "watched/app", "b")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let images = c
+            .list_images(v1::ListImagesRequest {
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .images;
+        let digest_of = |r: &str| images.iter().find(|i| i.reference == r).map(|i| i.digest.clone());
+        let moved = digest_of(&moving).is_some_and(|d| d == second.manifest_digest);
+        let new_tag = digest_of(&format!("{repository}:b")).is_some();
+        if moved && new_tag {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh did not follow: {images:?}\n{}",
+            cluster.coordinator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1252,7 +1252,9 @@ impl Coordinator {
                 Ok((repositories, images)) => {
                     tracing::info!(repositories, images, "watched fleet refreshed")
                 }
-                Err(err) => tracing::warn!(error = %err, "refreshing the watched fleet failed; trying again next round"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "refreshing the watched fleet failed; trying again next round")
+                }
             }
         }
     }
@@ -1261,7 +1263,8 @@ impl Coordinator {
     /// repositories listed and the registered images resolved again.
     pub async fn fleet_refresh(&self) -> Result<(usize, usize), CoordinatorError> {
         self.fleet_ready().await?;
-        let repositories: Vec<RepositoryRecord> = self.inner.fleet.read().repositories.values().cloned().collect();
+        let repositories: Vec<RepositoryRecord> =
+            self.inner.fleet.read().repositories.values().cloned().collect();
         for r in &repositories {
             if let Err(err) = self
                 .fleet_register_repository(&r.repository, &r.tag_pattern, &r.platform, r.insecure_registry)

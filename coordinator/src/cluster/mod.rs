@@ -426,7 +426,6 @@ impl Coordinator {
         let deadline = tokio::time::Instant::now() + self.inner.config.resolve_timeout;
         if let ImageRef::Registry(r) = &image_ref
             && let Ok(source) = self.inner.sources.registry(r.clone(), &source_config)
-            && false
             && let Ok(Some(found)) = tokio::time::timeout_at(
                 deadline,
                 self.submit_known(&req, &source, &r.to_string(), &platform_key),
@@ -465,20 +464,21 @@ impl Coordinator {
             };
             Ok::<_, CoordinatorError>((source, resolved))
         };
-        let (source, resolved) = tokio::time::timeout_at(deadline, resolve)
-            .await
-            .map_err(|_| {
-                CoordinatorError::Unavailable(format!(
-                    "{reference}: resolving took longer than {:?}",
-                    self.inner.config.resolve_timeout
-                ))
-            })??;
+        let (source, resolved) = tokio::time::timeout_at(deadline, resolve).await.map_err(|_| {
+            CoordinatorError::Unavailable(format!(
+                "{reference}: resolving took longer than {:?}",
+                self.inner.config.resolve_timeout
+            ))
+        })??;
         let asv = self.inner.config.analyzer_set.clone();
         let image_digest = resolved.manifest_digest.to_string();
         if matches!(image_ref, ImageRef::Registry(_)) {
             // What the reference named (index or manifest) → the image chosen,
             // for the fast path of the next submit.
-            let top = resolved.index_digest.as_ref().unwrap_or(&resolved.manifest_digest);
+            let top = resolved
+                .index_digest
+                .as_ref()
+                .unwrap_or(&resolved.manifest_digest);
             let mut known = lock(&self.inner.known_digests);
             if known.len() >= MAX_KNOWN_DIGESTS {
                 known.clear();
@@ -977,7 +977,6 @@ impl Coordinator {
     }
 
     async fn heartbeat_loop(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-
         loop {
             let mut beats = match self.inner.queue.heartbeats().await {
                 Ok(b) => b,

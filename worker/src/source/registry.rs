@@ -44,7 +44,7 @@ use super::{
 const AUTH_REUSE: Duration = Duration::from_secs(45);
 
 /// The last `Authorization` value settled on for one repository, and when.
-type AuthSlot = Arc<Mutex<Option<(Option<String>, Instant)>>>;
+pub(super) type AuthSlot = Arc<Mutex<Option<(Option<String>, Instant)>>>;
 
 pub struct RegistrySource {
     reference: Reference,
@@ -123,6 +123,32 @@ impl RegistrySource {
                 AuthSlot::default()
             },
         }
+    }
+
+    /// Like [`Self::with_reference`], for any repository of the same
+    /// registry, with the given repository's authorization slot (kept by
+    /// [`super::SourcePool`]).
+    pub(super) fn with_reference_and_auth(&self, reference: Reference, last_auth: AuthSlot) -> RegistrySource {
+        debug_assert_eq!(reference.registry(), self.reference.registry());
+        RegistrySource {
+            reference,
+            client: self.client.clone(),
+            docker_config: self.docker_config.clone(),
+            auth: self.auth.clone(),
+            http: self.http.clone(),
+            scheme: self.scheme,
+            last_auth,
+        }
+    }
+
+    /// The reference this source reads.
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    /// This source's authorization slot (shared with its clones).
+    pub(super) fn auth_slot(&self) -> AuthSlot {
+        self.last_auth.clone()
     }
 
     /// [`Self::authorize`], reusing the last answer for [`AUTH_REUSE`].
@@ -1083,6 +1109,29 @@ mod tests {
                 &next("/v2/loop/app/tags/list?last=a".to_owned()),
                 tags(&[]),
             ),
+            "/v2/heads/app/manifests/1"
+                if headers
+                    .get("accept")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|a| a.contains(manifest::OCI_INDEX)) =>
+            {
+                reply(
+                    StatusCode::OK,
+                    &[("docker-content-digest", format!("sha256:{}", "ab".repeat(32)))],
+                    String::new(),
+                )
+            }
+            "/v2/heads/app/manifests/bare" => reply(StatusCode::OK, &[], String::new()),
+            "/v2/heads/app/manifests/odd" => reply(
+                StatusCode::OK,
+                &[("docker-content-digest", "md5:0123".to_owned())],
+                String::new(),
+            ),
+            "/v2/busy/app/manifests/1" => reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                &[("retry-after", "7".to_owned())],
+                String::new(),
+            ),
             "/v2/many/app/tags/list" => reply(StatusCode::OK, &[], tags(&["a", "b", "c", "d", "e"])),
             "/v2/big/app/tags/list" => reply(StatusCode::OK, &[], tags(&[&"x".repeat(4096)])),
             "/v2/garbage/app/tags/list" => reply(StatusCode::OK, &[], "<html>".to_owned()),
@@ -1093,6 +1142,60 @@ mod tests {
                     .to_owned(),
             ),
         }
+    }
+
+    #[tokio::test]
+    async fn head_digest_reads_the_registrys_digest() {
+        let (host, server) = tag_registry().await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let docker_config = dir.path().join("config.json");
+        let auth = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+        };
+        std::fs::write(
+            &docker_config,
+            serde_json::json!({"auths": {&host: {"auth": auth}}}).to_string(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let config = SourceConfig {
+            insecure_registries: vec![host.clone()],
+            docker_config: Some(docker_config),
+        };
+        let source = |reference: &str| {
+            let reference: Reference = format!("{host}/{reference}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}"));
+            RegistrySource::new(reference, &config).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let expected: Digest = format!("sha256:{}", "ab".repeat(32))
+            .parse()
+            .unwrap_or_else(|e| panic!("{e:?}"));
+
+        let s = source("heads/app:1");
+        assert_eq!(s.head_digest().await.ok().flatten(), Some(expected.clone()));
+        // A reused authorization the registry no longer takes: dropped, tried again.
+        *s.last_auth.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Some("Basic stale".to_owned()), Instant::now()));
+        assert_eq!(s.head_digest().await.ok().flatten(), Some(expected.clone()));
+        // No usable header: no answer (the caller resolves in full).
+        assert_eq!(source("heads/app:bare").head_digest().await.ok(), Some(None));
+        assert_eq!(source("heads/app:odd").head_digest().await.ok(), Some(None));
+        let err = source("busy/app:1").head_digest().await.err();
+        assert!(
+            matches!(err, Some(SourceError::RateLimited { retry_after: Some(d), .. }) if d == Duration::from_secs(7)),
+            "{err:?}"
+        );
+        let err = source("missing/app:1").head_digest().await.err();
+        assert!(matches!(err, Some(SourceError::NotFound(_))), "{err:?}");
+        // A reference naming a digest needs no request.
+        let pinned = format!("nowhere/app@sha256:{}", "cd".repeat(32));
+        let d = source(&pinned).head_digest().await.ok().flatten();
+        assert_eq!(
+            d.map(|d| d.to_string()),
+            Some(format!("sha256:{}", "cd".repeat(32)))
+        );
+        server.abort();
     }
 
     #[tokio::test]

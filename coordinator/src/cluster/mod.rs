@@ -28,6 +28,7 @@
 //! One coordinator is active per cluster: waiters live in its memory (two
 //! coordinators would split the results between them).
 
+mod coalesce;
 pub mod events;
 pub mod fleet;
 pub mod kv;
@@ -247,6 +248,8 @@ struct Inner {
     fleet: fleet::FleetIndex,
     /// Registry clients reused across submits (connections, authorization).
     sources: strata_worker::source::SourcePool,
+    /// Manifest HEADs of concurrent submits of one reference, shared.
+    heads: coalesce::Coalescer<String, Head>,
     /// (digest a reference named: index or image manifest, platform key) →
     /// image manifest digest, as full resolves found it: lets `submit` of an
     /// already scanned tag cost one `HEAD`. An optimisation only (empty
@@ -255,6 +258,17 @@ struct Inner {
     /// Recent reports in wire form, by scan id, with the vulnerability data
     /// version they were matched against (see [`Coordinator::report_proto`]).
     report_cache: Mutex<HashMap<String, (String, Arc<v1::Report>)>>,
+}
+
+/// What a manifest HEAD said, shared between the submits that waited for it.
+#[derive(Clone)]
+enum Head {
+    Digest(Option<strata_proto::Digest>),
+    RateLimited {
+        registry: String,
+        retry_after: Option<Duration>,
+    },
+    Failed(String),
 }
 
 fn now_ms() -> i64 {
@@ -303,6 +317,7 @@ impl Coordinator {
                 finalizing: tokio::sync::Semaphore::new(finalize),
                 fleet: fleet::FleetIndex::default(),
                 sources: strata_worker::source::SourcePool::new(),
+                heads: coalesce::Coalescer::default(),
                 known_digests: Mutex::new(HashMap::new()),
                 report_cache: Mutex::new(HashMap::new()),
             }),
@@ -605,20 +620,39 @@ impl Coordinator {
         platform_key: &str,
     ) -> Option<(ScanRecord, bool)> {
         let mut backoff = Duration::from_millis(500);
+        // Concurrent submits of one reference share a HEAD sent after they called.
+        let key = format!("{}|{}", source.reference(), req.insecure_registry);
         let top = loop {
-            match source.head_digest().await {
-                Ok(Some(d)) => break d,
-                Ok(None) => return None,
-                Err(SourceError::RateLimited {
+            let head = self
+                .inner
+                .heads
+                .run(key.clone(), || async {
+                    match source.head_digest().await {
+                        Ok(d) => Head::Digest(d),
+                        Err(SourceError::RateLimited {
+                            registry,
+                            retry_after,
+                        }) => Head::RateLimited {
+                            registry,
+                            retry_after,
+                        },
+                        Err(err) => Head::Failed(err.to_string()),
+                    }
+                })
+                .await;
+            match head {
+                Head::Digest(Some(d)) => break d,
+                Head::Digest(None) => return None,
+                Head::RateLimited {
                     registry,
                     retry_after,
-                }) => {
+                } => {
                     let pause = retry_after.unwrap_or(backoff).min(MAX_RATE_LIMIT_PAUSE);
                     tracing::info!(registry = %registry, pause_ms = pause.as_millis() as u64, "registry rate limited a manifest HEAD: waiting");
                     tokio::time::sleep(pause).await;
                     backoff = (backoff * 2).min(MAX_RATE_LIMIT_PAUSE);
                 }
-                Err(err) => {
+                Head::Failed(err) => {
                     tracing::debug!(image = %reference, error = %err, "manifest HEAD failed: resolving in full");
                     return None;
                 }

@@ -12,8 +12,12 @@
 //! 3. Each client, on its own HTTP/2 connection, sends `--requests` (default
 //!    50) calls one after another: `GetReport(scan_id)`, then in a second
 //!    round `SubmitImage` of the image's tag (no wait: the registry is asked
-//!    for the manifest again, since a tag may have moved, and the existing
-//!    scan is returned).
+//!    for the tag's digest again with a manifest HEAD, since a tag may have
+//!    moved, and the existing scan is returned).
+//!    `GetReport` runs twice: decoded into a `Report` by the client, and
+//!    read without building it (the server's share, as for clients on other
+//!    machines; on this 2-core machine the 100 clients' decoding competes
+//!    with the server for the same cores).
 //! 4. Prints p50 / p99 / max latency, requests/s and the p99 ratio to the
 //!    baseline. Target: p99 under 50 ms for both.
 //!
@@ -248,6 +252,26 @@ async fn main() -> Result<(), BoxError> {
             Ok::<(), BoxError>(())
         }
     };
+    // The same call read as the server sends it, without the client building
+    // the report (decoded into `()`: fields skipped): the server's part, as
+    // for clients on other machines.
+    let id = scan.id.clone();
+    let get_report_raw = move |ch: Channel| {
+        let id = id.clone();
+        async move {
+            let mut grpc = tonic::client::Grpc::new(ch).max_decoding_message_size(64 << 20);
+            grpc.ready().await?;
+            grpc.unary::<_, (), _>(
+                tonic::Request::new(v1::GetReportRequest {
+                    selector: Some(Selector::ScanId(id)),
+                }),
+                tonic::codegen::http::uri::PathAndQuery::from_static("/strata.v1.ScanService/GetReport"),
+                tonic_prost::ProstCodec::<v1::GetReportRequest, ()>::default(),
+            )
+            .await?;
+            Ok::<(), BoxError>(())
+        }
+    };
     let r = reference.clone();
     let submit = move |ch: Channel| {
         let r = r.clone();
@@ -278,6 +302,7 @@ async fn main() -> Result<(), BoxError> {
 
     let base = load(&channels, o.requests, health).await?;
     let reports = load(&channels, o.requests, get_report).await?;
+    let reports_raw = load(&channels, o.requests, get_report_raw).await?;
     let submits = load(&channels, o.requests, submit).await?;
 
     println!(
@@ -294,6 +319,7 @@ async fn main() -> Result<(), BoxError> {
     for (name, f) in [
         ("Health/Check (baseline)", &base),
         ("GetReport", &reports),
+        ("GetReport (not decoded)", &reports_raw),
         ("SubmitImage (cached)", &submits),
     ] {
         println!(
@@ -307,6 +333,11 @@ async fn main() -> Result<(), BoxError> {
         );
     }
     let ok = reports.p99 < Duration::from_millis(50) && submits.p99 < Duration::from_millis(50);
+    let server_ok = reports_raw.p99 < Duration::from_millis(50) && submits.p99 < Duration::from_millis(50);
+    println!(
+        "target with clients that do not build the report (as on other machines): {}",
+        if server_ok { "met" } else { "MISSED" }
+    );
     println!(
         "target: p99 < 50 ms for GetReport and SubmitImage: {}",
         if ok { "met" } else { "MISSED" }

@@ -128,7 +128,11 @@ impl RegistrySource {
     /// Like [`Self::with_reference`], for any repository of the same
     /// registry, with the given repository's authorization slot (kept by
     /// [`super::SourcePool`]).
-    pub(super) fn with_reference_and_auth(&self, reference: Reference, last_auth: AuthSlot) -> RegistrySource {
+    pub(super) fn with_reference_and_auth(
+        &self,
+        reference: Reference,
+        last_auth: AuthSlot,
+    ) -> RegistrySource {
         debug_assert_eq!(reference.registry(), self.reference.registry());
         RegistrySource {
             reference,

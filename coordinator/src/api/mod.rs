@@ -8,6 +8,7 @@
 mod admin;
 pub mod auth;
 mod fleet;
+mod report_reply;
 mod scan;
 
 pub use admin::{AdminApi, NatsHandle};
@@ -163,7 +164,12 @@ pub async fn serve_all(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AdminServiceServer::with_interceptor(admin, auth.clone()))
-        .add_optional_service(scan.map(|s| ScanServiceServer::with_interceptor(s, auth.clone())))
+        .add_optional_service(scan.map(|s| {
+            tonic::service::interceptor::InterceptedService::new(
+                report_reply::ScanServiceFast::new(s),
+                auth.clone(),
+            )
+        }))
         .add_optional_service(fleet.map(|f| FleetServiceServer::with_interceptor(f, auth.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

@@ -229,7 +229,20 @@ impl ScanService for ScanApi {
         &self,
         request: Request<v1::GetReportRequest>,
     ) -> Result<Response<v1::Report>, Status> {
-        let id = match request.into_inner().selector {
+        let id = self.report_id(request.into_inner()).await?;
+        let report = self.coordinator.report_proto(&id).await.map_err(status_of)?;
+        Ok(Response::new(report))
+    }
+}
+
+impl ScanApi {
+    pub(super) fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
+    }
+
+    /// The scan a `GetReportRequest` names.
+    pub(super) async fn report_id(&self, request: v1::GetReportRequest) -> Result<String, Status> {
+        let id = match request.selector {
             Some(Selector::ScanId(id)) if !id.is_empty() && id.len() <= 128 => id,
             Some(Selector::ImageDigest(d)) if !d.is_empty() && d.len() <= 256 => {
                 let _: strata_proto::Digest = d.parse().map_err(|e: strata_proto::ParseError| {
@@ -244,7 +257,6 @@ impl ScanService for ScanApi {
             }
             _ => return Err(Status::invalid_argument("give a scan_id or an image_digest")),
         };
-        let report = self.coordinator.report_proto(&id).await.map_err(status_of)?;
-        Ok(Response::new(report))
+        Ok(id)
     }
 }

@@ -258,6 +258,8 @@ struct Inner {
     /// Recent reports in wire form, by scan id, with the vulnerability data
     /// version they were matched against (see [`Coordinator::report_proto`]).
     report_cache: Mutex<HashMap<String, (String, Arc<v1::Report>)>>,
+    /// The same reports encoded, for `GetReport` (bytes shared, not copied).
+    encoded_reports: Mutex<HashMap<String, (String, Bytes)>>,
 }
 
 /// What a manifest HEAD said, shared between the submits that waited for it.
@@ -320,6 +322,7 @@ impl Coordinator {
                 heads: coalesce::Coalescer::default(),
                 known_digests: Mutex::new(HashMap::new()),
                 report_cache: Mutex::new(HashMap::new()),
+                encoded_reports: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -1364,6 +1367,27 @@ impl Coordinator {
         })
         .await
         .map_err(|e| CoordinatorError::Internal(format!("matching task: {e}")))
+    }
+
+    /// [`Self::report_proto`] as its protobuf bytes, kept so repeated
+    /// GetReports are a reference-counted copy (see `api/report_reply.rs`).
+    pub async fn report_encoded(&self, id: &str) -> Result<Bytes, CoordinatorError> {
+        let version = self.vulndb().matcher.vulndb_version().to_owned();
+        if let Some((v, bytes)) = lock(&self.inner.encoded_reports).get(id)
+            && *v == version
+        {
+            return Ok(bytes.clone());
+        }
+        let report = self.report_proto(id).await?;
+        let bytes = Bytes::from(prost::Message::encode_to_vec(&report));
+        if report.vulndb_version == version {
+            let mut cache = lock(&self.inner.encoded_reports);
+            if cache.len() >= REPORT_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(id.to_owned(), (version, bytes.clone()));
+        }
+        Ok(bytes)
     }
 
     /// [`Self::report`] in wire form, served from memory while the

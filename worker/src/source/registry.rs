@@ -311,6 +311,47 @@ impl RegistrySource {
     /// `Retry-After`, which workers honour. Redirects (to blob storage) are
     /// followed; `reqwest` drops the `Authorization` header when a redirect
     /// leaves the registry's host.
+    /// Sends the request `build` makes with this repository's authorization.
+    /// A reused token may have expired: on a 401 it is dropped and the
+    /// request sent once more with a fresh one. A 429 becomes
+    /// [`SourceError::RateLimited`] with the registry's `Retry-After`.
+    async fn send_authorized(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response, SourceError> {
+        let registry = self.reference.registry();
+        let mut retried = false;
+        let response = loop {
+            let mut request = build();
+            if let Some(value) = self.authorization().await? {
+                request = request.header(reqwest::header::AUTHORIZATION, value);
+            }
+            let r = request.send().await.map_err(|e| SourceError::Registry {
+                registry: registry.to_owned(),
+                message: format!("{what}: {}", one_line(&error_chain(&e))),
+            })?;
+            if r.status() == reqwest::StatusCode::UNAUTHORIZED && !retried {
+                self.forget_authorization();
+                retried = true;
+                continue;
+            }
+            break r;
+        };
+        if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            return Err(SourceError::RateLimited {
+                registry: registry.to_owned(),
+                retry_after,
+            });
+        }
+        Ok(response)
+    }
+
     async fn blob_reader(&self, blob: &LayerDesc) -> Result<BoundedReader<LayerStream>, SourceError> {
         let what = format!(
             "{}/{}: blob {}",
@@ -330,38 +371,8 @@ impl RegistrySource {
             registry: registry.to_owned(),
             message: format!("{what}: {}", one_line(&error_chain(&e))),
         };
-        // A reused token may have expired: on 401, authenticate afresh once.
-        let mut response = None;
-        for _ in 0..2 {
-            let authorization = self.authorization().await?;
-            let mut request = self.http.get(&url);
-            if let Some(value) = &authorization {
-                request = request.header(reqwest::header::AUTHORIZATION, value);
-            }
-            let r = request.send().await.map_err(net)?;
-            if r.status() == reqwest::StatusCode::UNAUTHORIZED && response.is_none() {
-                self.forget_authorization();
-                response = Some(r);
-                continue;
-            }
-            response = Some(r);
-            break;
-        }
-        let Some(mut response) = response else {
-            return Err(SourceError::Unauthorized(what));
-        };
+        let mut response = self.send_authorized(|| self.http.get(&url), &what).await?;
         let status = response.status();
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            return Err(SourceError::RateLimited {
-                registry: registry.to_owned(),
-                retry_after,
-            });
-        }
         if !status.is_success() {
             let mut body = Vec::new();
             while let Some(chunk) = response.chunk().await.map_err(net)? {
@@ -459,45 +470,17 @@ impl RegistrySource {
             self.reference.repository(),
             self.reference.tag().unwrap_or("latest")
         );
-        let net = |e: reqwest::Error| SourceError::Registry {
-            registry: registry.to_owned(),
-            message: format!("{what}: {}", one_line(&error_chain(&e))),
-        };
-        // A reused token may have expired: on 401, authenticate afresh once.
-        let mut response = None;
-        for _ in 0..2 {
-            let authorization = self.authorization().await?;
-            let mut request = self
-                .http
-                .head(&url)
-                .header(reqwest::header::ACCEPT, manifest::ACCEPTED_MANIFESTS.join(", "));
-            if let Some(value) = &authorization {
-                request = request.header(reqwest::header::AUTHORIZATION, value);
-            }
-            let r = request.send().await.map_err(net)?;
-            if r.status() == reqwest::StatusCode::UNAUTHORIZED && response.is_none() {
-                self.forget_authorization();
-                response = Some(r);
-                continue;
-            }
-            response = Some(r);
-            break;
-        }
-        let Some(response) = response else {
-            return Err(SourceError::Unauthorized(what));
-        };
+        let response = self
+            .send_authorized(
+                || {
+                    self.http
+                        .head(&url)
+                        .header(reqwest::header::ACCEPT, manifest::ACCEPTED_MANIFESTS.join(", "))
+                },
+                &what,
+            )
+            .await?;
         let status = response.status();
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            return Err(SourceError::RateLimited {
-                registry: registry.to_owned(),
-                retry_after,
-            });
-        }
         if !status.is_success() {
             // A HEAD answer has no body to read a message from.
             return Err(status_error(status.as_u16(), &[], &what, registry));
@@ -593,36 +576,17 @@ impl RegistrySource {
             registry: registry.to_owned(),
             message: format!("{what}: {}", one_line(&error_chain(&e))),
         };
-        let mut retried = false;
-        let mut response = loop {
-            let authorization = self.authorization().await?;
-            let mut request = self
-                .http
-                .get(url.as_str())
-                .header(reqwest::header::ACCEPT, "application/json");
-            if let Some(value) = &authorization {
-                request = request.header(reqwest::header::AUTHORIZATION, value);
-            }
-            let r = request.send().await.map_err(net)?;
-            if r.status() == reqwest::StatusCode::UNAUTHORIZED && !retried {
-                self.forget_authorization();
-                retried = true;
-                continue;
-            }
-            break r;
-        };
+        let mut response = self
+            .send_authorized(
+                || {
+                    self.http
+                        .get(url.as_str())
+                        .header(reqwest::header::ACCEPT, "application/json")
+                },
+                what,
+            )
+            .await?;
         let status = response.status();
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            return Err(SourceError::RateLimited {
-                registry: registry.to_owned(),
-                retry_after,
-            });
-        }
         let link = response
             .headers()
             .get_all(reqwest::header::LINK)

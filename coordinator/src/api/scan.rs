@@ -230,8 +230,9 @@ impl ScanService for ScanApi {
         request: Request<v1::GetReportRequest>,
     ) -> Result<Response<v1::Report>, Status> {
         let id = self.report_id(request.into_inner()).await?;
-        let report = self.coordinator.report_proto(&id).await.map_err(status_of)?;
-        Ok(Response::new(report))
+        // Served by `report_reply.rs` in front of this service; kept for the trait.
+        let report = self.coordinator.report(&id).await.map_err(status_of)?;
+        Ok(Response::new(report.into()))
     }
 }
 

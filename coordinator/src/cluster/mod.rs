@@ -255,10 +255,8 @@ struct Inner {
     /// already scanned tag cost one `HEAD`. An optimisation only (empty
     /// after a restart; cleared past [`MAX_KNOWN_DIGESTS`]).
     known_digests: Mutex<HashMap<(String, String), String>>,
-    /// Recent reports in wire form, by scan id, with the vulnerability data
-    /// version they were matched against (see [`Coordinator::report_proto`]).
-    report_cache: Mutex<HashMap<String, (String, Arc<v1::Report>)>>,
-    /// The same reports encoded, for `GetReport` (bytes shared, not copied).
+    /// Recent reports encoded, by scan id, with the vulnerability data
+    /// version they were matched against (see [`Coordinator::report_encoded`]).
     encoded_reports: Mutex<HashMap<String, (String, Bytes)>>,
 }
 
@@ -321,7 +319,6 @@ impl Coordinator {
                 sources: strata_worker::source::SourcePool::new(),
                 heads: coalesce::Coalescer::default(),
                 known_digests: Mutex::new(HashMap::new()),
-                report_cache: Mutex::new(HashMap::new()),
                 encoded_reports: Mutex::new(HashMap::new()),
             }),
         }
@@ -1369,8 +1366,12 @@ impl Coordinator {
         .map_err(|e| CoordinatorError::Internal(format!("matching task: {e}")))
     }
 
-    /// [`Self::report_proto`] as its protobuf bytes, kept so repeated
-    /// GetReports are a reference-counted copy (see `api/report_reply.rs`).
+    /// [`Self::report`] as its protobuf bytes, served from memory while the
+    /// vulnerability data is unchanged: a report is written once per scan,
+    /// so the same scan id and data version always give the same bytes.
+    /// Repeated GetReports (CI jobs polling, dashboards) then cost a
+    /// reference-counted copy instead of a store read, a JSON parse, a
+    /// conversion and an encoding (see `api/report_reply.rs`).
     pub async fn report_encoded(&self, id: &str) -> Result<Bytes, CoordinatorError> {
         let version = self.vulndb().matcher.vulndb_version().to_owned();
         if let Some((v, bytes)) = lock(&self.inner.encoded_reports).get(id)
@@ -1378,8 +1379,9 @@ impl Coordinator {
         {
             return Ok(bytes.clone());
         }
-        let report = self.report_proto(id).await?;
+        let report: v1::Report = self.report(id).await?.into();
         let bytes = Bytes::from(prost::Message::encode_to_vec(&report));
+        // Only reports matched against the data in force now are kept.
         if report.vulndb_version == version {
             let mut cache = lock(&self.inner.encoded_reports);
             if cache.len() >= REPORT_CACHE_ENTRIES {
@@ -1388,30 +1390,6 @@ impl Coordinator {
             cache.insert(id.to_owned(), (version, bytes.clone()));
         }
         Ok(bytes)
-    }
-
-    /// [`Self::report`] in wire form, served from memory while the
-    /// vulnerability data is unchanged: a report is written once per scan,
-    /// so the same scan id and data version always give the same report.
-    /// Repeated GetReports (CI jobs polling, dashboards) then cost a copy
-    /// instead of a store read, a JSON parse and a conversion.
-    pub async fn report_proto(&self, id: &str) -> Result<v1::Report, CoordinatorError> {
-        let version = self.vulndb().matcher.vulndb_version().to_owned();
-        if let Some((v, report)) = lock(&self.inner.report_cache).get(id)
-            && *v == version
-        {
-            return Ok(report.as_ref().clone());
-        }
-        let report: v1::Report = self.report(id).await?.into();
-        // Only reports matched against the data in force now are kept.
-        if report.vulndb_version == version {
-            let mut cache = lock(&self.inner.report_cache);
-            if cache.len() >= REPORT_CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(id.to_owned(), (version, Arc::new(report.clone())));
-        }
-        Ok(report)
     }
 
     // ---- events -------------------------------------------------------------

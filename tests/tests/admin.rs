@@ -58,6 +58,9 @@ async fn admin_status_reports_version_uptime_and_nats_connection() {
     let mut grpc = AdminServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("grpc connect");
+    // `retry_on_initial_connect` returns before the first connection is up:
+    // wait for it rather than racing it.
+    wait_for_state(&mut grpc, &[v1::NatsState::Connected]).await;
     let status = nats_state(&mut grpc).await;
     assert_eq!(status.version, strata_coordinator::VERSION);
     assert!(status.uptime_seconds < 120, "uptime {}", status.uptime_seconds);

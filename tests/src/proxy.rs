@@ -49,6 +49,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
+use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 
@@ -144,6 +145,11 @@ impl RegistryProxyBuilder {
             in_flight_max: AtomicU64::new(0),
             digests: Mutex::new(HashMap::new()),
         });
+        // As registries do (Go's net/http sets it): the tail of a blob must
+        // not wait on the client's delayed ACK.
+        let nodelay = |tcp: &mut tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
+        };
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
@@ -153,7 +159,7 @@ impl RegistryProxyBuilder {
             .spawn(move || {
                 runtime.block_on(async move {
                     tokio::select! {
-                        _ = axum::serve(listener, app).into_future() => {}
+                        _ = axum::serve(listener.tap_io(nodelay), app).into_future() => {}
                         _ = stopped => {}
                     }
                 });

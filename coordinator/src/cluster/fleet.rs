@@ -32,11 +32,12 @@ use object_store::{ObjectStoreExt as _, path::Path as StorePath};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use strata_proto::{Ecosystem, Finding, OsRelease, Package, Report, Severity, SeverityCounts, v1};
-use strata_worker::source::{ImageRef, SourceError};
+use strata_worker::source::{ImageRef, SourceError, TagListError};
 
 use super::records::{ImageRecord, ScanRecord, ScanStatus, image_key};
 use super::{
-    Coordinator, CoordinatorError, SubmitRequest, from_json, now_ms, to_json, truncate, validate_reference,
+    Coordinator, CoordinatorError, RateLimitWait, SubmitRequest, from_json, now_ms, to_json, truncate,
+    validate_reference,
 };
 use crate::versions::{self, Scheme, Version};
 
@@ -1355,28 +1356,45 @@ impl Coordinator {
         }
         let source = self.inner.sources.registry(r, &source_config)?;
         let timeout = self.inner.config.resolve_timeout;
-        tokio::time::timeout(
-            timeout,
-            source.list_tags(MAX_TAGS, MAX_TAG_PAGES, MAX_TAG_PAGE_BYTES),
-        )
-        .await
-        .map_err(|_| {
-            CoordinatorError::Unavailable(format!("{repository}: listing tags took longer than {timeout:?}"))
-        })?
-        // Unreachable or misbehaving registry: Unavailable, with what it
-        // said; unknown repository: NotFound; refused credentials:
-        // Unauthorized; past MAX_TAGS: Full.
-        .map_err(|e| {
-            if e.is_too_many_tags() {
-                return CoordinatorError::Full(format!("{e}: register a narrower set with RegisterImages"));
+        // A 429 is waited out (from the first page again), within the timeout.
+        let listing = async {
+            let mut limited = RateLimitWait::new("a tag listing");
+            loop {
+                match source
+                    .list_tags(MAX_TAGS, MAX_TAG_PAGES, MAX_TAG_PAGE_BYTES)
+                    .await
+                {
+                    Err(TagListError::Source(SourceError::RateLimited {
+                        registry,
+                        retry_after,
+                    })) => limited.wait(&registry, retry_after).await,
+                    other => break other,
+                }
             }
-            match SourceError::from(e) {
-                e @ SourceError::NotFound(_) => CoordinatorError::NotFound(e.to_string()),
-                e @ SourceError::Unauthorized(_) => CoordinatorError::Unauthorized(e.to_string()),
-                e @ SourceError::BadReference { .. } => CoordinatorError::InvalidArgument(e.to_string()),
-                e => CoordinatorError::Unavailable(e.to_string()),
-            }
-        })
+        };
+        tokio::time::timeout(timeout, listing)
+            .await
+            .map_err(|_| {
+                CoordinatorError::Unavailable(format!(
+                    "{repository}: listing tags took longer than {timeout:?}"
+                ))
+            })?
+            // Unreachable or misbehaving registry: Unavailable, with what it
+            // said; unknown repository: NotFound; refused credentials:
+            // Unauthorized; past MAX_TAGS: Full.
+            .map_err(|e| {
+                if e.is_too_many_tags() {
+                    return CoordinatorError::Full(format!(
+                        "{e}: register a narrower set with RegisterImages"
+                    ));
+                }
+                match SourceError::from(e) {
+                    e @ SourceError::NotFound(_) => CoordinatorError::NotFound(e.to_string()),
+                    e @ SourceError::Unauthorized(_) => CoordinatorError::Unauthorized(e.to_string()),
+                    e @ SourceError::BadReference { .. } => CoordinatorError::InvalidArgument(e.to_string()),
+                    e => CoordinatorError::Unavailable(e.to_string()),
+                }
+            })
     }
 
     // ---- queries ------------------------------------------------------------------------
@@ -1650,12 +1668,17 @@ mod tests {
 
     /// A registry on a local port answering tag lists by repository with
     /// canned HTTP/1.1 answers (one request per connection).
+    /// `throttled/app` answers `429` with `Retry-After: 1` to its first two
+    /// requests.
     async fn canned_registry() -> String {
+        use std::sync::atomic::AtomicUsize;
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let host = listener.local_addr().unwrap().to_string();
+        let throttled = Arc::new(AtomicUsize::new(0));
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
+                let throttled = Arc::clone(&throttled);
                 tokio::spawn(async move {
                     let mut request = Vec::new();
                     let mut buf = [0u8; 4096];
@@ -1668,8 +1691,16 @@ mod tests {
                     let text = String::from_utf8_lossy(&request);
                     let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
                     let path = path.split('?').next().unwrap_or("");
+                    let mut extra = "";
                     let (status, body) = match path {
                         "/v2/" => ("200 OK", "{}".to_owned()),
+                        "/v2/throttled/app/tags/list" if throttled.fetch_add(1, Ordering::SeqCst) < 2 => {
+                            extra = "Retry-After: 1\r\n";
+                            ("429 Too Many Requests", "slow down".to_owned())
+                        }
+                        "/v2/throttled/app/tags/list" => {
+                            ("200 OK", r#"{"name":"throttled/app","tags":["v1"]}"#.to_owned())
+                        }
                         "/v2/ok/app/tags/list" => ("200 OK", r#"{"name":"ok/app","tags":["b","a"]}"#.to_owned()),
                         "/v2/empty/app/tags/list" => ("200 OK", r#"{"name":"empty/app","tags":null}"#.to_owned()),
                         "/v2/locked/app/tags/list" => ("403 Forbidden", "go away".to_owned()),
@@ -1685,7 +1716,7 @@ mod tests {
                         ),
                     };
                     let answer = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = stream.write_all(answer.as_bytes()).await;
@@ -1736,6 +1767,10 @@ mod tests {
         );
         let err = list("huge/app").await.unwrap_err();
         assert!(matches!(err, CoordinatorError::Full(_)), "{err:?}");
+        // Two 429s with Retry-After: 1 are waited out, then the list arrives.
+        let started = Instant::now();
+        assert_eq!(list("throttled/app").await.unwrap(), ["v1"]);
+        assert!(started.elapsed() >= std::time::Duration::from_secs(2));
         let err = c.list_tags("127.0.0.1:1/nothing/here", true).await.unwrap_err();
         assert!(matches!(err, CoordinatorError::Unavailable(_)), "{err:?}");
     }

@@ -58,6 +58,8 @@ use records::*;
 
 /// Longest pause for one `429` while resolving (the resolve timeout bounds the total).
 const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(30);
+/// The first pause for a `429` without `Retry-After` (doubled each time).
+const FIRST_RATE_LIMIT_PAUSE: Duration = Duration::from_millis(500);
 /// Layer results applied, and scans refreshed, at once by the results loop.
 const RESULT_CONCURRENCY: usize = 16;
 /// Reports kept in memory for GetReport (a simple bound: the cache starts
@@ -460,20 +462,15 @@ impl Coordinator {
                     .into_image()
                     .ok_or_else(|| CoordinatorError::Internal("no image source".into()))?,
             };
-            // A registry answering 429 is waited out (its Retry-After, else a
-            // backoff), within the resolve timeout around this block.
-            let mut backoff = Duration::from_millis(500);
+            // A registry answering 429 is waited out, within the resolve
+            // timeout around this block.
+            let mut limited = RateLimitWait::new("a resolve");
             let resolved = loop {
                 match source.resolve(platform.as_ref()).await {
                     Err(SourceError::RateLimited {
                         registry,
                         retry_after,
-                    }) => {
-                        let pause = retry_after.unwrap_or(backoff).min(MAX_RATE_LIMIT_PAUSE);
-                        tracing::info!(registry = %registry, pause_ms = pause.as_millis() as u64, "registry rate limited a resolve: waiting");
-                        tokio::time::sleep(pause).await;
-                        backoff = (backoff * 2).min(MAX_RATE_LIMIT_PAUSE);
-                    }
+                    }) => limited.wait(&registry, retry_after).await,
                     other => break other?,
                 }
             };
@@ -619,7 +616,7 @@ impl Coordinator {
         reference: &str,
         platform_key: &str,
     ) -> Option<(ScanRecord, bool)> {
-        let mut backoff = Duration::from_millis(500);
+        let mut limited = RateLimitWait::new("a manifest HEAD");
         // Concurrent submits of one reference share a HEAD sent after they called.
         let key = format!("{}|{}", source.reference(), req.insecure_registry);
         let top = loop {
@@ -646,12 +643,7 @@ impl Coordinator {
                 Head::RateLimited {
                     registry,
                     retry_after,
-                } => {
-                    let pause = retry_after.unwrap_or(backoff).min(MAX_RATE_LIMIT_PAUSE);
-                    tracing::info!(registry = %registry, pause_ms = pause.as_millis() as u64, "registry rate limited a manifest HEAD: waiting");
-                    tokio::time::sleep(pause).await;
-                    backoff = (backoff * 2).min(MAX_RATE_LIMIT_PAUSE);
-                }
+                } => limited.wait(&registry, retry_after).await,
                 Head::Failed(err) => {
                     tracing::debug!(image = %reference, error = %err, "manifest HEAD failed: resolving in full");
                     return None;
@@ -1416,6 +1408,31 @@ impl Coordinator {
             .await?
             .ok_or_else(|| CoordinatorError::NotFound(format!("scan {id}")))?;
         Ok(self.inner.events.subscribe(id, || events::replay(&scan)))
+    }
+}
+
+/// Waiting out a registry's `429`s: its `Retry-After` when it sends one,
+/// else a pause doubled each time; each pause at most
+/// [`MAX_RATE_LIMIT_PAUSE`]. The caller bounds the total with its timeout.
+pub(crate) struct RateLimitWait {
+    what: &'static str,
+    backoff: Duration,
+}
+
+impl RateLimitWait {
+    /// `what` names the request in the log line ("a resolve").
+    pub(crate) fn new(what: &'static str) -> Self {
+        RateLimitWait {
+            what,
+            backoff: FIRST_RATE_LIMIT_PAUSE,
+        }
+    }
+
+    pub(crate) async fn wait(&mut self, registry: &str, retry_after: Option<Duration>) {
+        let pause = retry_after.unwrap_or(self.backoff).min(MAX_RATE_LIMIT_PAUSE);
+        tracing::info!(registry = %registry, pause_ms = pause.as_millis() as u64, "registry rate limited {}: waiting", self.what);
+        tokio::time::sleep(pause).await;
+        self.backoff = (self.backoff * 2).min(MAX_RATE_LIMIT_PAUSE);
     }
 }
 

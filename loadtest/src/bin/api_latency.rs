@@ -233,19 +233,11 @@ async fn main() -> Result<(), BoxError> {
         prost::Message::encoded_len(&r)
     };
 
-    // One HTTP/2 connection per client, as 100 CI jobs would have.
+    // One HTTP/2 connection per client, as 100 CI jobs would have, with
+    // tonic's default settings (as `strata submit` uses).
     let mut channels = Vec::with_capacity(o.clients);
     for _ in 0..o.clients {
-        // HTTP/2 receive windows sized for a report (the 64 KiB default makes
-        // every 53 KiB reply wait for window updates), as `strata submit`
-        // and BDP-probing clients (grpc-go, grpc-java) have.
-        channels.push(
-            Channel::from_shared(url.clone())?
-                .initial_stream_window_size(Some(1 << 20))
-                .initial_connection_window_size(Some(2 << 20))
-                .connect()
-                .await?,
-        );
+        channels.push(Channel::from_shared(url.clone())?.connect().await?);
     }
     // Warm-up: one of each per client, not counted.
     let id = scan.id.clone();

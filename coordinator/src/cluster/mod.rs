@@ -56,7 +56,7 @@ use events::EventLogs;
 use kv::{Cas, Kv, KvError};
 use records::*;
 
-/// Longest pause for one `429` while resolving (the resolve timeout bounds the total).
+/// Longest pause for one `429` (resolve, manifest HEAD, tag listing; the caller's timeout bounds the total).
 const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(30);
 /// The first pause for a `429` without `Retry-After` (doubled each time).
 const FIRST_RATE_LIMIT_PAUSE: Duration = Duration::from_millis(500);

@@ -2,12 +2,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 mod cli;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let (args, matches) = cli::Cli::parse_with_matches();
     if !args.command.is_role() {
         cli::init_logging(&args.global);
     }
@@ -18,7 +16,7 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_ERROR);
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    match runtime.block_on(cli::run(args, &matches)) {
         Ok(code) => ExitCode::from(code),
         // The reader went away (`strata sbom … | head`): not an error.
         Err(err) if is_broken_pipe(&err) => ExitCode::from(cli::EXIT_OK),

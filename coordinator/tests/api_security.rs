@@ -309,12 +309,12 @@ fn bad_token_files_stop_the_server_with_a_clear_error() {
         assert!(stderr.contains(&path.display().to_string()), "{name}: {stderr}");
         assert!(!stderr.contains(CI_TOKEN), "{name}: the token is shown: {stderr}");
     }
-    // The same key in a config file.
+    // The same key in a config file (its `[security]` table).
     let config = dir.path().join("serve.toml");
     let short = dir.path().join("short");
     std::fs::write(
         &config,
-        format!("token_file = {:?}\n", short.display().to_string()),
+        format!("[security]\ntoken_file = {:?}\n", short.display().to_string()),
     )
     .unwrap();
     let (code, stderr) = run_to_exit(&["--config".into(), config.display().to_string()]);

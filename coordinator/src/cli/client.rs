@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use strata_proto::v1;
 use strata_proto::v1::admin_service_client::AdminServiceClient;
 use strata_proto::v1::fleet_service_client::FleetServiceClient;
 use strata_proto::v1::scan_service_client::ScanServiceClient;
@@ -353,6 +354,17 @@ pub fn one_line(s: &str, max: usize) -> String {
 }
 
 /// gRPC's own spelling of a code, as operators grep for it.
+/// A scan status as the commands print it.
+pub fn status_word(status: i32) -> &'static str {
+    match v1::ScanStatus::try_from(status).unwrap_or(v1::ScanStatus::Unspecified) {
+        v1::ScanStatus::Pending => "pending",
+        v1::ScanStatus::Running => "running",
+        v1::ScanStatus::Complete => "complete",
+        v1::ScanStatus::Failed => "failed",
+        v1::ScanStatus::Unspecified => "unknown",
+    }
+}
+
 pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",

@@ -8,186 +8,53 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use strata_coordinator::api::{self, AdminApi, NatsHandle, Services};
-use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, VulnData};
-use strata_coordinator::vulndb::Db;
+use strata_coordinator::cluster::{Buckets, Coordinator};
 use strata_worker::queue::{Queue, nats::NatsQueue};
 
-use super::roles::{self, DEFAULT_REFRESH_SECS, QueueConfig, SecurityArgs, SecurityConfig, Shutdown};
+use super::roles::{self, Shutdown};
+use super::settings::{self, ClusterSettings, ServerSettings};
 
+/// `strata coordinator`: its flags are its config file's keys (see [`settings`]).
 #[derive(Args, Debug)]
 pub struct CoordinatorArgs {
-    /// A TOML file with any of the settings below (flags override it).
+    /// A TOML file with any of the settings below; flags and `STRATA_*`
+    /// variables override it ([queue] and [security] are tables).
     #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// NATS server URL (JetStream enabled, 2.10 or newer) [default: nats://127.0.0.1:4222].
-    #[arg(long, env = "STRATA_NATS", value_name = "URL")]
-    pub nats: Option<String>,
-    /// Object storage for inventories and reports: file:///DIR or s3://BUCKET/PREFIX.
-    #[arg(long, env = "STRATA_STORE", value_name = "URL")]
-    pub store: Option<String>,
-    /// gRPC address [default: 127.0.0.1:7700].
-    #[arg(long, env = "STRATA_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// Prometheus /metrics and /healthz address [default: 127.0.0.1:9100].
-    #[arg(long, env = "STRATA_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<String>,
-    /// The vulnerability database file (`strata db import` / `strata db update`).
-    #[arg(long, env = "STRATA_DB", value_name = "FILE")]
-    pub db: Option<PathBuf>,
-    /// A registry (`host[:port]`) to speak plain HTTP to. Repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    pub insecure_registries: Vec<String>,
-    /// Deliveries of one layer job before its layer is marked failed [default: 5].
-    #[arg(long, env = "STRATA_MAX_DELIVER")]
-    pub max_deliver: Option<u32>,
-    /// Seconds a worker may hold a job without a progress ack [default: 60].
-    #[arg(long, env = "STRATA_ACK_WAIT_SECS")]
-    pub ack_wait_secs: Option<u64>,
-    /// Jobs delivered and not yet acked across all workers [default: 1000].
-    #[arg(long, env = "STRATA_MAX_ACK_PENDING")]
-    pub max_ack_pending: Option<i64>,
-    /// Replicas of streams and buckets (3 on a clustered NATS) [default: 1].
-    #[arg(long, env = "STRATA_REPLICAS")]
-    pub replicas: Option<usize>,
-    /// OTLP/gRPC collector for traces and metrics (off when unset).
-    #[arg(long, env = "STRATA_OTLP_ENDPOINT", value_name = "URL")]
-    pub otlp_endpoint: Option<String>,
-    /// Seconds between re-resolving registered images and re-listing watched
-    /// repositories (moved tags are rescanned; 0: never) [default: 21600].
-    #[arg(long, env = "STRATA_REFRESH_INTERVAL_SECS", value_name = "SECS")]
-    pub refresh_interval_secs: Option<u64>,
     #[command(flatten)]
-    pub security: SecurityArgs,
+    pub settings: CoordinatorSettings,
 }
 
-/// `strata coordinator`'s config file.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CoordinatorFile {
-    pub nats: String,
-    pub store: Option<String>,
-    pub listen: String,
-    pub metrics_listen: String,
-    pub db: Option<PathBuf>,
-    pub insecure_registries: Vec<String>,
-    pub otlp_endpoint: Option<String>,
-    pub refresh_interval_secs: u64,
-    pub queue: QueueConfig,
-    /// gRPC security: the same keys as the flags.
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub client_ca: Option<PathBuf>,
-    pub token_file: Option<PathBuf>,
-    pub allow_remote: bool,
-    pub allow_local_images: bool,
+/// Every setting of `strata coordinator`, declared once.
+#[derive(Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CoordinatorSettings {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub cluster: ClusterSettings,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub server: ServerSettings,
 }
 
-impl CoordinatorFile {
-    /// The security keys, with `args` (flags) over them.
-    fn security(&self, args: SecurityArgs) -> SecurityConfig {
-        let mut c = SecurityConfig {
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-            client_ca: self.client_ca.clone(),
-            token_file: self.token_file.clone(),
-            allow_remote: self.allow_remote,
-            allow_local_images: self.allow_local_images,
-        };
-        c.overlay(args);
-        c
-    }
-}
+pub async fn run(
+    args: CoordinatorArgs,
+    matches: &clap::ArgMatches,
+    global: &super::GlobalArgs,
+) -> anyhow::Result<u8> {
+    let c = settings::resolve(args.settings, matches, args.config.as_deref())?;
+    let store_url = c.cluster.store_url()?.to_owned();
+    let (listen, metrics_addr) = c.server.addresses()?;
+    let queue_settings = c.server.queue.to_queue()?;
+    let db_path = c.server.db_path()?.to_owned();
+    let _telemetry = roles::init_telemetry(global, "strata-coordinator", c.cluster.otlp_endpoint.as_deref())?;
+    let metrics = roles::metrics("strata-coordinator", c.cluster.otlp_endpoint.as_deref())?;
+    let security = roles::load_security(&c.server.security, listen)?;
 
-impl Default for CoordinatorFile {
-    fn default() -> Self {
-        CoordinatorFile {
-            nats: "nats://127.0.0.1:4222".to_owned(),
-            store: None,
-            listen: "127.0.0.1:7700".to_owned(),
-            metrics_listen: "127.0.0.1:9100".to_owned(),
-            db: None,
-            insecure_registries: Vec::new(),
-            otlp_endpoint: None,
-            refresh_interval_secs: DEFAULT_REFRESH_SECS,
-            queue: QueueConfig::default(),
-            tls_cert: None,
-            tls_key: None,
-            client_ca: None,
-            token_file: None,
-            allow_remote: false,
-            allow_local_images: false,
-        }
-    }
-}
-
-impl CoordinatorArgs {
-    fn resolve(self) -> anyhow::Result<(CoordinatorFile, SecurityConfig)> {
-        let mut c: CoordinatorFile = roles::load_config(self.config.as_deref())?;
-        if let Some(v) = self.nats {
-            c.nats = v;
-        }
-        if let Some(v) = self.store {
-            c.store = Some(v);
-        }
-        if let Some(v) = self.listen {
-            c.listen = v;
-        }
-        if let Some(v) = self.metrics_listen {
-            c.metrics_listen = v;
-        }
-        if let Some(v) = self.db {
-            c.db = Some(v);
-        }
-        c.insecure_registries.extend(self.insecure_registries);
-        if let Some(v) = self.otlp_endpoint {
-            c.otlp_endpoint = Some(v);
-        }
-        if let Some(v) = self.refresh_interval_secs {
-            c.refresh_interval_secs = v;
-        }
-        if let Some(v) = self.max_deliver {
-            c.queue.max_deliver = v;
-        }
-        if let Some(v) = self.ack_wait_secs {
-            c.queue.ack_wait_secs = v;
-        }
-        if let Some(v) = self.max_ack_pending {
-            c.queue.max_ack_pending = v;
-        }
-        if let Some(v) = self.replicas {
-            c.queue.replicas = v;
-        }
-        let security = c.security(self.security);
-        Ok((c, security))
-    }
-}
-
-pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::Result<u8> {
-    let (c, security) = args.resolve()?;
-    let store_url = c
-        .store
-        .clone()
-        .context("no object store: give --store file:///DIR or s3://BUCKET/PREFIX")?;
-    let listen = roles::parse_addr("--listen", &c.listen)?;
-    let metrics_addr = roles::parse_addr("--metrics-listen", &c.metrics_listen)?;
-    let settings = roles::queue_settings(&c.queue)?;
-    let db_path =
-        c.db.clone()
-            .context("no vulnerability database: give --db FILE (build one with `strata db import`)")?;
-    let _telemetry = roles::init_telemetry(global, "strata-coordinator", c.otlp_endpoint.as_deref())?;
-    let metrics = roles::metrics("strata-coordinator", c.otlp_endpoint.as_deref())?;
-    let security_config = security;
-    let security = roles::load_security(&security_config, listen)?;
-
-    let db = Db::open(&db_path)
-        .with_context(|| format!("opening the vulnerability database {}", db_path.display()))?;
-    let vulndb = tokio::task::spawn_blocking(move || VulnData::new(&db))
-        .await
-        .context("building the vulnerability index")?;
+    let vulndb = roles::load_vulndb(&db_path).await?;
     let store = roles::open_store(&store_url)?;
-    let client = roles::connect_nats(&c.nats, "strata-coordinator").await?;
+    let client = roles::connect_nats(&c.cluster.nats, "strata-coordinator").await?;
     let queue = loop {
-        match NatsQueue::create(client.clone(), &settings).await {
+        match NatsQueue::create(client.clone(), &queue_settings).await {
             Ok(q) => break Queue::Nats(Box::new(q)),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot set up the job streams yet; retrying");
@@ -197,7 +64,7 @@ pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::R
     };
     let js = async_nats::jetstream::new(client.clone());
     let buckets = loop {
-        match Buckets::nats(&js, settings.replicas).await {
+        match Buckets::nats(&js, queue_settings.replicas).await {
             Ok(b) => break b,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot open the state buckets yet; retrying");
@@ -205,10 +72,7 @@ pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::R
             }
         }
     };
-    let mut config = CoordinatorConfig::new(store_url.clone());
-    config.source.insecure_registries = c.insecure_registries.clone();
-    config.local_images_over_api = security_config.allow_local_images;
-    config.refresh_interval = roles::refresh_interval(c.refresh_interval_secs);
+    let config = c.server.coordinator_config(&store_url);
     let coordinator = Coordinator::new(
         config,
         queue,
@@ -225,7 +89,7 @@ pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::R
         .with_context(|| format!("binding the gRPC address {listen}"))?;
     let admin = AdminApi::new(Some(NatsHandle {
         client: client.clone(),
-        url: roles::redact(&c.nats),
+        url: roles::redact(&c.cluster.nats),
     }));
     let server = tokio::spawn(api::serve_all(
         listener,
@@ -233,7 +97,7 @@ pub async fn run(args: CoordinatorArgs, global: &super::GlobalArgs) -> anyhow::R
         security,
         shutdown.clone().wait(),
     ));
-    tracing::info!(grpc = %listen, metrics = %metrics_at, nats = %roles::redact(&c.nats), store = %store_url, "coordinator running");
+    tracing::info!(grpc = %listen, metrics = %metrics_at, nats = %roles::redact(&c.cluster.nats), store = %store_url, "coordinator running");
     coordinator.run(shutdown.clone().wait()).await;
     match server.await {
         Ok(Ok(())) => {}

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use strata_proto::v1::{self, list_affected_request::Query};
 use strata_proto::{Ecosystem, Severity};
 
-use super::client::{ConnectArgs, Connection, one_line};
+use super::client::{self, ConnectArgs, Connection, one_line};
 
 /// Bound on pages followed for one listing (the server caps page sizes).
 const MAX_PAGES: usize = 10_000;
@@ -293,7 +293,7 @@ async fn summary(args: SummaryArgs) -> anyhow::Result<u8> {
         let by_status: serde_json::Map<String, serde_json::Value> = s
             .images_by_status
             .iter()
-            .map(|c| (status_word(c.status).to_owned(), c.images.into()))
+            .map(|c| (client::status_word(c.status).to_owned(), c.images.into()))
             .collect();
         let doc = serde_json::json!({
             "images_by_status": by_status,
@@ -314,7 +314,7 @@ async fn summary(args: SummaryArgs) -> anyhow::Result<u8> {
         .images_by_status
         .iter()
         .filter(|c| c.images > 0)
-        .map(|c| format!("{} {}", c.images, status_word(c.status)))
+        .map(|c| format!("{} {}", c.images, client::status_word(c.status)))
         .collect();
     if !parts.is_empty() {
         out.push_str(&format!(" ({})", parts.join(", ")));
@@ -469,7 +469,7 @@ async fn list(args: ListArgs) -> anyhow::Result<u8> {
                     "reference": i.reference,
                     "tags": i.tags,
                     "digest": i.digest,
-                    "status": status_word(i.status),
+                    "status": client::status_word(i.status),
                     "counts": counts_json(&i.counts.unwrap_or_default()),
                     "scan_id": i.scan_id,
                     "last_scanned": timestamp(i.last_scanned_unix_ms),
@@ -488,7 +488,7 @@ async fn list(args: ListArgs) -> anyhow::Result<u8> {
         .iter()
         .map(|i| {
             let c = i.counts.unwrap_or_default();
-            let mut status = status_word(i.status).to_owned();
+            let mut status = client::status_word(i.status).to_owned();
             if !i.error.is_empty() {
                 status.push_str(&format!(": {}", one_line(&i.error, 80)));
             }
@@ -516,16 +516,6 @@ fn counts_json(c: &v1::SeverityCounts) -> serde_json::Value {
         "low": c.low,
         "unknown": c.unknown,
     })
-}
-
-fn status_word(status: i32) -> &'static str {
-    match v1::ScanStatus::try_from(status).unwrap_or(v1::ScanStatus::Unspecified) {
-        v1::ScanStatus::Pending => "pending",
-        v1::ScanStatus::Running => "running",
-        v1::ScanStatus::Complete => "complete",
-        v1::ScanStatus::Failed => "failed",
-        v1::ScanStatus::Unspecified => "unknown",
-    }
 }
 
 fn severity_word(s: i32) -> &'static str {

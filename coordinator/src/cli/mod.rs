@@ -12,6 +12,7 @@ mod roles;
 mod sbom;
 mod scan;
 mod serve;
+mod settings;
 mod status;
 mod submit;
 mod worker;
@@ -91,12 +92,28 @@ pub fn init_logging(global: &GlobalArgs) {
     }
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+impl Cli {
+    /// The command line, and clap's record of where each value came from
+    /// (flag, variable or default), which the roles' settings need.
+    pub fn parse_with_matches() -> (Cli, clap::ArgMatches) {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Cli::command().get_matches();
+        match Cli::from_arg_matches(&matches) {
+            Ok(cli) => (cli, matches),
+            Err(err) => err.format(&mut Cli::command()).exit(),
+        }
+    }
+}
+
+/// `matches` are the whole command line's; a role reads its subcommand's.
+pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
     let global = cli.global;
+    // Clap requires a subcommand, so there is always one.
+    let sub = || matches.subcommand().map_or(matches, |(_, m)| m);
     match cli.command {
-        Command::Coordinator(args) => coordinator::run(args, &global).await,
-        Command::Worker(args) => worker::run(args, &global).await,
-        Command::Serve(args) => serve::run(args, &global).await,
+        Command::Coordinator(args) => coordinator::run(args, sub(), &global).await,
+        Command::Worker(args) => worker::run(args, sub(), &global).await,
+        Command::Serve(args) => serve::run(args, sub(), &global).await,
         Command::Db(args) => db::run(args).await,
         Command::Scan(args) => scan::run(args).await,
         Command::Sbom(args) => sbom::run(args).await,

@@ -1,47 +1,23 @@
 //! What the long-running roles (`coordinator`, `worker`, `serve`) share:
-//! config files, the object store, NATS connections, telemetry, signals.
+//! the object store, NATS connections, telemetry, signals, gRPC security.
 //!
-//! Configuration: each role has one struct (`Default`, unknown keys
-//! rejected), read from `--config FILE` (TOML) when given; every flag (and
-//! its `STRATA_*` environment variable) overrides the file. Validated once,
-//! at start: a bad value is an error before anything runs.
+//! Settings (flags and config files) are declared in [`super::settings`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use object_store::ObjectStore;
 use strata_coordinator::api::{Security, SecurityFiles};
+use strata_coordinator::cluster::VulnData;
+use strata_coordinator::vulndb::Db;
 use strata_worker::telemetry::{self, LogFormat, Metrics, TelemetryConfig, TelemetryGuard};
 
+use super::settings::SecuritySettings;
+
 use super::GlobalArgs;
-
-/// Bound on a config file.
-const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
-/// Reads a role's TOML config file (unknown keys are an error), or its defaults.
-pub fn load_config<T: serde::de::DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
-    let Some(path) = path else {
-        return Ok(T::default());
-    };
-    let meta = std::fs::metadata(path).with_context(|| format!("config {}", path.display()))?;
-    anyhow::ensure!(
-        meta.len() <= MAX_CONFIG_BYTES,
-        "config {}: {} bytes is over the {MAX_CONFIG_BYTES}-byte limit",
-        path.display(),
-        meta.len()
-    );
-    let text = std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config {}", path.display()))
-}
-
-pub fn parse_addr(what: &str, value: &str) -> anyhow::Result<SocketAddr> {
-    value.parse().with_context(|| {
-        format!("{what} {value:?}: expected HOST:PORT with an IP address, e.g. 127.0.0.1:7700")
-    })
-}
 
 /// Logs (and traces by OTLP when an endpoint is set) for a role.
 pub fn init_telemetry(
@@ -188,76 +164,20 @@ pub async fn spawn_metrics(
     Ok(local)
 }
 
-/// Registered images are resolved again every six hours by default.
-pub const DEFAULT_REFRESH_SECS: u64 = 6 * 3600;
-
-/// `--refresh-interval-secs`: 0 turns the refresh off.
-pub fn refresh_interval(secs: u64) -> Option<std::time::Duration> {
-    (secs > 0).then(|| std::time::Duration::from_secs(secs))
-}
-
-/// How the gRPC server is secured, as flags (`coordinator` and `serve`).
-#[derive(clap::Args, Debug, Default)]
-pub struct SecurityArgs {
-    /// PEM server certificate (chain): serve gRPC over TLS (with --tls-key).
-    #[arg(long, env = "STRATA_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "STRATA_TLS_KEY", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-    /// Require client certificates signed by this PEM CA (mTLS); the
-    /// certificate's name identifies the caller in audit logs.
-    #[arg(long, env = "STRATA_CLIENT_CA", value_name = "FILE")]
-    pub client_ca: Option<PathBuf>,
-    /// Require `authorization: Bearer <token>` on every Strata call; the file
-    /// has one `NAME TOKEN` per line (`#` comments), tokens of 16+ characters.
-    #[arg(long, env = "STRATA_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Allow plain (non-TLS) gRPC on a non-loopback address.
-    #[arg(long, env = "STRATA_ALLOW_REMOTE")]
-    pub allow_remote: bool,
-    /// Let API callers submit `oci-dir:` / `docker-archive:` paths, which
-    /// this server then reads from its own filesystem (off: registry images only).
-    #[arg(long, env = "STRATA_ALLOW_LOCAL_IMAGES")]
-    pub allow_local_images: bool,
-}
-
-/// The same settings as config-file keys (top level, named like the flags).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SecurityConfig {
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub client_ca: Option<PathBuf>,
-    pub token_file: Option<PathBuf>,
-    pub allow_remote: bool,
-    pub allow_local_images: bool,
-}
-
-impl SecurityConfig {
-    /// Flags override the file.
-    pub fn overlay(&mut self, args: SecurityArgs) {
-        if args.tls_cert.is_some() {
-            self.tls_cert = args.tls_cert;
-        }
-        if args.tls_key.is_some() {
-            self.tls_key = args.tls_key;
-        }
-        if args.client_ca.is_some() {
-            self.client_ca = args.client_ca;
-        }
-        if args.token_file.is_some() {
-            self.token_file = args.token_file;
-        }
-        self.allow_remote |= args.allow_remote;
-        self.allow_local_images |= args.allow_local_images;
-    }
+/// Opens the vulnerability database and builds its index (seconds for a
+/// large database: off the async threads).
+pub async fn load_vulndb(path: &Path) -> anyhow::Result<VulnData> {
+    let db =
+        Db::open(path).with_context(|| format!("opening the vulnerability database {}", path.display()))?;
+    tokio::task::spawn_blocking(move || VulnData::new(&db))
+        .await
+        .context("building the vulnerability index")
 }
 
 /// Reads the TLS and token files and checks `listen` against them: plain
 /// gRPC only on loopback unless `allow_remote`. Logs what is in force
 /// (never a token).
-pub fn load_security(c: &SecurityConfig, listen: SocketAddr) -> anyhow::Result<Security> {
+pub fn load_security(c: &SecuritySettings, listen: SocketAddr) -> anyhow::Result<Security> {
     let security = Security::load(&SecurityFiles {
         tls_cert: c.tls_cert.clone(),
         tls_key: c.tls_key.clone(),
@@ -277,48 +197,6 @@ pub fn load_security(c: &SecurityConfig, listen: SocketAddr) -> anyhow::Result<S
     Ok(security)
 }
 
-/// Queue settings from a role's config.
-pub fn queue_settings(q: &QueueConfig) -> anyhow::Result<strata_worker::queue::QueueSettings> {
-    anyhow::ensure!(q.max_deliver >= 1, "max_deliver must be at least 1");
-    anyhow::ensure!(q.ack_wait_secs >= 1, "ack_wait_secs must be at least 1");
-    anyhow::ensure!(q.max_ack_pending >= 1, "max_ack_pending must be at least 1");
-    anyhow::ensure!((1..=5).contains(&q.replicas), "replicas must be 1 to 5");
-    Ok(strata_worker::queue::QueueSettings {
-        ack_wait: Duration::from_secs(q.ack_wait_secs),
-        max_deliver: q.max_deliver,
-        max_ack_pending: q.max_ack_pending,
-        max_jobs: q.max_jobs,
-        replicas: q.replicas,
-        duplicate_window: Duration::from_secs(q.duplicate_window_secs.max(1)),
-    })
-}
-
-/// The job queue's settings, as a config file writes them (`[queue]`).
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QueueConfig {
-    pub ack_wait_secs: u64,
-    pub max_deliver: u32,
-    pub max_ack_pending: i64,
-    pub max_jobs: i64,
-    pub replicas: usize,
-    pub duplicate_window_secs: u64,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        let d = strata_worker::queue::QueueSettings::default();
-        QueueConfig {
-            ack_wait_secs: d.ack_wait.as_secs(),
-            max_deliver: d.max_deliver,
-            max_ack_pending: d.max_ack_pending,
-            max_jobs: d.max_jobs,
-            replicas: d.replicas,
-            duplicate_window_secs: d.duplicate_window.as_secs(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,35 +208,5 @@ mod tests {
             "nats://10.0.0.1:4222"
         );
         assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-    }
-
-    #[test]
-    fn security_flags_override_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "tls_cert = \"/etc/strata/cert.pem\"\ntoken_file = \"/etc/strata/tokens\"\nallow_remote = true\n",
-        )
-        .unwrap();
-        let mut c = load_config::<SecurityConfig>(Some(&path)).unwrap();
-        c.overlay(SecurityArgs {
-            token_file: Some("/run/tokens".into()),
-            ..SecurityArgs::default()
-        });
-        assert_eq!(c.tls_cert.as_deref(), Some(Path::new("/etc/strata/cert.pem")));
-        assert_eq!(c.token_file.as_deref(), Some(Path::new("/run/tokens")));
-        assert!(c.allow_remote);
-    }
-
-    #[test]
-    fn unknown_config_keys_are_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "max_deliver = 3\nbogus = 1\n").unwrap();
-        let err = load_config::<QueueConfig>(Some(&path)).unwrap_err();
-        assert!(format!("{err:#}").contains("bogus"), "{err:#}");
-        std::fs::write(&path, "max_deliver = 3\n").unwrap();
-        assert_eq!(load_config::<QueueConfig>(Some(&path)).unwrap().max_deliver, 3);
     }
 }

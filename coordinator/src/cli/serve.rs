@@ -11,150 +11,68 @@ use anyhow::Context;
 use clap::Args;
 use strata_coordinator::api::{self, AdminApi, Services};
 use strata_coordinator::cluster::records::{ScanRecord, ScanStatus};
-use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, SubmitRequest, VulnData};
-use strata_coordinator::vulndb::Db;
+use strata_coordinator::cluster::{Buckets, Coordinator, SubmitRequest};
 use strata_worker::job::JobContext;
 use strata_worker::queue::Queue;
 use strata_worker::run::{self, WorkerOptions};
 
-use super::roles::{self, DEFAULT_REFRESH_SECS, QueueConfig, SecurityArgs, SecurityConfig, Shutdown};
+use super::roles::{self, Shutdown};
+use super::settings::{self, ServerSettings};
 
 /// Bound on a watch file and the images in it.
 const MAX_WATCH_BYTES: u64 = 4 << 20;
 const MAX_WATCH_IMAGES: usize = 100_000;
 
+/// `strata serve`: its flags are its config file's keys (see [`settings`]),
+/// except the run-once options.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// A TOML file with any of the settings below (flags override it).
+    /// A TOML file with any of the settings below; flags and `STRATA_*`
+    /// variables override it ([queue] and [security] are tables).
     #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where state and results live [default: ./strata-data].
-    #[arg(long, env = "STRATA_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Layers analysed at once (in-process worker slots) [default: 4].
-    #[arg(long, env = "STRATA_WORKERS")]
-    pub workers: Option<usize>,
-    /// gRPC address [default: 127.0.0.1:7700].
-    #[arg(long, env = "STRATA_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// Prometheus /metrics and /healthz address [default: 127.0.0.1:9100].
-    #[arg(long, env = "STRATA_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<String>,
-    /// The vulnerability database file.
-    #[arg(long, env = "STRATA_DB", value_name = "FILE")]
-    pub db: Option<PathBuf>,
-    /// A file of image references to watch, one per line (`#` comments).
-    #[arg(long, env = "STRATA_WATCH", value_name = "FILE")]
-    pub watch: Option<PathBuf>,
     /// Scan the watched images, print a fleet summary, and exit.
     #[arg(long)]
     pub exit_when_done: bool,
-    /// With --exit-when-done: give up after this many seconds [default: 600].
-    #[arg(long, value_name = "SECS")]
-    pub timeout_secs: Option<u64>,
-    /// A registry (`host[:port]`) to speak plain HTTP to. Repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    pub insecure_registries: Vec<String>,
-    /// Seconds between re-resolving registered images and re-listing watched
-    /// repositories (moved tags are rescanned; 0: never) [default: 21600].
-    #[arg(long, env = "STRATA_REFRESH_INTERVAL_SECS", value_name = "SECS")]
-    pub refresh_interval_secs: Option<u64>,
+    /// With --exit-when-done: give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub timeout_secs: u64,
     #[command(flatten)]
-    pub security: SecurityArgs,
+    pub settings: ServeSettings,
 }
 
-/// `strata serve`'s config file.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServeFile {
+/// Every setting of `strata serve`, declared once.
+#[derive(Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ServeSettings {
+    /// Where state and results live.
+    #[arg(
+        long,
+        env = "STRATA_DATA_DIR",
+        value_name = "DIR",
+        default_value = "strata-data"
+    )]
     pub data_dir: PathBuf,
+    /// Layers analysed at once (in-process worker slots), 1 to 256.
+    #[arg(long, env = "STRATA_WORKERS", default_value_t = 4)]
     pub workers: usize,
-    pub listen: String,
-    pub metrics_listen: String,
-    pub db: Option<PathBuf>,
+    /// A file of image references to watch, one per line (`#` comments).
+    #[arg(long, env = "STRATA_WATCH", value_name = "FILE")]
     pub watch: Option<PathBuf>,
-    pub insecure_registries: Vec<String>,
-    pub refresh_interval_secs: u64,
-    pub queue: QueueConfig,
-    /// gRPC security: the same keys as the flags.
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub client_ca: Option<PathBuf>,
-    pub token_file: Option<PathBuf>,
-    pub allow_remote: bool,
-    pub allow_local_images: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub server: ServerSettings,
 }
 
-impl ServeFile {
-    /// The security keys, with `args` (flags) over them.
-    fn security(&self, args: SecurityArgs) -> SecurityConfig {
-        let mut c = SecurityConfig {
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-            client_ca: self.client_ca.clone(),
-            token_file: self.token_file.clone(),
-            allow_remote: self.allow_remote,
-            allow_local_images: self.allow_local_images,
-        };
-        c.overlay(args);
-        c
-    }
-}
-
-impl Default for ServeFile {
-    fn default() -> Self {
-        ServeFile {
-            data_dir: PathBuf::from("strata-data"),
-            workers: 4,
-            listen: "127.0.0.1:7700".to_owned(),
-            metrics_listen: "127.0.0.1:9100".to_owned(),
-            db: None,
-            watch: None,
-            insecure_registries: Vec::new(),
-            refresh_interval_secs: DEFAULT_REFRESH_SECS,
-            queue: QueueConfig::default(),
-            tls_cert: None,
-            tls_key: None,
-            client_ca: None,
-            token_file: None,
-            allow_remote: false,
-            allow_local_images: false,
-        }
-    }
-}
-
-pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<u8> {
-    let mut c: ServeFile = roles::load_config(args.config.as_deref())?;
-    if let Some(v) = args.data_dir {
-        c.data_dir = v;
-    }
-    if let Some(v) = args.workers {
-        c.workers = v;
-    }
-    if let Some(v) = args.listen {
-        c.listen = v;
-    }
-    if let Some(v) = args.metrics_listen {
-        c.metrics_listen = v;
-    }
-    if args.db.is_some() {
-        c.db = args.db;
-    }
-    if args.watch.is_some() {
-        c.watch = args.watch;
-    }
-    c.insecure_registries.extend(args.insecure_registries);
-    if let Some(v) = args.refresh_interval_secs {
-        c.refresh_interval_secs = v;
-    }
-    let security = c.security(args.security);
+pub async fn run(
+    args: ServeArgs,
+    matches: &clap::ArgMatches,
+    global: &super::GlobalArgs,
+) -> anyhow::Result<u8> {
+    let c = settings::resolve(args.settings, matches, args.config.as_deref())?;
     anyhow::ensure!((1..=256).contains(&c.workers), "workers must be 1 to 256");
-    let listen = roles::parse_addr("--listen", &c.listen)?;
-    let metrics_addr = roles::parse_addr("--metrics-listen", &c.metrics_listen)?;
-    let settings = roles::queue_settings(&c.queue)?;
-    let db_path =
-        c.db.clone()
-            .context("no vulnerability database: give --db FILE (build one with `strata db import`)")?;
+    let (listen, metrics_addr) = c.server.addresses()?;
+    let queue_settings = c.server.queue.to_queue()?;
+    let db_path = c.server.db_path()?.to_owned();
     let watch = match &c.watch {
         Some(path) => read_watch_file(path)?,
         None => Vec::new(),
@@ -162,23 +80,15 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
 
     let _telemetry = roles::init_telemetry(global, "strata-serve", None)?;
     let metrics = roles::metrics("strata-serve", None)?;
-    let security_config = security;
-    let security = roles::load_security(&security_config, listen)?;
+    let security = roles::load_security(&c.server.security, listen)?;
     std::fs::create_dir_all(&c.data_dir).with_context(|| format!("creating {}", c.data_dir.display()))?;
     let store_url = roles::dir_url(&c.data_dir.join("store"))?;
     let store = roles::open_store(&store_url)?;
     let buckets = Buckets::local(&c.data_dir.join("state.redb"))?;
-    let db = Db::open(&db_path)
-        .with_context(|| format!("opening the vulnerability database {}", db_path.display()))?;
-    let vulndb = tokio::task::spawn_blocking(move || VulnData::new(&db))
-        .await
-        .context("building the vulnerability index")?;
-    let queue = Queue::memory(settings);
+    let vulndb = roles::load_vulndb(&db_path).await?;
+    let queue = Queue::memory(queue_settings);
 
-    let mut config = CoordinatorConfig::new(store_url.clone());
-    config.source.insecure_registries = c.insecure_registries.clone();
-    config.local_images_over_api = security_config.allow_local_images;
-    config.refresh_interval = roles::refresh_interval(c.refresh_interval_secs);
+    let config = c.server.coordinator_config(&store_url);
     let coordinator = Coordinator::new(
         config,
         queue.clone(),
@@ -189,7 +99,7 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
     );
     let mut ctx = JobContext::new("serve", store);
     ctx.metrics = Some(metrics.clone());
-    ctx.source.insecure_registries = c.insecure_registries.clone();
+    ctx.source.insecure_registries = c.server.insecure_registries.clone();
 
     let shutdown = Shutdown::on_signal();
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
@@ -256,7 +166,7 @@ pub async fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<
             }
         }
         if args.exit_when_done {
-            let limit = Duration::from_secs(args.timeout_secs.unwrap_or(600));
+            let limit = Duration::from_secs(args.timeout_secs);
             let scans = wait_all(&coordinator, &ids, limit).await?;
             print_summary(&scans, &coordinator, started.elapsed());
             if scans

@@ -20,7 +20,7 @@ use strata_proto::{Report, Severity};
 use tokio::time::Instant;
 use tonic::Code;
 
-use super::client::{ConnectArgs, Connection};
+use super::client::{self, ConnectArgs, Connection};
 
 /// How often a broken event stream is re-watched before giving up.
 const MAX_REWATCH: u32 = 5;
@@ -260,16 +260,6 @@ fn short(digest: &str) -> String {
     }
 }
 
-fn status_word(status: i32) -> &'static str {
-    match v1::ScanStatus::try_from(status).unwrap_or(v1::ScanStatus::Unspecified) {
-        v1::ScanStatus::Pending => "pending",
-        v1::ScanStatus::Running => "running",
-        v1::ScanStatus::Complete => "complete",
-        v1::ScanStatus::Failed => "failed",
-        v1::ScanStatus::Unspecified => "unknown",
-    }
-}
-
 enum Display {
     Bar(ProgressBar),
     Lines,
@@ -335,7 +325,7 @@ impl Progress {
                 "submitted: scan {}{} ({})",
                 event.scan_id,
                 if s.existing { ", existing" } else { "" },
-                status_word(s.status)
+                client::status_word(s.status)
             )),
             Event::Resolved(r) => {
                 self.total = r.layer_digests.len();
@@ -392,7 +382,7 @@ impl Progress {
                 m.packages, m.findings
             )),
             Event::Done(d) => {
-                let mut line = format!("done: {}", status_word(d.status));
+                let mut line = format!("done: {}", client::status_word(d.status));
                 if d.layers_total > 0 {
                     line.push_str(&format!(
                         " ({} layers: {} cached, {} analysed, {} failed)",

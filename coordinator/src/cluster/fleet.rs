@@ -36,9 +36,9 @@ use strata_worker::source::{ImageRef, SourceError, TagListError};
 
 use super::records::{ImageRecord, ScanRecord, ScanStatus, image_key};
 use super::{
-    Coordinator, CoordinatorError, RateLimitWait, SubmitRequest, from_json, now_ms, to_json, truncate,
-    validate_reference,
+    Coordinator, CoordinatorError, RateLimitWait, SubmitRequest, from_json, to_json, validate_reference,
 };
+use crate::util::{now_unix_ms, truncate_chars};
 use crate::versions::{self, Scheme, Version};
 
 /// References accepted in one register or unregister request.
@@ -400,7 +400,7 @@ impl State {
             status: ScanStatus::Complete,
             error: None,
             counts: matched.counts,
-            last_scanned_unix_ms: now_ms(),
+            last_scanned_unix_ms: now_unix_ms(),
             report: None,
             report_broken: false,
         });
@@ -484,10 +484,10 @@ pub struct FleetIndex {
 
 impl FleetIndex {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+        crate::util::read(&self.state)
     }
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+        crate::util::write(&self.state)
     }
 }
 
@@ -515,7 +515,7 @@ impl PageToken {
         let bad = |why: &str| {
             CoordinatorError::InvalidArgument(format!(
                 "page_token {:?}: {why}; pass the next_page_token of the previous answer",
-                truncate(token, 40)
+                truncate_chars(token, 40)
             ))
         };
         if token.len() > MAX_PAGE_TOKEN {
@@ -548,7 +548,7 @@ impl PageToken {
         if reference.len() <= TOKEN_REFERENCE_BYTES {
             return format!("r{}", hex::encode(reference));
         }
-        let prefix = truncate(reference, TOKEN_REFERENCE_BYTES / 4);
+        let prefix = truncate_chars(reference, TOKEN_REFERENCE_BYTES / 4);
         let key = image_key(reference);
         format!(
             "k{}.{}",
@@ -627,7 +627,7 @@ impl VersionRange {
         let bad = |why: String| {
             CoordinatorError::InvalidArgument(format!(
                 "version_range {:?}: {why} (expected comparisons joined by commas, e.g. \">=1.2.0, <1.4.1\")",
-                truncate(range, 200)
+                truncate_chars(range, 200)
             ))
         };
         if range.len() > MAX_RANGE_LEN {
@@ -822,7 +822,7 @@ fn normalise_repository(repository: &str) -> Result<String, CoordinatorError> {
     let repository = repository.trim().trim_end_matches('/');
     validate_reference(repository)?;
     let bad = |why: &str| {
-        CoordinatorError::InvalidArgument(format!("repository {:?}: {why}", truncate(repository, 200)))
+        CoordinatorError::InvalidArgument(format!("repository {:?}: {why}", truncate_chars(repository, 200)))
     };
     if repository.contains('@')
         || repository
@@ -1195,7 +1195,7 @@ impl Coordinator {
             tag_pattern: tag_pattern.trim().to_owned(),
             platform: platform.to_owned(),
             insecure_registry,
-            updated_unix_ms: now_ms(),
+            updated_unix_ms: now_unix_ms(),
         };
         self.inner
             .buckets

@@ -51,6 +51,7 @@ use tokio::io::AsyncReadExt as _;
 
 use crate::compose;
 use crate::matching::Matcher;
+use crate::util::{lock, now_unix_ms, read, truncate_chars, write};
 use crate::vulndb::{Db, DbStatus};
 use events::EventLogs;
 use kv::{Cas, Kv, KvError};
@@ -273,14 +274,6 @@ enum Head {
     Failed(String),
 }
 
-fn now_ms() -> i64 {
-    crate::now_unix_ms()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Bytes, CoordinatorError> {
     serde_json::to_vec(v)
         .map(Bytes::from)
@@ -339,12 +332,12 @@ impl Coordinator {
     }
 
     pub fn vulndb(&self) -> Arc<VulnData> {
-        lock_read(&self.inner.vulndb)
+        read(&self.inner.vulndb).clone()
     }
 
     /// Replace the vulnerability data (reports are re-matched when read).
     pub fn set_vulndb(&self, data: VulnData) {
-        *self.inner.vulndb.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(data);
+        *write(&self.inner.vulndb) = Arc::new(data);
     }
 
     pub fn cache_stats(&self) -> CacheStats {
@@ -515,7 +508,7 @@ impl Coordinator {
             // cannot read them, so their blobs are copied to the store.
             _ => None,
         };
-        let now = now_ms();
+        let now = now_unix_ms();
         let record = ScanRecord {
             id: id.clone(),
             reference: resolved.reference.clone(),
@@ -686,7 +679,7 @@ impl Coordinator {
             registered: registered || req.register,
             digest: digest.to_owned(),
             scan_id: scan_id.to_owned(),
-            updated_unix_ms: now_ms(),
+            updated_unix_ms: now_unix_ms(),
         };
         if let Ok(json) = to_json(&record) {
             match self.inner.buckets.images.put(&key, json).await {
@@ -814,8 +807,8 @@ impl Coordinator {
                         packages: 0,
                         error: None,
                         permanent: false,
-                        queued_unix_ms: now_ms(),
-                        updated_unix_ms: now_ms(),
+                        queued_unix_ms: now_unix_ms(),
+                        updated_unix_ms: now_unix_ms(),
                     };
                     (record, None)
                 }
@@ -824,8 +817,8 @@ impl Coordinator {
                 record.generation += 1;
                 record.state = LayerState::Queued;
                 record.error = None;
-                record.queued_unix_ms = now_ms();
-                record.updated_unix_ms = now_ms();
+                record.queued_unix_ms = now_unix_ms();
+                record.updated_unix_ms = now_unix_ms();
                 record.priority = scan.priority.clone();
             }
             let json = to_json(&record)?;
@@ -937,7 +930,7 @@ impl Coordinator {
                 }
                 None => return Ok(()),
             }
-            record.updated_unix_ms = now_ms();
+            record.updated_unix_ms = now_unix_ms();
             match layers.update(&key, to_json(&record)?, entry.revision).await? {
                 Cas::Written(_) => break,
                 Cas::Conflict => continue,
@@ -1165,7 +1158,7 @@ impl Coordinator {
         if !changed && !done {
             return Ok(());
         }
-        scan.updated_unix_ms = now_ms();
+        scan.updated_unix_ms = now_unix_ms();
         if done {
             let permit = self.inner.finalizing.acquire().await;
             let finalized = self.finalize(&mut scan).await;
@@ -1272,7 +1265,7 @@ impl Coordinator {
                     counts,
                     suppressed: 0,
                     vulndb_version: vulndb.matcher.vulndb_version().to_owned(),
-                    created_unix_ms: now_ms(),
+                    created_unix_ms: now_unix_ms(),
                     layer_errors: Vec::new(),
                 }
             }
@@ -1310,7 +1303,7 @@ impl Coordinator {
         scan.findings = report.findings.len() as u32;
         scan.vulndb_version = report.vulndb_version.clone();
         scan.report_key = Some(key.to_string());
-        scan.completed_unix_ms = now_ms();
+        scan.completed_unix_ms = now_unix_ms();
         Ok(())
     }
 
@@ -1436,10 +1429,6 @@ impl RateLimitWait {
     }
 }
 
-fn lock_read<T: Clone>(l: &RwLock<T>) -> T {
-    l.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
 fn blob_path_str(digest: &str) -> String {
     let (alg, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
     format!("blobs/{alg}/{hex}")
@@ -1476,17 +1465,10 @@ pub fn validate_reference(reference: &str) -> Result<String, CoordinatorError> {
     if let Some(c) = reference.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(CoordinatorError::InvalidArgument(format!(
             "image reference {:?} contains {c:?}",
-            truncate(reference, 200)
+            truncate_chars(reference, 200)
         )));
     }
     Ok(reference.to_owned())
-}
-
-fn truncate(s: &str, n: usize) -> &str {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 /// Which queue a request goes to.

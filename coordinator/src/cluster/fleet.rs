@@ -39,6 +39,7 @@ use super::{
     Coordinator, CoordinatorError, RateLimitWait, SubmitRequest, from_json, to_json, validate_reference,
 };
 use crate::util::{now_unix_ms, truncate_chars};
+use crate::versions::constraint::Conjunction;
 use crate::versions::{self, Scheme, Version};
 
 /// References accepted in one register or unregister request.
@@ -55,9 +56,8 @@ pub const MAX_TAGS: usize = 10_000;
 pub const DEFAULT_TOP_N: usize = 10;
 pub const MAX_TOP_N: usize = 100;
 /// Longest vulnerability id, package name, tag pattern or version range accepted.
+/// (Version ranges are bounded by [`Conjunction::parse`].)
 const MAX_QUERY_LEN: usize = 256;
-const MAX_RANGE_LEN: usize = 1024;
-const MAX_RANGE_CONSTRAINTS: usize = 16;
 /// Tags registered, or reports read, at once.
 const CONCURRENCY: usize = 8;
 /// One page of a tag list (JSON) read at most.
@@ -604,105 +604,23 @@ fn page_size(asked: u32) -> usize {
 
 // ---- version ranges ---------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-    Ne,
-}
-
-/// A conjunction of comparisons (`>=1.2.0, <1.4.1`), parsed once per
-/// version scheme it is used with.
-#[derive(Debug, Clone)]
-pub struct VersionRange {
-    constraints: Vec<(Op, String)>,
-}
-
-impl VersionRange {
-    /// Parses the shape; versions are checked per scheme by [`Self::compile`].
-    pub fn parse(range: &str) -> Result<VersionRange, CoordinatorError> {
-        let bad = |why: String| {
-            CoordinatorError::InvalidArgument(format!(
-                "version_range {:?}: {why} (expected comparisons joined by commas, e.g. \">=1.2.0, <1.4.1\")",
-                truncate_chars(range, 200)
-            ))
-        };
-        if range.len() > MAX_RANGE_LEN {
-            return Err(bad(format!("longer than {MAX_RANGE_LEN} bytes")));
-        }
-        let mut constraints = Vec::new();
-        for part in range.split(',') {
-            let part = part.trim();
-            let (op, version) = [
-                (">=", Op::Ge),
-                ("<=", Op::Le),
-                ("!=", Op::Ne),
-                ("==", Op::Eq),
-                (">", Op::Gt),
-                ("<", Op::Lt),
-                ("=", Op::Eq),
-            ]
-            .iter()
-            .find_map(|(s, op)| part.strip_prefix(s).map(|v| (*op, v.trim())))
-            .unwrap_or((Op::Eq, part));
-            if version.is_empty() {
-                return Err(bad(format!("comparison {part:?} has no version")));
-            }
-            if version.contains(|c: char| c.is_whitespace() || "<>=!".contains(c)) {
-                return Err(bad(format!(
-                    "comparison {part:?} is not one operator and one version"
-                )));
-            }
-            constraints.push((op, version.to_owned()));
-        }
-        if constraints.len() > MAX_RANGE_CONSTRAINTS {
-            return Err(bad(format!("more than {MAX_RANGE_CONSTRAINTS} comparisons")));
-        }
-        Ok(VersionRange { constraints })
-    }
-
-    fn compile(&self, scheme: Scheme) -> Result<Vec<(Op, Version)>, versions::VersionError> {
-        self.constraints
-            .iter()
-            .map(|(op, v)| Ok((*op, crate::matching::range::parse_version(scheme, v)?)))
-            .collect()
-    }
-}
-
-fn satisfies(compiled: &[(Op, Version)], v: &Version) -> bool {
-    compiled.iter().all(|(op, bound)| {
-        let o = v.cmp(bound);
-        match op {
-            Op::Lt => o.is_lt(),
-            Op::Le => o.is_le(),
-            Op::Gt => o.is_gt(),
-            Op::Ge => o.is_ge(),
-            Op::Eq => o.is_eq(),
-            Op::Ne => o.is_ne(),
-        }
+/// A version range as `ListAffected` takes it: the shape is
+/// [`Conjunction::parse`]'s, the error the one clients have always seen.
+fn parse_version_range(range: &str) -> Result<Conjunction<String>, CoordinatorError> {
+    Conjunction::parse(range).map_err(|why| {
+        CoordinatorError::InvalidArgument(format!(
+            "version_range {:?}: {why} (expected comparisons joined by commas, e.g. \">=1.2.0, <1.4.1\")",
+            truncate_chars(range, 200)
+        ))
     })
 }
-
-const SCHEMES: [Scheme; 8] = [
-    Scheme::Dpkg,
-    Scheme::Apk,
-    Scheme::Rpm,
-    Scheme::Pep440,
-    Scheme::Semver,
-    Scheme::Go,
-    Scheme::Maven,
-    Scheme::RubyGems,
-];
 
 /// A package query, validated and compiled.
 pub struct PackageQuery {
     ecosystem: Option<Ecosystem>,
     name: String,
     /// Per scheme the range compiles under (none: any version).
-    range: Option<HashMap<Scheme, Vec<(Op, Version)>>>,
+    range: Option<HashMap<Scheme, Conjunction<Version>>>,
 }
 
 impl PackageQuery {
@@ -724,15 +642,15 @@ impl PackageQuery {
         let range = match version_range.trim() {
             "" => None,
             r => {
-                let parsed = VersionRange::parse(r)?;
+                let parsed = parse_version_range(r)?;
                 let schemes: Vec<Scheme> = match ecosystem {
                     Some(eco) => vec![versions::scheme(eco).map_err(|e| invalid(format!("package: {e}")))?],
-                    None => SCHEMES.to_vec(),
+                    None => Scheme::ALL.to_vec(),
                 };
                 let mut compiled = HashMap::new();
                 let mut first_error = None;
                 for s in schemes {
-                    match parsed.compile(s) {
+                    match parsed.try_map(|v| crate::matching::range::parse_version(s, v)) {
                         Ok(c) => {
                             compiled.insert(s, c);
                         }
@@ -779,7 +697,7 @@ impl PackageQuery {
             (Some(v), true) => v.as_str(),
             _ => p.version.as_str(),
         };
-        crate::matching::range::parse_version(scheme, version).is_ok_and(|v| satisfies(compiled, &v))
+        crate::matching::range::parse_version(scheme, version).is_ok_and(|v| compiled.satisfied_by(&v))
     }
 }
 
@@ -1652,15 +1570,24 @@ mod tests {
 
     #[test]
     fn version_ranges() {
-        let r = VersionRange::parse(">=1.2.0, <1.4.1").unwrap();
-        let c = r.compile(Scheme::Semver).unwrap();
-        let v = |s| versions::parse(Scheme::Semver, s).unwrap();
-        assert!(satisfies(&c, &v("1.3.0")));
-        assert!(!satisfies(&c, &v("1.4.1")));
-        assert!(!satisfies(&c, &v("1.1.9")));
+        // The shape and its evaluation are tested in `versions::constraint`;
+        // here, the message a client reads.
         for bad in [">=", ">= 1, <", "~>1.0", "1.0 2.0", ">=1,<<2"] {
-            assert!(VersionRange::parse(bad).is_err(), "{bad}");
+            assert!(parse_version_range(bad).is_err(), "{bad}");
         }
+        let err = PackageQuery::new("Debian", "zlib", ">=1, <").err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "invalid argument: version_range \">=1, <\": comparison \"<\" has no version \
+             (expected comparisons joined by commas, e.g. \">=1.2.0, <1.4.1\")"
+        );
+        let long = format!(">={}", "1".repeat(2000));
+        let err = PackageQuery::new("", "zlib", &long).err().unwrap().to_string();
+        assert!(
+            err.contains("longer than 1024 bytes (expected comparisons"),
+            "{err}"
+        );
+        assert!(err.len() < 400, "the range is quoted cut: {err}");
         assert!(PackageQuery::new("Debian", "zlib", ">=x!").is_err());
         assert!(PackageQuery::new("Nope", "zlib", "").is_err());
         assert!(PackageQuery::new("Debian", "zlib", ">=1:1.2, <2").is_ok());

@@ -34,10 +34,10 @@ use sha2::Digest as _;
 use strata_proto::{Ecosystem, Finding, OsRelease, Package, Report, Severity, SeverityCounts, v1};
 use strata_worker::source::{ImageRef, SourceError, TagListError};
 
+use super::error::{from_json, to_json};
+use super::rate_limit::RateLimitWait;
 use super::records::{ImageRecord, ScanRecord, ScanStatus, image_key};
-use super::{
-    Coordinator, CoordinatorError, RateLimitWait, SubmitRequest, from_json, to_json, validate_reference,
-};
+use super::{Coordinator, CoordinatorError, SubmitRequest, validate_reference};
 use crate::util::{now_unix_ms, truncate_chars};
 use crate::versions::constraint::Conjunction;
 use crate::versions::{self, Scheme, Version};

@@ -59,3 +59,25 @@ fn blob_path_str(digest: &str) -> String {
 fn blob_path(digest: &strata_proto::Digest) -> StorePath {
     StorePath::from(blob_path_str(digest.as_str()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_are_stored_by_algorithm_and_hex() {
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            blob_path_str(&format!("sha256:{hex}")),
+            format!("blobs/sha256/{hex}")
+        );
+        assert_eq!(
+            blob_path_str(&format!("sha512:{hex}")),
+            format!("blobs/sha512/{hex}")
+        );
+        // A bare hex is taken as sha256.
+        assert_eq!(blob_path_str(&hex), format!("blobs/sha256/{hex}"));
+        let digest: strata_proto::Digest = format!("sha256:{hex}").parse().unwrap();
+        assert_eq!(blob_path(&digest).as_ref(), format!("blobs/sha256/{hex}"));
+    }
+}

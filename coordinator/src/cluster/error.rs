@@ -69,3 +69,56 @@ pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<Bytes, CoordinatorEr
 pub(super) fn from_json<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, CoordinatorError> {
     serde_json::from_slice(b).map_err(|e| CoordinatorError::Internal(format!("{what}: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_and_queue_errors_map_to_what_a_caller_can_act_on() {
+        let bad = SourceError::BadReference {
+            input: "x".into(),
+            reason: "no".into(),
+        };
+        assert!(matches!(
+            CoordinatorError::from(bad),
+            CoordinatorError::InvalidArgument(_)
+        ));
+        let missing = SourceError::NotFound("reg.test/app:v1".into());
+        assert!(
+            matches!(CoordinatorError::from(missing), CoordinatorError::NotFound(m) if m.contains("reg.test/app:v1"))
+        );
+        let denied = SourceError::Unauthorized("reg.test".into());
+        assert!(matches!(
+            CoordinatorError::from(denied),
+            CoordinatorError::Unauthorized(_)
+        ));
+        let limited = SourceError::RateLimited {
+            registry: "reg.test".into(),
+            retry_after: None,
+        };
+        assert!(matches!(
+            CoordinatorError::from(limited),
+            CoordinatorError::Unavailable(_)
+        ));
+        let full = QueueError::Full("ci".into());
+        assert!(matches!(CoordinatorError::from(full), CoordinatorError::Full(m) if m == "ci"));
+        assert!(matches!(
+            CoordinatorError::from(QueueError::Closed),
+            CoordinatorError::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn unreadable_records_name_what_they_are() {
+        let err = from_json::<u32>("scan", b"{").unwrap_err();
+        assert!(
+            matches!(&err, CoordinatorError::Internal(m) if m.starts_with("scan: ")),
+            "{err}"
+        );
+        assert_eq!(
+            from_json::<Vec<u8>>("scan", &to_json(&vec![1u8, 2]).unwrap()).unwrap(),
+            [1, 2]
+        );
+    }
+}

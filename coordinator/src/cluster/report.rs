@@ -90,3 +90,16 @@ impl Coordinator {
 pub fn report_path(scan_id: &str) -> StorePath {
     StorePath::from(format!("reports/{scan_id}.json"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_stored_by_scan_id() {
+        assert_eq!(
+            report_path("s-0123456789abcdef01234567").as_ref(),
+            "reports/s-0123456789abcdef01234567.json"
+        );
+    }
+}

@@ -317,3 +317,22 @@ fn registry_host(r: &ImageRef) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_dial_the_registry_a_reference_names() {
+        let host = |r: &str| registry_host(&ImageRef::parse(r).unwrap());
+        assert_eq!(
+            host("127.0.0.1:5000/team/app:v1").as_deref(),
+            Some("127.0.0.1:5000")
+        );
+        assert_eq!(host("ghcr.io/acme/api:v2").as_deref(), Some("ghcr.io"));
+        // Docker Hub is dialled at its index host.
+        assert_eq!(host("nginx").as_deref(), Some("index.docker.io"));
+        // Local images have no registry: their blobs are copied to the store.
+        assert_eq!(host("oci-dir:/tmp/layout").as_deref(), None);
+    }
+}

@@ -134,7 +134,7 @@ struct Inner {
     /// (digest a reference named: index or image manifest, platform key) →
     /// image manifest digest, as full resolves found it: lets `submit` of an
     /// already scanned tag cost one `HEAD`. An optimisation only (empty
-    /// after a restart; cleared past [`MAX_KNOWN_DIGESTS`](submit::MAX_KNOWN_DIGESTS)).
+    /// after a restart; cleared past `submit::MAX_KNOWN_DIGESTS`).
     known_digests: Mutex<HashMap<(String, String), String>>,
     /// Recent reports encoded, by scan id, with the vulnerability data
     /// version they were matched against (see [`Coordinator::report_encoded`]).

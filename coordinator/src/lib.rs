@@ -10,7 +10,9 @@
 //! - [`output`]: report and SBOM formats (table, JSON, CycloneDX, SPDX, SARIF) and SBOM input.
 //! - [`suppress`]: ignore files and OpenVEX documents that remove findings from a report.
 //! - [`vulndb`]: OSV import (directories, `all.zip`, HTTP, object stores) and the local database file.
-//! - [`versions`]: version ordering, one module per scheme (dpkg, apk, rpm, PEP 440, semver, Go, Maven, RubyGems).
+//! - [`versions`]: version ordering, one module per scheme (dpkg, apk, rpm, PEP 440, semver, Go, Maven, RubyGems),
+//!   and the comparison constraints built on it.
+//! - [`util`]: small shared helpers (the clock in Unix milliseconds, string cutting, poison-tolerant locks).
 
 pub mod api;
 pub mod cluster;
@@ -19,16 +21,11 @@ pub mod engine;
 pub mod matching;
 pub mod output;
 pub mod suppress;
+pub mod util;
 pub mod versions;
 pub mod vulndb;
 
+pub use util::now_unix_ms;
+
 /// The version of this build, reported by `AdminService` and `strata --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Milliseconds since the Unix epoch.
-pub fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}

@@ -124,9 +124,4 @@ pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
 }
 
 /// Milliseconds since the Unix epoch, for report timestamps.
-pub fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use strata_coordinator::now_unix_ms;

@@ -78,7 +78,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Coalescer<K, V> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Vec<oneshot::Sender<Msg<V>>>>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+        crate::util::lock(&self.waiting)
     }
 }
 

@@ -11,6 +11,7 @@ use strata_proto::v1::{self, scan_event::Event};
 use tokio::sync::broadcast;
 
 use super::records::{ScanRecord, ScanStatus};
+use crate::util::lock;
 
 /// Logs kept at most; the oldest finished ones go first.
 const MAX_LOGS: usize = 4096;
@@ -52,7 +53,7 @@ impl EventLogs {
             at_unix_ms: crate::now_unix_ms(),
             event: Some(event),
         };
-        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut logs = lock(&self.logs);
         if !logs.by_scan.contains_key(scan_id) {
             logs.evict();
             logs.by_scan.insert(scan_id.to_owned(), Log::new());
@@ -74,7 +75,7 @@ impl EventLogs {
         scan_id: &str,
         rebuild: impl FnOnce() -> Vec<v1::ScanEvent>,
     ) -> (Vec<v1::ScanEvent>, broadcast::Receiver<v1::ScanEvent>) {
-        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut logs = lock(&self.logs);
         if !logs.by_scan.contains_key(scan_id) {
             logs.evict();
             let mut log = Log::new();

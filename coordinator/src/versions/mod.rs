@@ -20,6 +20,7 @@
 //! - `rubygems/`: RubyGems (`Gem::Version`).
 
 pub mod apk;
+pub mod constraint;
 pub mod dpkg;
 pub mod golang;
 pub mod maven;
@@ -51,6 +52,18 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// Every scheme, in the order `Version`s of different schemes compare.
+    pub const ALL: [Scheme; 8] = [
+        Scheme::Dpkg,
+        Scheme::Apk,
+        Scheme::Rpm,
+        Scheme::Pep440,
+        Scheme::Semver,
+        Scheme::Go,
+        Scheme::Maven,
+        Scheme::RubyGems,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Dpkg => "dpkg",
@@ -308,17 +321,6 @@ mod tests {
         assert_eq!(a.cmp(&b), a.scheme().cmp(&b.scheme()));
     }
 
-    const ALL: [Scheme; 8] = [
-        Scheme::Dpkg,
-        Scheme::Apk,
-        Scheme::Rpm,
-        Scheme::Pep440,
-        Scheme::Semver,
-        Scheme::Go,
-        Scheme::Maven,
-        Scheme::RubyGems,
-    ];
-
     /// Garbage, empty and odd input: every scheme answers (an error or a
     /// version equal to itself), never panics.
     #[test]
@@ -359,7 +361,7 @@ mod tests {
             "1.0a1b2c3",
             "\u{7f}",
         ];
-        for scheme in ALL {
+        for scheme in Scheme::ALL {
             for s in inputs {
                 if let Ok(v) = parse(scheme, s) {
                     assert_eq!(v.cmp(&v), Ordering::Equal, "{scheme} {s:?}");

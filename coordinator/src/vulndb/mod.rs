@@ -268,7 +268,7 @@ pub async fn import(sources: &[Source], out: &Path) -> Result<ImportSummary, Vul
     let mut advisories = normalize::merge(records);
     store::canonicalise(&mut advisories);
     let names = sources.iter().map(ToString::to_string).collect();
-    let status = store::status_for(&advisories, names, now_unix_ms());
+    let status = store::status_for(&advisories, names, crate::now_unix_ms());
     summary.advisories = advisories.len() as u64;
     summary.per_ecosystem = status.records_per_ecosystem.clone();
     summary.version = status.version.clone();
@@ -304,11 +304,4 @@ fn url_path_segment(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -8,6 +8,7 @@ use strata_proto::{Ecosystem, Severity};
 
 use super::osv::{self, Vulnerability};
 use super::{Advisory, AffectedEntry, EvalRange, Event, ImportSummary, RangeKind};
+use crate::util::truncate_with_ellipsis;
 use crate::versions::{self, Scheme};
 
 /// Bound on what one record may carry (hostile feeds).
@@ -84,17 +85,10 @@ pub(crate) fn record(bytes: &[u8], origin: &str, summary: &mut ImportSummary) ->
     Some(Record {
         id: vuln.id,
         linked,
-        summary: truncate(&summary_text, 500),
+        summary: truncate_with_ellipsis(&summary_text, 500),
         severity,
         affected,
     })
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
 }
 
 /// `Debian:12` → (Debian, "12"); `Alpine:v3.19` → (Alpine, "3.19");
@@ -105,7 +99,8 @@ pub(crate) fn split_ecosystem(s: &str) -> Result<(Ecosystem, Option<String>), St
         Some((n, r)) => (n, Some(r)),
         None => (s, None),
     };
-    let eco = Ecosystem::from_str(name).map_err(|_| format!("unknown ecosystem {:?}", truncate(s, 60)))?;
+    let eco = Ecosystem::from_str(name)
+        .map_err(|_| format!("unknown ecosystem {:?}", truncate_with_ellipsis(s, 60)))?;
     let release = rest.filter(|r| !r.is_empty()).map(|r| {
         let parts: Vec<&str> = r.split(':').filter(|p| !p.is_empty() && *p != "LTS").collect();
         match eco {
@@ -256,7 +251,12 @@ fn check_version(kind: RangeKind, scheme: Scheme, version: &str) -> Result<(), S
                 .map(|_| ())
         }
     };
-    result.map_err(|err| format!("range version {:?} does not parse: {err}", truncate(version, 60)))
+    result.map_err(|err| {
+        format!(
+            "range version {:?} does not parse: {err}",
+            truncate_with_ellipsis(version, 60)
+        )
+    })
 }
 
 fn pad_semver(v: &str) -> String {

@@ -9,8 +9,11 @@
 //! set has a pre-release on the same `major.minor.patch` (unless
 //! `include_prerelease`). An unparseable range is an error (node-semver
 //! throws); in loose mode, as there, unparseable comparators are dropped.
+//! Operators are read by [`constraint::strip_op`] in its `Npm` syntax (the
+//! crate's one operator table) and compared by [`Op::holds`].
 
 use super::{Mode, SemverVersion, parse_parts};
+use crate::versions::constraint::{self, Op, Syntax};
 use crate::versions::{Scheme, VersionError};
 
 /// Longest range accepted: real ranges are short; this bounds the work.
@@ -21,15 +24,6 @@ const MAX_RANGE_LEN: usize = 4096;
 pub struct Options {
     pub loose: bool,
     pub include_prerelease: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
 }
 
 #[derive(Clone, Debug)]
@@ -191,10 +185,7 @@ fn expand(tok: &str, opts: Options) -> Result<Vec<String>, ()> {
         return Ok(vec![lower, format!("<{ma}.{}.0-0", mi + 1)]);
     }
     // `GTLT` then an x-range.
-    let op_len = [">=", "<=", ">", "<", "="]
-        .iter()
-        .find(|o| tok.starts_with(*o))
-        .map_or(0, |o| o.len());
+    let op_len = constraint::strip_op(tok, Syntax::Npm).map_or(0, |(_, rest)| tok.len() - rest.len());
     let (mut op, rest) = tok.split_at(op_len);
     let Some(x) = xrange(rest, opts.loose) else {
         // Not an x-range: left for the comparator parser to accept or reject.
@@ -280,16 +271,7 @@ fn comparator(c: &str, opts: Options) -> Option<Comparator> {
     if c.is_empty() {
         return Some(Comparator::Any);
     }
-    let (op, rest) = [
-        (">=", Op::Ge),
-        ("<=", Op::Le),
-        (">", Op::Gt),
-        ("<", Op::Lt),
-        ("=", Op::Eq),
-    ]
-    .iter()
-    .find_map(|(s, op)| c.strip_prefix(s).map(|r| (*op, r)))
-    .unwrap_or((Op::Eq, c));
+    let (op, rest) = constraint::strip_op(c, Syntax::Npm).unwrap_or((Op::Eq, c));
     let rest = rest.trim_start();
     let v = if opts.loose {
         SemverVersion::parse_loose(rest)
@@ -385,16 +367,7 @@ impl Range {
 fn test_comparator(c: &Comparator, v: &SemverVersion) -> bool {
     match c {
         Comparator::Any => true,
-        Comparator::Cmp(op, bound) => {
-            let o = v.cmp(bound);
-            match op {
-                Op::Lt => o.is_lt(),
-                Op::Le => o.is_le(),
-                Op::Gt => o.is_gt(),
-                Op::Ge => o.is_ge(),
-                Op::Eq => o.is_eq(),
-            }
-        }
+        Comparator::Cmp(op, bound) => op.holds(v.cmp(bound)),
     }
 }
 

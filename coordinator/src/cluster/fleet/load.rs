@@ -1,0 +1,264 @@
+//! Filling the fleet index and keeping it current: the hooks the
+//! coordinator calls where it writes an image record, a scan record or a
+//! report; the lazy load (images and repositories once, then the scans and
+//! reports the index lacks); and re-matching reports matched under older
+//! vulnerability data (rayon, each distinct package once).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::StreamExt as _;
+use object_store::{ObjectStoreExt as _, path::Path as StorePath};
+use strata_proto::{OsRelease, Package, Report, SeverityCounts};
+
+use super::index::{Matched, ScanEntry, Unshared};
+use super::{CONCURRENCY, IMAGE_PREFIX, REPOSITORY_PREFIX, RepositoryRecord};
+use crate::cluster::error::from_json;
+use crate::cluster::records::{ImageRecord, ScanRecord, ScanStatus};
+use crate::cluster::{Coordinator, CoordinatorError};
+
+impl Coordinator {
+    /// An image record was written.
+    pub(in crate::cluster) fn fleet_image_noted(&self, record: &ImageRecord) {
+        self.inner.fleet.write().put_image(record.clone());
+    }
+
+    /// A scan record was written.
+    pub(in crate::cluster) fn fleet_scan_changed(&self, scan: &ScanRecord) {
+        let mut state = self.inner.fleet.write();
+        if state.scans.contains_key(&scan.id) || state.by_scan.contains_key(&scan.id) {
+            state.put_scan(scan);
+        }
+    }
+
+    /// A report was stored (the scan record follows).
+    pub(in crate::cluster) fn fleet_report_stored(&self, scan_id: &str, report: &Report) {
+        let unshared = Unshared::of_report(report);
+        self.inner.fleet.write().put_report(scan_id, unshared);
+    }
+
+    /// Fills the index at start, so the first query is fast (errors are
+    /// retried by the first query).
+    pub(in crate::cluster) async fn fleet_warm_up(self) {
+        let started = Instant::now();
+        match self.fleet_ready().await {
+            Ok(()) => tracing::info!(
+                images = self.inner.fleet.read().images.len(),
+                secs = started.elapsed().as_secs_f64(),
+                "fleet index loaded"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "loading the fleet index failed; the first fleet query retries")
+            }
+        }
+    }
+
+    /// Makes the index whole and current: loads images and repositories once,
+    /// the scans and reports it lacks, and re-matches reports matched under
+    /// older vulnerability data.
+    pub(super) async fn fleet_ready(&self) -> Result<(), CoordinatorError> {
+        let _one = self.inner.fleet.loading.lock().await;
+        let index = &self.inner.fleet;
+        if !index.loaded.load(Ordering::Acquire) {
+            let images = &self.inner.buckets.images;
+            let keys = images.keys().await?;
+            let mut loaded_images = Vec::new();
+            let mut loaded_repos = Vec::new();
+            let mut entries = futures::stream::iter(
+                keys.into_iter()
+                    .filter(|k| k.starts_with(IMAGE_PREFIX) || k.starts_with(REPOSITORY_PREFIX)),
+            )
+            .map(|k| async move { (images.get(&k).await, k) })
+            .buffer_unordered(CONCURRENCY * 4);
+            while let Some((entry, key)) = entries.next().await {
+                let Some(entry) = entry? else { continue };
+                if key.starts_with(IMAGE_PREFIX) {
+                    match from_json::<ImageRecord>("image", &entry.value) {
+                        Ok(r) => loaded_images.push(r),
+                        Err(err) => {
+                            tracing::warn!(key = %key, error = %err, "unreadable image record skipped")
+                        }
+                    }
+                } else {
+                    match from_json::<RepositoryRecord>("repository", &entry.value) {
+                        Ok(r) => loaded_repos.push(r),
+                        Err(err) => {
+                            tracing::warn!(key = %key, error = %err, "unreadable repository record skipped")
+                        }
+                    }
+                }
+            }
+            let mut state = index.write();
+            for r in loaded_images {
+                // A hook may have written a newer record meanwhile: keep it.
+                if !state.images.contains_key(&r.reference) {
+                    state.put_image(r);
+                }
+            }
+            for r in loaded_repos {
+                state.repositories.entry(r.repository.clone()).or_insert(r);
+            }
+            index.loaded.store(true, Ordering::Release);
+        }
+        self.fleet_load_scans().await?;
+        self.fleet_rematch().await
+    }
+
+    /// Reads the scan records and reports the index lacks.
+    async fn fleet_load_scans(&self) -> Result<(), CoordinatorError> {
+        let missing = self.inner.fleet.read().missing_scans();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut loads = futures::stream::iter(missing)
+            .map(|id| async move {
+                let scan = self.scan(&id).await?;
+                let report = match &scan {
+                    Some(s) if s.status == ScanStatus::Complete => match &s.report_key {
+                        Some(key) => Some(self.fleet_read_report(key).await?),
+                        None => None,
+                    },
+                    _ => None,
+                };
+                Ok::<_, CoordinatorError>((id, scan, report))
+            })
+            .buffer_unordered(CONCURRENCY * 2);
+        let mut first_error = None;
+        while let Some(loaded) = loads.next().await {
+            let (id, scan, report) = match loaded {
+                Ok(l) => l,
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                    continue;
+                }
+            };
+            let mut state = self.inner.fleet.write();
+            if !state.by_scan.contains_key(&id) {
+                continue; // no image points at it any more
+            }
+            let Some(scan) = scan else {
+                // The image names a scan that is not stored: pending until a
+                // submit writes it (the hook then fills it in).
+                state.scans.entry(id).or_insert_with(|| ScanEntry {
+                    status: ScanStatus::Pending,
+                    error: None,
+                    counts: SeverityCounts::default(),
+                    last_scanned_unix_ms: 0,
+                    report: None,
+                    report_broken: false,
+                });
+                continue;
+            };
+            if !state.scans.contains_key(&id) {
+                state.put_scan(&scan);
+            }
+            match report {
+                Some(Ok(report)) if state.scans.get(&id).is_some_and(|e| e.report.is_none()) => {
+                    state.put_report(&id, Unshared::of_report(&report));
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(scan = %id, error = %err, "stored report unreadable: left out of fleet queries");
+                    if let Some(e) = state.scans.get_mut(&id) {
+                        e.report_broken = true;
+                    }
+                }
+                // Complete without a report key: nothing to read, do not retry.
+                None if scan.status == ScanStatus::Complete => {
+                    if let Some(e) = state.scans.get_mut(&id) {
+                        e.report_broken = e.report.is_none();
+                    }
+                }
+                Some(Ok(_)) | None => {}
+            }
+        }
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// A stored report: the outer error is the store being away (retried),
+    /// the inner one a report that cannot be parsed (not retried).
+    async fn fleet_read_report(
+        &self,
+        key: &str,
+    ) -> Result<Result<Report, CoordinatorError>, CoordinatorError> {
+        let bytes = self
+            .inner
+            .store
+            .get(&StorePath::from(key))
+            .await
+            .map_err(|e| CoordinatorError::Unavailable(format!("report {key}: {e}")))?
+            .bytes()
+            .await
+            .map_err(|e| CoordinatorError::Unavailable(format!("report {key}: {e}")))?;
+        Ok(from_json::<Report>("report", &bytes))
+    }
+
+    /// Re-matches, from their packages, the reports matched under other
+    /// vulnerability data than the data in force (each distinct package once).
+    async fn fleet_rematch(&self) -> Result<(), CoordinatorError> {
+        let vulndb = self.vulndb();
+        let version = vulndb.matcher.vulndb_version().to_owned();
+        let stale: Vec<(String, Arc<Matched>)> = self
+            .inner
+            .fleet
+            .read()
+            .scans
+            .iter()
+            .filter_map(|(id, e)| e.report.as_ref().map(|m| (id, m)))
+            .filter(|(_, m)| m.vulndb_version != version)
+            .map(|(id, m)| (id.clone(), m.clone()))
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let count = stale.len();
+        let rematched = tokio::task::spawn_blocking(move || {
+            let images: Vec<(Option<OsRelease>, Vec<Package>)> = stale
+                .iter()
+                .map(|(_, m)| {
+                    let packages = m.packages.iter().map(|p| Package::clone(p)).collect();
+                    (m.os_release.clone(), packages)
+                })
+                .collect();
+            let findings = vulndb.matcher.match_fleet(&images);
+            stale
+                .into_iter()
+                .zip(images.into_iter().zip(findings))
+                .map(|((id, old), ((os_release, packages), findings))| {
+                    let new = Unshared {
+                        os_release,
+                        packages,
+                        findings,
+                        vulndb_version: version.clone(),
+                    };
+                    (id, old, new)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| CoordinatorError::Internal(format!("re-matching task: {e}")))?;
+        let mut state = self.inner.fleet.write();
+        for (id, old, new) in rematched {
+            // Only where the report is still the one re-matched (a scan may
+            // have been finalized again meanwhile).
+            if state
+                .scans
+                .get(&id)
+                .and_then(|e| e.report.as_ref())
+                .is_some_and(|r| Arc::ptr_eq(r, &old))
+            {
+                state.put_report(&id, new);
+            }
+        }
+        tracing::info!(
+            scans = count,
+            secs = started.elapsed().as_secs_f64(),
+            "fleet re-matched against new vulnerability data"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! The coordinator's background tasks: on start every running scan is
+//! dispatched again (jobs re-published under the same message id) before
+//! results are read, so nothing submitted before a crash is lost; then the
+//! loops run until shutdown. Worker heartbeats and queue lag are followed
+//! here; results, dead jobs, retries and the fleet refresh live with what
+//! they change.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+
+use super::records::ScanStatus;
+use super::{Coordinator, CoordinatorError};
+use crate::util::lock;
+
+impl Coordinator {
+    /// Runs the background loops until `shutdown`: first every unfinished
+    /// scan is dispatched again, then results, dead jobs, heartbeats and
+    /// queue lag are followed.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        if let Err(err) = self.recover().await {
+            tracing::error!(error = %err, "recovering unfinished scans failed; they resume when resubmitted");
+        }
+        tokio::spawn(self.clone().fleet_warm_up());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.clone().results_loop(stop_rx.clone()));
+        tasks.spawn(self.clone().dead_jobs_loop(stop_rx.clone()));
+        tasks.spawn(self.clone().heartbeat_loop(stop_rx.clone()));
+        tasks.spawn(self.clone().lag_loop(stop_rx.clone()));
+        tasks.spawn(self.clone().retry_loop(stop_rx.clone()));
+        tasks.spawn(self.clone().refresh_loop(stop_rx.clone()));
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        // Each loop finishes what it holds (a result batch is acked only
+        // after its effects are stored), then returns.
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
+
+    async fn recover(&self) -> Result<(), CoordinatorError> {
+        let keys = self.inner.buckets.scans.keys().await?;
+        let mut resumed = 0;
+        for key in keys.iter().filter(|k| k.starts_with("s-")) {
+            let Some((scan, _)) = self.load_scan(key).await? else {
+                continue;
+            };
+            if scan.status == ScanStatus::Running {
+                resumed += 1;
+                if let Err(err) = self.dispatch(&scan.id, true).await {
+                    tracing::warn!(scan = %scan.id, error = %err, "could not resume scan");
+                }
+            }
+        }
+        if resumed > 0 {
+            tracing::info!(scans = resumed, "resumed unfinished scans");
+        }
+        Ok(())
+    }
+
+    async fn heartbeat_loop(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let mut beats = match self.inner.queue.heartbeats().await {
+                Ok(b) => b,
+                Err(err) => {
+                    tracing::debug!(error = %err, "heartbeats unavailable");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = stop.changed() => return,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    beat = beats.next() => match beat {
+                        Some(hb) => {
+                            let mut workers = lock(&self.inner.workers);
+                            // Bounded: forget workers not heard from in an hour.
+                            workers.retain(|_, (_, seen)| seen.elapsed() < Duration::from_secs(3600));
+                            if workers.len() < 100_000 {
+                                workers.insert(hb.worker_id.clone(), (hb, Instant::now()));
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+
+    async fn lag_loop(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if let Ok(lags) = self.inner.queue.lag().await {
+                for lag in lags {
+                    self.inner
+                        .metrics
+                        .set_queue_lag(lag.priority.as_str(), lag.pending, lag.in_flight);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //!   results, composition and matching into reports, state that survives restarts.
 //! - [`compose`]: ordered layer inventories → the image's packages.
 //! - [`engine`]: the single-process pipeline: reference → layers analysed → composed.
+//! - [`metrics`]: the coordinator's metric instruments (on the process's provider).
 //! - [`output`]: report and SBOM formats (table, JSON, CycloneDX, SPDX, SARIF) and SBOM input.
 //! - [`suppress`]: ignore files and OpenVEX documents that remove findings from a report.
 //! - [`vulndb`]: OSV import (directories, `all.zip`, HTTP, object stores) and the local database file.
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod compose;
 pub mod engine;
 pub mod matching;
+pub mod metrics;
 pub mod output;
 pub mod suppress;
 pub mod util;

@@ -24,7 +24,7 @@ use tokio_util::io::StreamReader;
 use crate::analyzers::{self, Analyzer};
 use crate::gate::{PermitReader, RegistryGate};
 use crate::source::SourceError;
-use crate::telemetry::Metrics;
+use crate::telemetry::WorkerMetrics;
 
 /// Blob fetches in flight per registry from one worker, unless configured.
 pub const DEFAULT_REGISTRY_CONCURRENCY: usize = 4;
@@ -54,7 +54,7 @@ pub struct JobContext {
     /// Registry clients and authorization, reused across jobs.
     pub sources: Arc<SourcePool>,
     /// Where fetch and throttle figures go (`None`: nowhere).
-    pub metrics: Option<Metrics>,
+    pub metrics: Option<WorkerMetrics>,
 }
 
 impl JobContext {

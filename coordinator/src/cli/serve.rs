@@ -15,6 +15,7 @@ use strata_coordinator::cluster::{Buckets, Coordinator, SubmitRequest};
 use strata_worker::job::JobContext;
 use strata_worker::queue::Queue;
 use strata_worker::run::{self, WorkerOptions};
+use strata_worker::telemetry::WorkerMetrics;
 
 use super::roles::{self, Shutdown};
 use super::settings::{self, ServerSettings};
@@ -98,7 +99,7 @@ pub async fn run(
         metrics.clone(),
     );
     let mut ctx = JobContext::new("serve", store);
-    ctx.metrics = Some(metrics.clone());
+    ctx.metrics = Some(WorkerMetrics::new(&metrics));
     ctx.source.insecure_registries = c.server.insecure_registries.clone();
 
     let shutdown = Shutdown::on_signal();

@@ -10,6 +10,7 @@ use strata_worker::gate::RegistryGate;
 use strata_worker::job::JobContext;
 use strata_worker::queue::{Queue, nats::NatsQueue};
 use strata_worker::run::{self, WorkerOptions};
+use strata_worker::telemetry::WorkerMetrics;
 
 use super::roles::{self, Shutdown};
 use super::settings::{self, ClusterSettings};
@@ -106,7 +107,7 @@ pub async fn run(
 
     let mut ctx = JobContext::new(worker_id.clone(), store);
     ctx.gate = Arc::new(RegistryGate::new(c.registry_concurrency));
-    ctx.metrics = Some(metrics.clone());
+    ctx.metrics = Some(WorkerMetrics::new(&metrics));
     ctx.source.insecure_registries = c.insecure_registries.clone();
     ctx.source.docker_config = c.docker_config.clone();
 

@@ -87,6 +87,8 @@ use strata_proto::v1;
 use strata_worker::queue::Queue;
 use strata_worker::telemetry::Metrics;
 
+use crate::metrics::CoordinatorMetrics;
+
 use crate::util::{lock, read, write};
 use events::EventLogs;
 
@@ -113,7 +115,7 @@ struct Inner {
     buckets: Buckets,
     store: Arc<dyn ObjectStore>,
     vulndb: RwLock<Arc<VulnData>>,
-    metrics: Metrics,
+    metrics: CoordinatorMetrics,
     /// Layer key → scans waiting on it.
     waiters: Mutex<HashMap<String, HashSet<String>>>,
     /// One lock per scan being changed, so its record is rewritten by one task at a time.
@@ -158,7 +160,7 @@ impl Coordinator {
                 buckets,
                 store,
                 vulndb: RwLock::new(Arc::new(vulndb)),
-                metrics,
+                metrics: CoordinatorMetrics::new(&metrics),
                 waiters: Mutex::new(HashMap::new()),
                 scan_locks: Mutex::new(HashMap::new()),
                 events: EventLogs::default(),
@@ -180,7 +182,7 @@ impl Coordinator {
         &self.inner.config
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &CoordinatorMetrics {
         &self.inner.metrics
     }
 

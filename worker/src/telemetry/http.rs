@@ -50,7 +50,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let metrics = Metrics::new("strata-test", None).expect("metrics");
-        metrics.jobs_queued("normal");
+        metrics
+            .meter()
+            .u64_counter("strata_jobs_queued")
+            .build()
+            .add(1, &[opentelemetry::KeyValue::new("priority", "normal")]);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve_metrics(listener, metrics.clone(), async {
             let _ = stopped.await;
@@ -79,7 +83,7 @@ mod tests {
                 .any(|l| l == "strata_jobs_queued_total{priority=\"normal\"} 1"),
             "{body}"
         );
-        crate::telemetry::metrics::tests::check_exposition(&body).expect("valid exposition");
+        crate::telemetry::metrics::check::check_exposition(&body).expect("valid exposition");
 
         let health = client
             .get(format!("http://{addr}/healthz"))

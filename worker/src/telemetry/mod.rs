@@ -20,7 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod propagation;
 
-pub use metrics::Metrics;
+pub use metrics::{Metrics, WorkerMetrics};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;

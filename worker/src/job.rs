@@ -13,7 +13,7 @@
 //!   (the registry or the store unreachable).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path as StorePath};
@@ -23,6 +23,7 @@ use tokio_util::io::StreamReader;
 
 use crate::analyzers::{self, Analyzer};
 use crate::gate::{PermitReader, RegistryGate};
+use crate::rate_limit::RateLimitWait;
 use crate::source::SourceError;
 use crate::telemetry::WorkerMetrics;
 
@@ -31,8 +32,6 @@ pub const DEFAULT_REGISTRY_CONCURRENCY: usize = 4;
 /// Times a fetch answered `429` is retried within one delivery before the
 /// job is handed back to the queue.
 const RATE_LIMIT_RETRIES: u32 = 3;
-/// Pause after a `429` without `Retry-After` (doubled on each retry).
-const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(1);
 use crate::layer::{self, LayerError, Limits};
 use crate::source::{
     BoundedReader, ImageRef, ImageSource as _, LayerDesc, LayerReader, SourceConfig, SourcePool,
@@ -203,8 +202,8 @@ async fn open_blob(
                 config.insecure_registries.push(r.registry.clone());
             }
             let source = ctx.sources.registry(image, &config).map_err(transient)?;
-            let mut backoff = RATE_LIMIT_BACKOFF;
-            let mut retries = 0;
+            // Each 429 pauses every fetch from this registry (the gate), not only this one.
+            let mut limited = RateLimitWait::new("a blob fetch");
             loop {
                 let permit = ctx.gate.acquire(&r.registry).await;
                 match source.open_layer(desc).await {
@@ -212,16 +211,13 @@ async fn open_blob(
                     Err(SourceError::RateLimited {
                         registry,
                         retry_after,
-                    }) if retries < RATE_LIMIT_RETRIES => {
+                    }) if limited.times() < RATE_LIMIT_RETRIES => {
                         drop(permit);
-                        let pause = retry_after.unwrap_or(backoff);
-                        tracing::info!(registry = %registry, pause_ms = pause.as_millis() as u64, layer = %desc.digest, "registry rate limited: pausing fetches");
                         if let Some(m) = &ctx.metrics {
                             m.registry_throttled(&registry);
                         }
-                        ctx.gate.throttle(&registry, pause);
-                        backoff = (backoff * 2).min(Duration::from_secs(60));
-                        retries += 1;
+                        ctx.gate
+                            .throttle(&registry, limited.pause(&registry, retry_after));
                     }
                     Err(err) => return Err(transient(err)),
                 }

@@ -20,6 +20,7 @@ pub mod gate;
 pub mod job;
 pub mod layer;
 pub mod queue;
+pub mod rate_limit;
 pub mod run;
 pub mod source;
 pub mod storage;

@@ -25,8 +25,6 @@
 //! - `scans.rs`: scan records read back; events emitted and watched.
 //! - `run.rs`: `run`: recovery at start, then the loops (heartbeats and
 //!   queue lag here).
-//! - `rate_limit.rs`: `RateLimitWait`, a registry's `429` waited out
-//!   (resolves, manifest `HEAD`s, tag listings).
 //! - `coalesce.rs`: concurrent lookups of one key share one call.
 //! - [`kv`]: the state buckets (JetStream key-value, or embedded `redb`).
 //! - [`records`]: what is stored in them, and the keys.
@@ -62,7 +60,6 @@ pub mod events;
 mod finalize;
 pub mod fleet;
 pub mod kv;
-mod rate_limit;
 pub mod records;
 mod report;
 mod request;

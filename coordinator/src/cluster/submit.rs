@@ -11,10 +11,10 @@ use strata_worker::source::{ImageRef, Platform, Source, SourceError};
 
 use super::error::to_json;
 use super::kv::Cas;
-use super::rate_limit::RateLimitWait;
 use super::records::*;
 use super::{Coordinator, CoordinatorError, SubmitRequest, validate_reference};
 use crate::util::{lock, now_unix_ms};
+use strata_worker::rate_limit::RateLimitWait;
 
 /// Entries of `Inner::known_digests` kept before it starts afresh.
 const MAX_KNOWN_DIGESTS: usize = 100_000;

@@ -14,10 +14,10 @@ use super::{
     RepositoryRecord, normalise_repository, repository_key,
 };
 use crate::cluster::error::to_json;
-use crate::cluster::rate_limit::RateLimitWait;
 use crate::cluster::records::image_key;
 use crate::cluster::{Coordinator, CoordinatorError, SubmitRequest, validate_reference};
 use crate::util::now_unix_ms;
+use strata_worker::rate_limit::RateLimitWait;
 
 impl Coordinator {
     /// Registers references for continuous scanning: each is validated and

@@ -1,36 +1,53 @@
-//! [`RateLimitWait`]: a registry's `429` waited out. Self-contained (tokio
-//! and tracing only), so it can move to the worker crate beside the fetch
-//! gate.
+//! [`RateLimitWait`]: how long to wait out a registry's `429`. One rule for
+//! every request that meets one: the coordinator's resolves, manifest
+//! `HEAD`s and tag listings (which sleep it), and the worker's blob fetches
+//! (which pause their registry's [`crate::gate::RegistryGate`] for it).
 
 use std::time::Duration;
 
-/// Longest pause for one `429` (resolve, manifest HEAD, tag listing; the caller's timeout bounds the total).
-const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(30);
+/// Longest pause for one `429` (the caller's timeout or retry count bounds the total).
+pub const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(30);
 /// The first pause for a `429` without `Retry-After` (doubled each time).
 const FIRST_RATE_LIMIT_PAUSE: Duration = Duration::from_millis(500);
 
 /// Waiting out a registry's `429`s: its `Retry-After` when it sends one,
 /// else a pause doubled each time; each pause at most
-/// [`MAX_RATE_LIMIT_PAUSE`]. The caller bounds the total with its timeout.
-pub(crate) struct RateLimitWait {
+/// [`MAX_RATE_LIMIT_PAUSE`]. The caller bounds the total.
+#[derive(Debug)]
+pub struct RateLimitWait {
     what: &'static str,
     backoff: Duration,
+    times: u32,
 }
 
 impl RateLimitWait {
     /// `what` names the request in the log line ("a resolve").
-    pub(crate) fn new(what: &'static str) -> Self {
+    pub fn new(what: &'static str) -> Self {
         RateLimitWait {
             what,
             backoff: FIRST_RATE_LIMIT_PAUSE,
+            times: 0,
         }
     }
 
-    pub(crate) async fn wait(&mut self, registry: &str, retry_after: Option<Duration>) {
+    /// The pause for this `429` (logged), and the backoff doubled for the next.
+    pub fn pause(&mut self, registry: &str, retry_after: Option<Duration>) -> Duration {
         let pause = retry_after.unwrap_or(self.backoff).min(MAX_RATE_LIMIT_PAUSE);
         tracing::info!(registry = %registry, pause_ms = pause.as_millis() as u64, "registry rate limited {}: waiting", self.what);
-        tokio::time::sleep(pause).await;
         self.backoff = (self.backoff * 2).min(MAX_RATE_LIMIT_PAUSE);
+        self.times += 1;
+        pause
+    }
+
+    /// Sleeps for [`Self::pause`].
+    pub async fn wait(&mut self, registry: &str, retry_after: Option<Duration>) {
+        let pause = self.pause(registry, retry_after);
+        tokio::time::sleep(pause).await;
+    }
+
+    /// The `429`s met so far.
+    pub fn times(&self) -> u32 {
+        self.times
     }
 }
 
@@ -64,11 +81,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retry_after_wins_but_is_capped_and_the_backoff_still_grows() {
         let mut w = RateLimitWait::new("a test");
+        assert_eq!(w.times(), 0);
         let s = Duration::from_secs;
         assert_eq!(timed(&mut w, Some(s(3))).await, s(3));
         assert_eq!(timed(&mut w, Some(s(3600))).await, MAX_RATE_LIMIT_PAUSE);
         assert_eq!(timed(&mut w, Some(Duration::ZERO)).await, Duration::ZERO);
         // Three waits behind it: the next pause without Retry-After is 500 ms × 2³.
         assert_eq!(timed(&mut w, None).await, s(4));
+        assert_eq!(w.times(), 4);
     }
 }

@@ -369,7 +369,7 @@ impl Ecosystem {
     /// The os-release `ID` that a purl namespace of this OS ecosystem stands
     /// for: the namespace itself when it is one of the ecosystem's ids
     /// (`opensuse-leap`), else the first id (`redhat` → `rhel`).
-    pub fn os_release_id<'a>(self, namespace: &'a str) -> &'a str {
+    pub fn os_release_id(self, namespace: &str) -> &str {
         let Some(os) = &self.row().os else {
             return namespace;
         };

@@ -16,10 +16,14 @@
 //! when its file is whited out or replaced by a file that yields none.
 //! Finally OS packages take their ecosystem from the os-release (`Debian`
 //! packages in an image whose os-release says `ubuntu` become `Ubuntu`,
-//! purl namespace too). Never fails: an empty list gives an empty inventory.
+//! purl namespace too); which os-release ids name which ecosystem, and which
+//! ecosystems share a package family, is the ecosystem table's
+//! (`strata_proto::ecosystem`). Never fails: an empty list gives an empty
+//! inventory.
 
 use std::collections::HashSet;
 
+use strata_proto::purl::Purl;
 use strata_proto::{Ecosystem, LayerInventory, OsRelease, Package};
 
 /// What an image holds once its layers are stacked.
@@ -44,7 +48,10 @@ pub fn compose(layers: &[LayerInventory]) -> ImageInventory {
         }
         packages.extend(layer.packages.iter().cloned());
     }
-    if let Some(target) = os_release.as_ref().and_then(os_ecosystem) {
+    if let Some(target) = os_release
+        .as_ref()
+        .and_then(|o| Ecosystem::from_os_release_id(&o.id))
+    {
         for p in &mut packages {
             retarget(p, target);
         }
@@ -99,68 +106,25 @@ fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// The OSV ecosystem an os-release names, for the distros OSV covers.
-fn os_ecosystem(os: &OsRelease) -> Option<Ecosystem> {
-    let id = os.id.to_ascii_lowercase();
-    Some(match id.as_str() {
-        "debian" => Ecosystem::Debian,
-        "ubuntu" => Ecosystem::Ubuntu,
-        "alpine" => Ecosystem::Alpine,
-        "wolfi" => Ecosystem::Wolfi,
-        "chainguard" => Ecosystem::Chainguard,
-        "rhel" => Ecosystem::RedHat,
-        "almalinux" => Ecosystem::AlmaLinux,
-        "rocky" => Ecosystem::RockyLinux,
-        "sles" | "sled" | "sle-micro" => Ecosystem::Suse,
-        id if id.starts_with("opensuse") => Ecosystem::OpenSuse,
-        _ => return None,
-    })
-}
-
-/// Packages of one format (deb, apk, rpm) share a family: an analyser
-/// names the format's default distro and the os-release names the real one.
-fn family(e: Ecosystem) -> Option<u8> {
-    match e {
-        Ecosystem::Debian | Ecosystem::Ubuntu => Some(0),
-        Ecosystem::Alpine | Ecosystem::Wolfi | Ecosystem::Chainguard => Some(1),
-        Ecosystem::RedHat
-        | Ecosystem::AlmaLinux
-        | Ecosystem::RockyLinux
-        | Ecosystem::Suse
-        | Ecosystem::OpenSuse => Some(2),
-        _ => None,
-    }
-}
-
-/// The purl namespace of an OS ecosystem (`pkg:deb/<namespace>/...`).
-fn purl_namespace(e: Ecosystem) -> &'static str {
-    match e {
-        Ecosystem::Debian => "debian",
-        Ecosystem::Ubuntu => "ubuntu",
-        Ecosystem::Alpine => "alpine",
-        Ecosystem::Wolfi => "wolfi",
-        Ecosystem::Chainguard => "chainguard",
-        Ecosystem::RedHat => "redhat",
-        Ecosystem::AlmaLinux => "almalinux",
-        Ecosystem::RockyLinux => "rocky",
-        Ecosystem::Suse => "suse",
-        Ecosystem::OpenSuse => "opensuse",
-        _ => "",
-    }
-}
-
+/// Moves an OS package to the image's distribution when both are of one
+/// package family (deb, apk, rpm): the analyser named the format's default
+/// distribution (`Debian` for dpkg), the os-release names the real one.
+/// The purl is rebuilt for the new distribution only when its namespace is
+/// the one the old ecosystem writes (a purl naming another distribution is
+/// left as it is); the analysers' purls are canonical, so only the
+/// namespace changes.
 fn retarget(p: &mut Package, target: Ecosystem) {
-    if p.ecosystem == target || family(p.ecosystem).is_none() || family(p.ecosystem) != family(target) {
+    if p.ecosystem == target || p.ecosystem.family().is_none() || p.ecosystem.family() != target.family() {
         return;
     }
-    let old = purl_namespace(p.ecosystem);
-    // `pkg:TYPE/NAMESPACE/rest`: swap the namespace only when it is the
-    // one the old ecosystem implies.
-    if let Some((scheme_type, rest)) = p.purl.split_once('/')
-        && let Some((ns, tail)) = rest.split_once('/')
-        && ns.eq_ignore_ascii_case(old)
+    let old = p.ecosystem.row().purl.namespace;
+    if let Ok(purl) = Purl::parse(&p.purl)
+        && purl
+            .namespace()
+            .is_some_and(|ns| old.is_some_and(|old| ns.eq_ignore_ascii_case(old)))
+        && let Ok(moved) = purl.for_distro(target)
     {
-        p.purl = format!("{scheme_type}/{}/{tail}", purl_namespace(target));
+        p.purl = moved.to_string();
     }
     p.ecosystem = target;
 }
@@ -360,6 +324,54 @@ mod tests {
         );
         other.os_release = Some(os("kali", "2024.1", "/etc/os-release"));
         assert_eq!(compose(&[other]).packages[0].ecosystem, Ecosystem::Debian);
+    }
+
+    #[test]
+    fn os_packages_move_only_within_their_family() {
+        let pkg = |eco, purl: &str| Package {
+            ecosystem: eco,
+            purl: purl.into(),
+            ..deb("x", "1", 1)
+        };
+        let rpm = pkg(
+            Ecosystem::RedHat,
+            "pkg:rpm/redhat/strata-demo@2:1.4.0-3.fc40?arch=noarch",
+        );
+        let apk = pkg(Ecosystem::Alpine, "pkg:apk/alpine/musl@1.2.3-r5");
+        let deb = pkg(
+            Ecosystem::Debian,
+            "pkg:deb/debian/libpam-runtime@1.5.2-6%2Bdeb12u1~x?arch=all",
+        );
+        // A purl that does not name the analyser's distribution keeps its text.
+        let odd = pkg(Ecosystem::RedHat, "pkg:rpm/fedora/bash@5.2-1.fc40");
+        let mut base = layer(1, vec![rpm, apk.clone(), deb.clone(), odd]);
+        base.os_release = Some(os("Rocky", "9.3", "/etc/os-release"));
+        let inv = compose(&[base]);
+        let got: Vec<(Ecosystem, &str)> = inv
+            .packages
+            .iter()
+            .map(|p| (p.ecosystem, p.purl.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    Ecosystem::RockyLinux,
+                    "pkg:rpm/rocky/strata-demo@2:1.4.0-3.fc40?arch=noarch"
+                ),
+                (Ecosystem::Alpine, apk.purl.as_str()),
+                (Ecosystem::Debian, deb.purl.as_str()),
+                (Ecosystem::RockyLinux, "pkg:rpm/fedora/bash@5.2-1.fc40"),
+            ]
+        );
+
+        let mut wolfi = layer(1, vec![apk]);
+        wolfi.os_release = Some(os("wolfi", "20230201", "/etc/os-release"));
+        let p = &compose(&[wolfi]).packages[0];
+        assert_eq!(
+            (p.ecosystem, p.purl.as_str()),
+            (Ecosystem::Wolfi, "pkg:apk/wolfi/musl@1.2.3-r5")
+        );
     }
 
     #[test]

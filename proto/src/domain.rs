@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+pub use crate::ecosystem::Ecosystem;
 use crate::v1;
 
 /// Errors from parsing a domain value out of outside input.
@@ -81,99 +82,6 @@ impl From<Digest> for String {
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-macro_rules! ecosystems {
-    ($($variant:ident => $name:literal),+ $(,)?) => {
-        /// A package ecosystem, named as OSV names it (without the release
-        /// suffix: `Debian`, not `Debian:12`; the release comes from the
-        /// image's [`OsRelease`]).
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub enum Ecosystem {
-            $($variant),+
-        }
-
-        impl Ecosystem {
-            pub const ALL: &'static [Ecosystem] = &[$(Ecosystem::$variant),+];
-
-            /// The OSV ecosystem name.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(Ecosystem::$variant => $name),+
-                }
-            }
-        }
-
-        impl FromStr for Ecosystem {
-            type Err = ParseError;
-            fn from_str(s: &str) -> Result<Self, ParseError> {
-                match s {
-                    $($name => Ok(Ecosystem::$variant),)+
-                    _ => Err(ParseError::Ecosystem(s.chars().take(100).collect())),
-                }
-            }
-        }
-    };
-}
-
-ecosystems! {
-    Debian => "Debian",
-    Ubuntu => "Ubuntu",
-    Alpine => "Alpine",
-    Wolfi => "Wolfi",
-    Chainguard => "Chainguard",
-    RedHat => "Red Hat",
-    AlmaLinux => "AlmaLinux",
-    RockyLinux => "Rocky Linux",
-    Suse => "SUSE",
-    OpenSuse => "openSUSE",
-    PyPI => "PyPI",
-    Npm => "npm",
-    Go => "Go",
-    CratesIo => "crates.io",
-    Maven => "Maven",
-    RubyGems => "RubyGems",
-    NuGet => "NuGet",
-    Packagist => "Packagist",
-}
-
-impl Ecosystem {
-    /// OS package ecosystems take their release from the image (`Debian:12`).
-    pub fn is_os(self) -> bool {
-        matches!(
-            self,
-            Ecosystem::Debian
-                | Ecosystem::Ubuntu
-                | Ecosystem::Alpine
-                | Ecosystem::Wolfi
-                | Ecosystem::Chainguard
-                | Ecosystem::RedHat
-                | Ecosystem::AlmaLinux
-                | Ecosystem::RockyLinux
-                | Ecosystem::Suse
-                | Ecosystem::OpenSuse
-        )
-    }
-}
-
-impl TryFrom<String> for Ecosystem {
-    type Error = ParseError;
-    fn try_from(s: String) -> Result<Self, ParseError> {
-        s.parse()
-    }
-}
-
-impl From<Ecosystem> for String {
-    fn from(e: Ecosystem) -> String {
-        e.as_str().to_owned()
-    }
-}
-
-impl fmt::Display for Ecosystem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

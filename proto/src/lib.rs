@@ -6,8 +6,14 @@
 //! - [`domain`]: the types every process stores and reasons about (serde),
 //!   with conversions to and from the wire types. Object storage holds these
 //!   as JSON.
+//! - [`ecosystem`]: the table of ecosystem facts (OSV names, purl forms,
+//!   os-release ids, families, version schemes, release and matching rules)
+//!   and [`Ecosystem`], which reads it.
+//! - [`purl`]: package URLs, built and parsed in one place through the table.
 
 pub mod domain;
+pub mod ecosystem;
+pub mod purl;
 
 /// Generated from `proto/strata/v1/*.proto`.
 #[allow(clippy::all, missing_docs)]

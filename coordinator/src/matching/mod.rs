@@ -22,10 +22,12 @@
 //!   the package's ecosystem ([`release_key`]). An OS package in an image
 //!   with no os-release matches no release-specific entry (only entries
 //!   without a release, e.g. Wolfi).
-//! - Debian and Ubuntu match by source package and source version; Alpine by
-//!   origin (the `source_name`); RPM ecosystems and language ecosystems by
-//!   the package's own name and version. PyPI names are PEP 503-normalised
-//!   on both sides. Go's `stdlib` version "go1.21.3" is matched as "1.21.3".
+//! - What a package is matched by is its ecosystem's row of the ecosystem
+//!   table (`strata_proto::ecosystem`): Debian and Ubuntu match by source
+//!   package and source version; Alpine by origin (the `source_name`); RPM
+//!   ecosystems and language ecosystems by the package's own name and
+//!   version. PyPI names are PEP 503-normalised on both sides. Go's `stdlib`
+//!   version "go1.21.3" is matched as "1.21.3".
 //! - Findings are ordered by severity (highest first), then id, package
 //!   name, version and path: the same input gives the same output.
 
@@ -415,21 +417,11 @@ struct Key<'a> {
 }
 
 impl<'a> Key<'a> {
+    /// The ecosystem's match key says by what: source package or own name
+    /// (see [`strata_proto::ecosystem::MatchKey`]).
     fn of(p: &'a Package, release: Option<&'a str>) -> Key<'a> {
         let release = if p.ecosystem.is_os() { release } else { None };
-        let (name, version) = match p.ecosystem {
-            // Debian and Ubuntu advisories name source packages, with source versions.
-            Ecosystem::Debian | Ecosystem::Ubuntu | Ecosystem::Alpine => (
-                Cow::Borrowed(p.source_name.as_deref().unwrap_or(&p.name)),
-                p.source_version.as_deref().unwrap_or(&p.version),
-            ),
-            // Go binaries record the toolchain as "go1.21.3"; OSV's stdlib ranges say "1.21.3".
-            Ecosystem::Go if p.name == "stdlib" || p.name == "toolchain" => (
-                Cow::Borrowed(p.name.as_str()),
-                p.version.strip_prefix("go").unwrap_or(&p.version),
-            ),
-            eco => (normalise_name(eco, &p.name), p.version.as_str()),
-        };
+        let (name, version) = p.ecosystem.row().match_key.name_version(p);
         Key {
             ecosystem: p.ecosystem,
             release,
@@ -441,58 +433,21 @@ impl<'a> Key<'a> {
 
 /// The release an advisory's `Eco:release` must name to apply to an image
 /// with this os-release, or `None` when there is none (no os-release, or a
-/// language ecosystem). Debian "12" (major of `VERSION_ID`), Alpine "3.19"
-/// (major.minor of "3.19.1"), Ubuntu "22.04" (as is); the RPM family by
-/// major ("9" of "9.3"); others the `VERSION_ID` as is.
+/// language ecosystem). The ecosystem's release rule says how
+/// ([`strata_proto::ecosystem::ReleaseRule`]): Debian "12" (major of
+/// `VERSION_ID`), Alpine "3.19" (major.minor of "3.19.1"), Ubuntu "22.04"
+/// (as is); the RPM family by major ("9" of "9.3"), SUSE as is.
 pub fn release_key(eco: Ecosystem, os: Option<&OsRelease>) -> Option<String> {
     if !eco.is_os() {
         return None;
     }
-    let v = os?.version_id.trim();
-    if v.is_empty() {
-        return None;
-    }
-    let mut parts = v.split('.');
-    let key = match eco {
-        Ecosystem::Debian | Ecosystem::RedHat | Ecosystem::AlmaLinux | Ecosystem::RockyLinux => {
-            parts.next().unwrap_or(v).to_owned()
-        }
-        Ecosystem::Alpine => match (parts.next(), parts.next()) {
-            (Some(a), Some(b)) => format!("{a}.{b}"),
-            _ => v.to_owned(),
-        },
-        _ => v.to_owned(),
-    };
-    Some(key)
+    eco.release_key(&os?.version_id)
 }
 
-/// The name as the index keys it: PyPI names PEP 503-normalised
-/// (`re.sub(r"[-_.]+", "-", name).lower()`), others as they are.
+/// The name as the index keys it: the ecosystem's name rule (PyPI names
+/// PEP 503-normalised, others as they are).
 pub fn normalise_name(eco: Ecosystem, name: &str) -> Cow<'_, str> {
-    if eco != Ecosystem::PyPI {
-        return Cow::Borrowed(name);
-    }
-    let already = !name
-        .bytes()
-        .any(|b| b.is_ascii_uppercase() || b == b'_' || b == b'.')
-        && !name.contains("--");
-    if already {
-        return Cow::Borrowed(name);
-    }
-    let mut out = String::with_capacity(name.len());
-    let mut in_sep = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            if !in_sep {
-                out.push('-');
-            }
-            in_sep = true;
-        } else {
-            out.push(c.to_ascii_lowercase());
-            in_sep = false;
-        }
-    }
-    Cow::Owned(out)
+    eco.normalise_name(name)
 }
 
 fn event(e: &Event) -> (EventKind, &str) {

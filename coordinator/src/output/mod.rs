@@ -16,7 +16,8 @@
 //! - [`spdx`]: SPDX 2.3 JSON for an SBOM.
 //! - [`sarif`]: SARIF 2.1.0 for a report, as GitHub code scanning accepts it.
 //! - [`sbom_in`]: reading packages back from CycloneDX, SPDX or our inventory JSON.
-//! - [`purl`]: package URL → ecosystem, name, version (used by `sbom_in`).
+//! - [`purl`]: package URL → ecosystem, name, version, source package, OS
+//!   release (used by `sbom_in`; parsing is `strata_proto::purl`'s).
 
 pub mod cyclonedx;
 pub mod json;

@@ -1,38 +1,26 @@
 //! Package URL → Strata package identity (ecosystem, name, version, source
 //! package, arch) and, for OS packages, the distribution it names.
 //!
-//! Parsing is the `packageurl` crate's; the mapping is ours:
-//! - `deb` with namespace `debian` / `ubuntu`; `apk` with `alpine` / `wolfi` /
-//!   `chainguard`; `rpm` with `redhat` (or `rhel`) / `almalinux` / `rocky` /
-//!   `suse` (or `sles`) / `opensuse`. For these, the `upstream` qualifier gives
-//!   the source package (`name`, `name@version`, or an rpm's source rpm file
-//!   name), `epoch` is folded into an rpm version as `epoch:version`, and the
-//!   `distro` qualifier (`debian-12`, `alpine-3.19.1`) gives the OS release.
-//! - `pypi`, `npm` (`@scope/name`), `golang` (`namespace/name`), `cargo`,
-//!   `maven` (`group:artifact`), `gem`, `nuget`, `composer` (`vendor/name`).
+//! Parsing, and which ecosystem a purl names, is `strata_proto::purl`'s (the
+//! ecosystem table's purl types and namespaces: `deb` with `debian` /
+//! `ubuntu`; `apk` with `alpine` / `wolfi` / `chainguard`; `rpm` with
+//! `redhat` (or `rhel`) / `almalinux` / `rocky` / `suse` (or `sles`) /
+//! `opensuse`; `pypi`, `npm` (`@scope/name`), `golang` (`namespace/name`),
+//! `cargo`, `maven` (`group:artifact`), `gem`, `nuget`, `composer`
+//! (`vendor/name`)). What this adds, for OS packages: the `upstream`
+//! qualifier gives the source package (`name`, `name@version`, or an rpm's
+//! source rpm file name), `epoch` is folded into an rpm version as
+//! `epoch:version`, and the `distro` qualifier (`debian-12`,
+//! `alpine-3.19.1`) gives the OS release.
 //!
-//! Anything else is an error the caller may count and skip.
+//! Anything else is an error the caller may count and skip. The subpath is
+//! not used here (an installed package's identity does not have one).
 
-use std::str::FromStr;
-
-use packageurl::PackageUrl;
 use strata_proto::domain::{Ecosystem, OsRelease};
+use strata_proto::ecosystem::Family;
+use strata_proto::purl::{Purl, split_distro};
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PurlError {
-    #[error("purl {purl:?}: {reason}")]
-    Parse { purl: String, reason: String },
-    #[error("purl {purl:?}: unsupported type {ty:?}")]
-    UnsupportedType { purl: String, ty: String },
-    #[error("purl {purl:?}: unknown distribution {namespace:?} for type {ty:?}")]
-    UnknownDistro {
-        purl: String,
-        ty: String,
-        namespace: String,
-    },
-    #[error("purl {purl:?}: no version")]
-    NoVersion { purl: String },
-}
+pub use strata_proto::purl::PurlError;
 
 /// What a purl says about a package.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,44 +36,6 @@ pub struct PurlPackage {
     pub os: Option<OsRelease>,
 }
 
-fn short(s: &str) -> String {
-    s.chars().take(300).collect()
-}
-
-fn os_ecosystem(ty: &str, ns: &str) -> Option<Ecosystem> {
-    Some(match (ty, ns) {
-        ("deb", "debian") => Ecosystem::Debian,
-        ("deb", "ubuntu") => Ecosystem::Ubuntu,
-        ("apk", "alpine") => Ecosystem::Alpine,
-        ("apk", "wolfi") => Ecosystem::Wolfi,
-        ("apk", "chainguard") => Ecosystem::Chainguard,
-        ("rpm", "redhat" | "rhel") => Ecosystem::RedHat,
-        ("rpm", "almalinux") => Ecosystem::AlmaLinux,
-        ("rpm", "rocky") => Ecosystem::RockyLinux,
-        ("rpm", "suse" | "sles" | "sle") => Ecosystem::Suse,
-        ("rpm", "opensuse" | "opensuse-leap" | "opensuse-tumbleweed") => Ecosystem::OpenSuse,
-        _ => return None,
-    })
-}
-
-/// The os-release `ID` a purl namespace stands for.
-fn os_id(ns: &str) -> &str {
-    match ns {
-        "redhat" => "rhel",
-        "suse" | "sle" => "sles",
-        other => other,
-    }
-}
-
-/// `debian-12` → (`debian`, `12`); `opensuse-leap-15.5` → (`opensuse-leap`,
-/// `15.5`); a value without a numeric tail is all id.
-fn split_distro(d: &str) -> (&str, &str) {
-    match d.rsplit_once('-') {
-        Some((id, v)) if v.starts_with(|c: char| c.is_ascii_digit()) && !id.is_empty() => (id, v),
-        _ => (d, ""),
-    }
-}
-
 /// `bash-5.1.8-6.el9.src.rpm` → (`bash`, `5.1.8-6.el9`).
 fn split_source_rpm(s: &str) -> Option<(String, String)> {
     let base = s
@@ -98,94 +48,49 @@ fn split_source_rpm(s: &str) -> Option<(String, String)> {
 
 /// Parses `purl` into a package identity; see the module docs for the mapping.
 pub fn parse(purl: &str) -> Result<PurlPackage, PurlError> {
-    let p = PackageUrl::from_str(purl).map_err(|e| PurlError::Parse {
-        purl: short(purl),
-        reason: e.to_string(),
-    })?;
-    let ty = p.ty().to_ascii_lowercase();
-    let ns = p.namespace().unwrap_or_default();
-    let name = p.name();
-    let version = p
-        .version()
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| PurlError::NoVersion { purl: short(purl) })?;
-    let q = |k: &str| {
-        p.qualifiers()
-            .get(k)
-            .map(|v| v.to_string())
-            .filter(|v| !v.is_empty())
-    };
-
-    let joined = |sep: &str| {
-        if ns.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{ns}{sep}{name}")
-        }
-    };
-    let lang = |ecosystem, name: String| PurlPackage {
-        ecosystem,
-        name,
-        version: version.to_owned(),
-        source_name: None,
-        source_version: None,
-        arch: None,
-        os: None,
-    };
-    match ty.as_str() {
-        "pypi" => return Ok(lang(Ecosystem::PyPI, name.to_owned())),
-        "npm" => return Ok(lang(Ecosystem::Npm, joined("/"))),
-        "golang" => return Ok(lang(Ecosystem::Go, joined("/"))),
-        "cargo" => return Ok(lang(Ecosystem::CratesIo, name.to_owned())),
-        "maven" => return Ok(lang(Ecosystem::Maven, joined(":"))),
-        "gem" => return Ok(lang(Ecosystem::RubyGems, name.to_owned())),
-        "nuget" => return Ok(lang(Ecosystem::NuGet, name.to_owned())),
-        "composer" => return Ok(lang(Ecosystem::Packagist, joined("/"))),
-        "deb" | "apk" | "rpm" => {}
-        _ => {
-            return Err(PurlError::UnsupportedType {
-                purl: short(purl),
-                ty: short(&ty),
-            });
-        }
+    let p = Purl::parse_installed(purl)?;
+    let ecosystem = p.ecosystem();
+    let version = p.version().unwrap_or_default().to_owned();
+    if !ecosystem.is_os() {
+        return Ok(PurlPackage {
+            ecosystem,
+            name: p.name().to_owned(),
+            version,
+            source_name: None,
+            source_version: None,
+            arch: None,
+            os: None,
+        });
     }
 
-    // OS packages: the namespace names the distribution; without one, the
-    // `distro` qualifier's id may.
-    let distro = q("distro");
-    let (distro_id, distro_version) = distro.as_deref().map(split_distro).unwrap_or(("", ""));
-    let ns_lower = ns.to_ascii_lowercase();
-    let ecosystem = os_ecosystem(&ty, &ns_lower)
-        .or_else(|| os_ecosystem(&ty, distro_id))
-        .ok_or_else(|| PurlError::UnknownDistro {
-            purl: short(purl),
-            ty: ty.clone(),
-            namespace: short(ns),
-        })?;
-    let os = if !distro_id.is_empty() {
-        Some(OsRelease {
-            id: distro_id.to_owned(),
-            version_id: distro_version.to_owned(),
+    // OS packages: the distribution is the `distro` qualifier's when there
+    // is one, else the one the namespace stands for.
+    let os = match p.qualifier("distro").map(split_distro) {
+        Some((id, version_id)) if !id.is_empty() => OsRelease {
+            id: id.to_owned(),
+            version_id: version_id.to_owned(),
             ..OsRelease::default()
-        })
-    } else {
-        Some(OsRelease {
-            id: os_id(&ns_lower).to_owned(),
+        },
+        _ => OsRelease {
+            id: ecosystem
+                .os_release_id(&p.namespace().unwrap_or_default().to_ascii_lowercase())
+                .to_owned(),
             ..OsRelease::default()
-        })
+        },
     };
 
-    let mut version = version.to_owned();
-    if ty == "rpm"
-        && let Some(epoch) = q("epoch")
+    let rpm = ecosystem.family() == Some(Family::Rpm);
+    let mut version = version;
+    if rpm
+        && let Some(epoch) = p.qualifier("epoch")
         && epoch != "0"
         && !version.contains(':')
     {
         version = format!("{epoch}:{version}");
     }
-    let (source_name, source_version) = match q("upstream") {
+    let (source_name, source_version) = match p.qualifier("upstream").map(str::to_owned) {
         None => (None, None),
-        Some(u) if ty == "rpm" => match split_source_rpm(&u) {
+        Some(u) if rpm => match split_source_rpm(&u) {
             Some((n, v)) => (Some(n), Some(v)),
             None => (Some(u), None),
         },
@@ -198,12 +103,12 @@ pub fn parse(purl: &str) -> Result<PurlPackage, PurlError> {
     let source_version = source_version.filter(|v| *v != version);
     Ok(PurlPackage {
         ecosystem,
-        name: name.to_owned(),
+        name: p.name().to_owned(),
         version,
         source_name,
         source_version,
-        arch: q("arch"),
-        os,
+        arch: p.qualifier("arch").map(str::to_owned),
+        os: Some(os),
     })
 }
 

@@ -38,7 +38,8 @@ pub use strata_proto::Ecosystem;
 /// shorter, and the bound keeps input-driven allocation small.
 pub const MAX_VERSION_LEN: usize = 1024;
 
-/// A version ordering scheme.
+/// A version ordering scheme: the implementation behind a
+/// [`strata_proto::ecosystem::VersionScheme`] tag (mapped in [`scheme`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scheme {
     Dpkg,
@@ -84,23 +85,22 @@ impl fmt::Display for Scheme {
     }
 }
 
-/// The version scheme an ecosystem orders its versions by.
-/// NuGet and Packagist are not implemented: `Err(Unsupported)`.
+/// The version scheme an ecosystem orders its versions by: its row of the
+/// ecosystem table names it ([`strata_proto::ecosystem::VersionScheme`]),
+/// this maps the tag to its implementation. NuGet and Packagist have none:
+/// `Err(Unsupported)`.
 pub fn scheme(eco: Ecosystem) -> Result<Scheme, VersionError> {
-    Ok(match eco {
-        Ecosystem::Debian | Ecosystem::Ubuntu => Scheme::Dpkg,
-        Ecosystem::Alpine | Ecosystem::Wolfi | Ecosystem::Chainguard => Scheme::Apk,
-        Ecosystem::RedHat
-        | Ecosystem::AlmaLinux
-        | Ecosystem::RockyLinux
-        | Ecosystem::Suse
-        | Ecosystem::OpenSuse => Scheme::Rpm,
-        Ecosystem::PyPI => Scheme::Pep440,
-        Ecosystem::Npm | Ecosystem::CratesIo => Scheme::Semver,
-        Ecosystem::Go => Scheme::Go,
-        Ecosystem::Maven => Scheme::Maven,
-        Ecosystem::RubyGems => Scheme::RubyGems,
-        Ecosystem::NuGet | Ecosystem::Packagist => return Err(VersionError::Unsupported(eco)),
+    use strata_proto::ecosystem::VersionScheme as Tag;
+    Ok(match eco.version_scheme() {
+        Some(Tag::Dpkg) => Scheme::Dpkg,
+        Some(Tag::Apk) => Scheme::Apk,
+        Some(Tag::Rpm) => Scheme::Rpm,
+        Some(Tag::Pep440) => Scheme::Pep440,
+        Some(Tag::Semver) => Scheme::Semver,
+        Some(Tag::Go) => Scheme::Go,
+        Some(Tag::Maven) => Scheme::Maven,
+        Some(Tag::RubyGems) => Scheme::RubyGems,
+        None => return Err(VersionError::Unsupported(eco)),
     })
 }
 

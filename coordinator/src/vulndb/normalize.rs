@@ -93,7 +93,8 @@ pub(crate) fn record(bytes: &[u8], origin: &str, summary: &mut ImportSummary) ->
 
 /// `Debian:12` → (Debian, "12"); `Alpine:v3.19` → (Alpine, "3.19");
 /// `Ubuntu:22.04:LTS` → (Ubuntu, "22.04"); `Ubuntu:Pro:18.04:LTS` →
-/// (Ubuntu, "pro-18.04"), which no standard image matches, on purpose.
+/// (Ubuntu, "pro-18.04"), which no standard image matches, on purpose. The
+/// suffix rule is the ecosystem's ([`strata_proto::ecosystem::OsvRelease`]).
 pub(crate) fn split_ecosystem(s: &str) -> Result<(Ecosystem, Option<String>), String> {
     let (name, rest) = match s.split_once(':') {
         Some((n, r)) => (n, Some(r)),
@@ -101,26 +102,7 @@ pub(crate) fn split_ecosystem(s: &str) -> Result<(Ecosystem, Option<String>), St
     };
     let eco = Ecosystem::from_str(name)
         .map_err(|_| format!("unknown ecosystem {:?}", truncate_with_ellipsis(s, 60)))?;
-    let release = rest.filter(|r| !r.is_empty()).map(|r| {
-        let parts: Vec<&str> = r.split(':').filter(|p| !p.is_empty() && *p != "LTS").collect();
-        match eco {
-            Ecosystem::Alpine => parts
-                .first()
-                .map(|p| p.trim_start_matches('v').to_owned())
-                .unwrap_or_default(),
-            Ecosystem::Ubuntu if parts.first() == Some(&"Pro") => {
-                format!("pro-{}", parts.get(1).copied().unwrap_or_default())
-            }
-            // `Red Hat:enterprise_linux:9::appstream` → "9".
-            Ecosystem::RedHat => parts
-                .iter()
-                .find(|p| p.chars().next().is_some_and(|c| c.is_ascii_digit()))
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            _ => parts.first().copied().unwrap_or_default().to_owned(),
-        }
-    });
-    Ok((eco, release.filter(|r| !r.is_empty())))
+    Ok((eco, rest.and_then(|r| eco.osv_release(r))))
 }
 
 fn affected_entry(

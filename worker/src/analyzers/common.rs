@@ -1,6 +1,9 @@
 //! Small helpers shared by the OS package analysers: purls, line splitting,
 //! and the caps every analyser applies to what the input controls.
 
+use strata_proto::Ecosystem;
+use strata_proto::purl::Purl;
+
 /// Most packages one database may yield; more is treated as hostile input.
 pub(crate) const MAX_PACKAGES: usize = 200_000;
 
@@ -30,23 +33,18 @@ pub(crate) fn clip(s: &str) -> String {
     }
 }
 
-/// Builds an OS package purl (`pkg:deb/debian/NAME@VERSION?arch=ARCH`).
-/// Uses the `packageurl` crate for the percent-encoding rules.
+/// The purl of an OS package (`pkg:deb/debian/NAME@VERSION?arch=ARCH`):
+/// type and namespace are the ecosystem's, from the ecosystem table, built
+/// by `strata_proto::purl`. The error is a message for a warning.
 pub(crate) fn os_purl(
-    ty: &str,
-    namespace: &str,
+    ecosystem: Ecosystem,
     name: &str,
     version: &str,
     arch: Option<&str>,
 ) -> Result<String, String> {
-    let mut purl = packageurl::PackageUrl::new(ty, name).map_err(|e| format!("purl: {e}"))?;
-    purl.with_namespace(namespace).map_err(|e| format!("purl: {e}"))?;
-    purl.with_version(version).map_err(|e| format!("purl: {e}"))?;
-    if let Some(arch) = arch.filter(|a| !a.is_empty()) {
-        purl.add_qualifier("arch", arch)
-            .map_err(|e| format!("purl: {e}"))?;
-    }
-    Ok(purl.to_string())
+    Purl::package(ecosystem, name, version, arch)
+        .map(|p| p.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Lines of `data` without their `\n` (and a `\r` before it), numbered
@@ -75,14 +73,13 @@ mod tests {
 
     #[test]
     fn purl_encodes_epoch_and_sorts_qualifiers() {
-        let p = os_purl("deb", "debian", "git-core", "1:2.14.2-1", Some("all")).unwrap();
+        let p = os_purl(Ecosystem::Debian, "git-core", "1:2.14.2-1", Some("all")).unwrap();
         assert_eq!(p, "pkg:deb/debian/git-core@1:2.14.2-1?arch=all");
-        let p = os_purl("apk", "alpine", "musl", "1.2.3-r5", None).unwrap();
+        let p = os_purl(Ecosystem::Alpine, "musl", "1.2.3-r5", None).unwrap();
         assert_eq!(p, "pkg:apk/alpine/musl@1.2.3-r5");
-        assert!(os_purl("deb", "debian", "", "1", None).is_err());
+        assert!(os_purl(Ecosystem::Debian, "", "1", None).is_err());
         let p = os_purl(
-            "deb",
-            "debian",
+            Ecosystem::Debian,
             "libpam-runtime",
             "1.5.2-6+deb12u1~x",
             Some("all"),

@@ -2,9 +2,12 @@
 //! garbage (random bytes, huge lines, NULs, invalid UTF-8), truncated and
 //! bit-flipped real fixtures, each fed to every path the analyser wants.
 //! The contract: `Ok` (possibly empty or partial) or `Err`, never a panic,
-//! and every package returned is well-formed.
+//! and every package returned is well-formed, its purl canonical.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use strata_proto::purl::Purl;
+use strata_proto::{Ecosystem, Package};
 
 use super::{Analyzer, LayerFile, all};
 
@@ -138,8 +141,32 @@ fn check(a: &dyn Analyzer, path: &str, what: &str, data: &[u8]) {
             assert_eq!(p.path, path, "{} on {what}", a.name());
             assert!(p.layer.is_none());
             assert!(p.purl.starts_with("pkg:"), "{} on {what}: {}", a.name(), p.purl);
+            check_purl(p, &format!("{} on {what}", a.name()));
         }
         assert!(analysis.warnings.len() <= super::common::MAX_WARNINGS + 1);
+    }
+}
+
+/// A purl an analyser writes parses back to the package's ecosystem and is
+/// canonical: parsed and written again it is the same bytes, so composition
+/// can rebuild it for another distribution of the family (`strata_proto::purl`)
+/// and change nothing but the namespace, as a string swap would.
+pub(super) fn check_purl(p: &Package, what: &str) {
+    let purl = Purl::parse(&p.purl).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(purl.ecosystem(), p.ecosystem, "{what}: {}", p.purl);
+    assert_eq!(purl.as_str(), p.purl, "{what}: not canonical");
+    let ns = |e: Ecosystem| e.row().purl.namespace.unwrap_or_default();
+    for &sibling in Ecosystem::ALL {
+        if sibling == p.ecosystem || sibling.family() != p.ecosystem.family() {
+            continue;
+        }
+        let swapped = p.purl.replacen(
+            &format!("/{}/", ns(p.ecosystem)),
+            &format!("/{}/", ns(sibling)),
+            1,
+        );
+        let moved = purl.for_distro(sibling).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(moved.as_str(), swapped, "{what}: as {sibling}");
     }
 }
 

@@ -19,6 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::conformance::check_purl;
 use super::dpkg::Dpkg;
 use super::{Analysis, Analyzer, LayerFile, apk::Apk};
 
@@ -104,6 +105,9 @@ fn check_dpkg(expected_file: &Path, fixture: &[u8]) -> bool {
     }
     want.sort();
     let got = as_status.unwrap_or_else(|e| panic!("{name}: dpkg-query accepted it, we failed: {e}"));
+    for p in &got.packages {
+        check_purl(p, &name.to_string());
+    }
     assert_eq!(dpkg_rows(&got), want, "{name}: as /var/lib/dpkg/status");
 
     let as_status_d = Dpkg
@@ -143,6 +147,9 @@ fn check_apk(expected_file: &Path, fixture: &[u8]) {
             data: fixture,
         }])
         .unwrap();
+    for p in &a.packages {
+        check_purl(p, &name.to_string());
+    }
     let got: Vec<_> = a
         .packages
         .iter()

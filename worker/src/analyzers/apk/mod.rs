@@ -120,7 +120,7 @@ fn finish(path: &str, rec: &Record<'_>, out: &mut Analysis) -> Result<(), Analyz
             return Ok(());
         }
     };
-    let purl = match os_purl("apk", "alpine", &name, &version, arch.as_deref()) {
+    let purl = match os_purl(Ecosystem::Alpine, &name, &version, arch.as_deref()) {
         Ok(p) => p,
         Err(why) => {
             skip(out, why);

@@ -103,7 +103,7 @@ impl Analyzer for Dpkg {
                 });
             }
             for e in entries {
-                let purl = match os_purl("deb", "debian", &e.name, &e.version, e.arch.as_deref()) {
+                let purl = match os_purl(Ecosystem::Debian, &e.name, &e.version, e.arch.as_deref()) {
                     Ok(p) => p,
                     Err(err) => {
                         warn(

@@ -132,7 +132,7 @@ fn to_package(blob: &[u8], path: &str) -> Result<Option<Package>, String> {
         ),
         None => (None, None),
     };
-    let purl = os_purl("rpm", "redhat", &h.name, &version, h.arch.as_deref())?;
+    let purl = os_purl(Ecosystem::RedHat, &h.name, &version, h.arch.as_deref())?;
     Ok(Some(Package {
         ecosystem: Ecosystem::RedHat,
         name: h.name,

@@ -13,7 +13,7 @@
 //! - [`vulndb`]: OSV import (directories, `all.zip`, HTTP, object stores) and the local database file.
 //! - [`versions`]: version ordering, one module per scheme (dpkg, apk, rpm, PEP 440, semver, Go, Maven, RubyGems),
 //!   and the comparison constraints built on it.
-//! - [`util`]: small shared helpers (the clock in Unix milliseconds, string cutting, poison-tolerant locks).
+//! - [`util`]: poison-tolerant locks (the clock and string cutting are `strata_proto::text`).
 
 pub mod api;
 pub mod cluster;
@@ -26,8 +26,6 @@ pub mod suppress;
 pub mod util;
 pub mod versions;
 pub mod vulndb;
-
-pub use util::now_unix_ms;
 
 /// The version of this build, reported by `AdminService` and `strata --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -334,7 +334,7 @@ async fn watch_scan_follows_a_running_scan_and_replays_a_finished_one() {
     };
     assert_eq!(ended.code(), tonic::Code::DeadlineExceeded, "{ended:?}");
 
-    let watched_at = strata_coordinator::now_unix_ms();
+    let watched_at = strata_proto::text::now_unix_ms();
     let live = client
         .watch_scan(v1::WatchScanRequest { scan_id: id.clone() })
         .await

@@ -10,10 +10,13 @@
 //!   os-release ids, families, version schemes, release and matching rules)
 //!   and [`Ecosystem`], which reads it.
 //! - [`purl`]: package URLs, built and parsed in one place through the table.
+//! - [`text`]: helpers every crate shares: the clock in Unix milliseconds,
+//!   outside input cut down for messages, error chains.
 
 pub mod domain;
 pub mod ecosystem;
 pub mod purl;
+pub mod text;
 
 /// Generated from `proto/strata/v1/*.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -67,7 +67,7 @@ pub struct Purl {
 
 /// A value shortened for an error message (input may be hostile).
 fn short(s: &str) -> String {
-    s.chars().take(300).collect()
+    crate::text::cut(s, 300).to_owned()
 }
 
 /// `debian-12` → (`debian`, `12`); `opensuse-leap-15.5` → (`opensuse-leap`,

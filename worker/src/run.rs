@@ -129,7 +129,7 @@ async fn heartbeats(
             jobs_in_flight: counters.in_flight.load(Ordering::Relaxed),
             jobs_done: counters.done.load(Ordering::Relaxed),
             jobs_failed: counters.failed.load(Ordering::Relaxed),
-            at_unix_ms: now_unix_ms(),
+            at_unix_ms: strata_proto::text::now_unix_ms(),
         };
         queue.publish_heartbeat(&beat).await;
         tokio::select! {
@@ -296,13 +296,6 @@ async fn finish(
 fn retry_delay(base: Duration, attempt: u32) -> Duration {
     let factor = 1u32 << attempt.saturating_sub(1).min(7);
     (base * factor).min(Duration::from_secs(60))
-}
-
-fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ impl AdminService for AdminApi {
             layer_cache: None,
         };
         if let Some(c) = &self.coordinator {
-            let now = crate::now_unix_ms();
+            let now = strata_proto::text::now_unix_ms();
             response.workers = c
                 .workers(std::time::Duration::from_secs(60))
                 .into_iter()

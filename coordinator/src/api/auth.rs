@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use strata_proto::text::error_chain;
 
 use sha2::Digest as _;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -290,17 +291,6 @@ fn load_tls(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Tls, Se
             ))
         })?;
     Ok(tls)
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// An expired (or not yet valid) server certificate still starts the server

@@ -193,7 +193,7 @@ impl ScanService for ScanApi {
             .map_err(status_of)?;
         let submitted = v1::ScanEvent {
             scan_id: scan.id.clone(),
-            at_unix_ms: crate::now_unix_ms(),
+            at_unix_ms: strata_proto::text::now_unix_ms(),
             event: Some(Event::Submitted(v1::Submitted {
                 existing,
                 status: scan.status.to_proto().into(),

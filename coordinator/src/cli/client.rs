@@ -338,22 +338,8 @@ impl Connection {
 }
 
 /// A server message on one line, at most `max` characters.
-pub fn one_line(s: &str, max: usize) -> String {
-    let flat: String = s
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if flat.chars().count() > max {
-        let mut cut: String = flat.chars().take(max).collect();
-        cut.push('…');
-        cut
-    } else {
-        flat
-    }
-}
+pub use strata_proto::text::one_line;
 
-/// gRPC's own spelling of a code, as operators grep for it.
 /// A scan status as the commands print it.
 pub fn status_word(status: i32) -> &'static str {
     match v1::ScanStatus::try_from(status).unwrap_or(v1::ScanStatus::Unspecified) {
@@ -365,6 +351,7 @@ pub fn status_word(status: i32) -> &'static str {
     }
 }
 
+/// gRPC's own spelling of a code, as operators grep for it.
 pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",

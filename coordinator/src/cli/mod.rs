@@ -124,4 +124,4 @@ pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
 }
 
 /// Milliseconds since the Unix epoch, for report timestamps.
-pub use strata_coordinator::now_unix_ms;
+pub use strata_proto::text::now_unix_ms;

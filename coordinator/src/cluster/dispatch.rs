@@ -11,7 +11,8 @@ use super::error::{from_json, to_json};
 use super::kv::Cas;
 use super::records::*;
 use super::{CAS_ATTEMPTS, Coordinator, CoordinatorError};
-use crate::util::{lock, now_unix_ms};
+use crate::util::lock;
+use strata_proto::text::now_unix_ms;
 
 impl Coordinator {
     /// Looks up each layer of a scan and queues what must be analysed.

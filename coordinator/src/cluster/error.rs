@@ -42,6 +42,10 @@ impl From<QueueError> for CoordinatorError {
     }
 }
 
+/// The one mapping of a registry's (or an image's) failure to what the
+/// caller is told, whichever request met it: submit, tag listing, refresh.
+/// The image or answer being malformed (`Format`) is the named image's
+/// fault, not the registry being away: `InvalidArgument`, not `Unavailable`.
 impl From<SourceError> for CoordinatorError {
     fn from(e: SourceError) -> Self {
         match e {

@@ -50,7 +50,7 @@ impl EventLogs {
         let done = matches!(event, Event::Done(_));
         let event = v1::ScanEvent {
             scan_id: scan_id.to_owned(),
-            at_unix_ms: crate::now_unix_ms(),
+            at_unix_ms: strata_proto::text::now_unix_ms(),
             event: Some(event),
         };
         let mut logs = lock(&self.logs);

@@ -16,7 +16,8 @@ use super::kv::Cas;
 use super::records::*;
 use super::{Coordinator, CoordinatorError, report_path};
 use crate::compose;
-use crate::util::{lock, now_unix_ms};
+use crate::util::lock;
+use strata_proto::text::now_unix_ms;
 
 impl Coordinator {
     fn scan_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -4,7 +4,7 @@
 use strata_worker::queue::Priority;
 
 use super::CoordinatorError;
-use crate::util::truncate_chars;
+use strata_proto::text::cut;
 
 /// Longest image reference accepted.
 pub const MAX_REFERENCE_LEN: usize = 4096;
@@ -34,7 +34,7 @@ pub fn validate_reference(reference: &str) -> Result<String, CoordinatorError> {
     if let Some(c) = reference.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(CoordinatorError::InvalidArgument(format!(
             "image reference {:?} contains {c:?}",
-            truncate_chars(reference, 200)
+            cut(reference, 200)
         )));
     }
     Ok(reference.to_owned())

@@ -11,7 +11,8 @@ use super::error::{from_json, to_json};
 use super::kv::Cas;
 use super::records::*;
 use super::{CAS_ATTEMPTS, Coordinator, CoordinatorError};
-use crate::util::{lock, now_unix_ms};
+use crate::util::lock;
+use strata_proto::text::now_unix_ms;
 
 /// Layer results applied, and scans refreshed, at once by the results loop.
 const RESULT_CONCURRENCY: usize = 16;

@@ -13,7 +13,8 @@ use super::error::to_json;
 use super::kv::Cas;
 use super::records::*;
 use super::{Coordinator, CoordinatorError, SubmitRequest, validate_reference};
-use crate::util::{lock, now_unix_ms};
+use crate::util::lock;
+use strata_proto::text::now_unix_ms;
 use strata_worker::rate_limit::RateLimitWait;
 
 /// Entries of `Inner::known_digests` kept before it starts afresh.

@@ -268,7 +268,7 @@ pub async fn import(sources: &[Source], out: &Path) -> Result<ImportSummary, Vul
     let mut advisories = normalize::merge(records);
     store::canonicalise(&mut advisories);
     let names = sources.iter().map(ToString::to_string).collect();
-    let status = store::status_for(&advisories, names, crate::now_unix_ms());
+    let status = store::status_for(&advisories, names, strata_proto::text::now_unix_ms());
     summary.advisories = advisories.len() as u64;
     summary.per_ecosystem = status.records_per_ecosystem.clone();
     summary.version = status.version.clone();

@@ -8,8 +8,8 @@ use strata_proto::{Ecosystem, Severity};
 
 use super::osv::{self, Vulnerability};
 use super::{Advisory, AffectedEntry, EvalRange, Event, ImportSummary, RangeKind};
-use crate::util::truncate_with_ellipsis;
 use crate::versions::{self, Scheme};
+use strata_proto::text::cut_marked;
 
 /// Bound on what one record may carry (hostile feeds).
 const MAX_AFFECTED: usize = 10_000;
@@ -85,7 +85,7 @@ pub(crate) fn record(bytes: &[u8], origin: &str, summary: &mut ImportSummary) ->
     Some(Record {
         id: vuln.id,
         linked,
-        summary: truncate_with_ellipsis(&summary_text, 500),
+        summary: cut_marked(&summary_text, 500),
         severity,
         affected,
     })
@@ -100,8 +100,7 @@ pub(crate) fn split_ecosystem(s: &str) -> Result<(Ecosystem, Option<String>), St
         Some((n, r)) => (n, Some(r)),
         None => (s, None),
     };
-    let eco = Ecosystem::from_str(name)
-        .map_err(|_| format!("unknown ecosystem {:?}", truncate_with_ellipsis(s, 60)))?;
+    let eco = Ecosystem::from_str(name).map_err(|_| format!("unknown ecosystem {:?}", cut_marked(s, 60)))?;
     Ok((eco, rest.and_then(|r| eco.osv_release(r))))
 }
 
@@ -236,7 +235,7 @@ fn check_version(kind: RangeKind, scheme: Scheme, version: &str) -> Result<(), S
     result.map_err(|err| {
         format!(
             "range version {:?} does not parse: {err}",
-            truncate_with_ellipsis(version, 60)
+            cut_marked(version, 60)
         )
     })
 }

@@ -26,11 +26,7 @@ pub(crate) fn warn(warnings: &mut Vec<String>, msg: String) {
 
 /// A value shortened for an error message (input may be hostile).
 pub(crate) fn clip(s: &str) -> String {
-    const MAX: usize = 80;
-    match s.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
+    strata_proto::text::cut_marked(s, 80)
 }
 
 /// The purl of an OS package (`pkg:deb/debian/NAME@VERSION?arch=ARCH`):

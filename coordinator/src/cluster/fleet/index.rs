@@ -12,7 +12,7 @@ use strata_proto::{Finding, OsRelease, Package, Report, Severity, SeverityCounts
 
 use super::{RepositoryRecord, repository_of};
 use crate::cluster::records::{ImageRecord, ScanRecord, ScanStatus};
-use crate::util::now_unix_ms;
+use strata_proto::text::now_unix_ms;
 
 /// A vulnerability as findings name it: one shared value per (id,
 /// aliases, severity) across the fleet.

@@ -51,7 +51,7 @@ use sha2::Digest as _;
 use strata_worker::source::ImageRef;
 
 use super::{CoordinatorError, validate_reference};
-use crate::util::truncate_chars;
+use strata_proto::text::cut;
 
 /// References accepted in one register or unregister request.
 pub const MAX_REFERENCES: usize = 1000;
@@ -119,7 +119,7 @@ fn normalise_repository(repository: &str) -> Result<String, CoordinatorError> {
     let repository = repository.trim().trim_end_matches('/');
     validate_reference(repository)?;
     let bad = |why: &str| {
-        CoordinatorError::InvalidArgument(format!("repository {:?}: {why}", truncate_chars(repository, 200)))
+        CoordinatorError::InvalidArgument(format!("repository {:?}: {why}", cut(repository, 200)))
     };
     if repository.contains('@')
         || repository

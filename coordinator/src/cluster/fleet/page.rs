@@ -6,7 +6,7 @@ use std::ops::Bound;
 use super::{DEFAULT_PAGE_SIZE, IMAGE_PREFIX, MAX_PAGE_SIZE, MAX_PAGE_TOKEN};
 use crate::cluster::CoordinatorError;
 use crate::cluster::records::image_key;
-use crate::util::truncate_chars;
+use strata_proto::text::cut;
 
 /// References longer than this are paged by a prefix and their key (see [`PageToken`]).
 const TOKEN_REFERENCE_BYTES: usize = 480;
@@ -33,7 +33,7 @@ impl PageToken {
         let bad = |why: &str| {
             CoordinatorError::InvalidArgument(format!(
                 "page_token {:?}: {why}; pass the next_page_token of the previous answer",
-                truncate_chars(token, 40)
+                cut(token, 40)
             ))
         };
         if token.len() > MAX_PAGE_TOKEN {
@@ -66,7 +66,7 @@ impl PageToken {
         if reference.len() <= TOKEN_REFERENCE_BYTES {
             return format!("r{}", hex::encode(reference));
         }
-        let prefix = truncate_chars(reference, TOKEN_REFERENCE_BYTES / 4);
+        let prefix = cut(reference, TOKEN_REFERENCE_BYTES / 4);
         let key = image_key(reference);
         format!(
             "k{}.{}",

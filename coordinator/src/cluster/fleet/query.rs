@@ -12,9 +12,9 @@ use super::page::{PageToken, page, page_size};
 use super::{DEFAULT_TOP_N, MAX_QUERY_LEN, MAX_TOP_N, normalise_repository};
 use crate::cluster::records::ScanStatus;
 use crate::cluster::{Coordinator, CoordinatorError};
-use crate::util::truncate_chars;
 use crate::versions::constraint::Conjunction;
 use crate::versions::{self, Scheme, Version};
+use strata_proto::text::cut;
 
 /// A version range as `ListAffected` takes it: the shape is
 /// [`Conjunction::parse`]'s, the error the one clients have always seen.
@@ -22,7 +22,7 @@ fn parse_version_range(range: &str) -> Result<Conjunction<String>, CoordinatorEr
     Conjunction::parse(range).map_err(|why| {
         CoordinatorError::InvalidArgument(format!(
             "version_range {:?}: {why} (expected comparisons joined by commas, e.g. \">=1.2.0, <1.4.1\")",
-            truncate_chars(range, 200)
+            cut(range, 200)
         ))
     })
 }

@@ -16,7 +16,7 @@ use super::{
 use crate::cluster::error::to_json;
 use crate::cluster::records::image_key;
 use crate::cluster::{Coordinator, CoordinatorError, SubmitRequest, validate_reference};
-use crate::util::now_unix_ms;
+use strata_proto::text::now_unix_ms;
 use strata_worker::rate_limit::RateLimitWait;
 
 impl Coordinator {
@@ -311,21 +311,15 @@ impl Coordinator {
                     "{repository}: listing tags took longer than {timeout:?}"
                 ))
             })?
-            // Unreachable or misbehaving registry: Unavailable, with what it
-            // said; unknown repository: NotFound; refused credentials:
-            // Unauthorized; past MAX_TAGS: Full.
+            // Past MAX_TAGS: Full; everything else as any registry answer
+            // maps (`From<SourceError>`: the one mapping).
             .map_err(|e| {
                 if e.is_too_many_tags() {
                     return CoordinatorError::Full(format!(
                         "{e}: register a narrower set with RegisterImages"
                     ));
                 }
-                match SourceError::from(e) {
-                    e @ SourceError::NotFound(_) => CoordinatorError::NotFound(e.to_string()),
-                    e @ SourceError::Unauthorized(_) => CoordinatorError::Unauthorized(e.to_string()),
-                    e @ SourceError::BadReference { .. } => CoordinatorError::InvalidArgument(e.to_string()),
-                    e => CoordinatorError::Unavailable(e.to_string()),
-                }
+                CoordinatorError::from(SourceError::from(e))
             })
     }
 }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use oci_client::RegistryOperation;
 use oci_client::secrets::RegistryAuth;
 
-use super::errors::{error_chain, map_error, one_line, parse_retry_after};
+use super::errors::{map_error, one_line, parse_retry_after};
 use super::{RegistrySource, SourceError, docker_config};
+use strata_proto::text::error_chain;
 
 /// How long an `Authorization` value is reused before authenticating again.
 /// Registry tokens live 60 s or more (Docker Hub: 300 s); a 401 drops it early.

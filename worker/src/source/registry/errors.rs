@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 
+use strata_proto::text::error_chain;
+
 use super::SourceError;
 use crate::source::manifest;
 
@@ -181,29 +183,9 @@ pub(super) fn status_error(code: u16, body: &[u8], what: &str, registry: &str) -
     }
 }
 
-/// The error with its sources (reqwest hides the useful part there).
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = inner.source();
-    }
-    s
-}
-
-/// Collapses whitespace and bounds a server-provided message for a one-line error.
+/// A server-provided message on one line, bounded.
 pub(super) fn one_line(s: &str) -> String {
-    let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if joined.chars().count() > 300 {
-        format!("{}…", joined.chars().take(300).collect::<String>())
-    } else {
-        joined
-    }
+    strata_proto::text::one_line(s, 300)
 }
 
 #[cfg(test)]

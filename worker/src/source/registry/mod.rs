@@ -57,7 +57,7 @@ pub use tags::TagListError;
 use super::{
     ImageSource, LayerDesc, LayerReader, Platform, ResolvedImage, SourceConfig, SourceError, docker_config,
 };
-use errors::error_chain;
+use strata_proto::text::error_chain;
 
 pub struct RegistrySource {
     reference: Reference,

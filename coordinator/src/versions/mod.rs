@@ -18,6 +18,11 @@
 //! - `golang/`: Go modules (semver with `v`, pseudo-versions, `+incompatible`).
 //! - `maven/`: Maven (`ComparableVersion`).
 //! - `rubygems/`: RubyGems (`Gem::Version`).
+//! - `constraint.rs`: comparisons (`>=1.2`, `<2`) and their conjunctions,
+//!   over any scheme's versions (fleet queries, npm ranges).
+//!
+//! Which ecosystem uses which scheme is a column of the ecosystem table
+//! (`strata_proto::ecosystem`); [`Scheme`] is that column's type.
 
 pub mod apk;
 pub mod constraint;
@@ -38,70 +43,14 @@ pub use strata_proto::Ecosystem;
 /// shorter, and the bound keeps input-driven allocation small.
 pub const MAX_VERSION_LEN: usize = 1024;
 
-/// A version ordering scheme: the implementation behind a
-/// [`strata_proto::ecosystem::VersionScheme`] tag (mapped in [`scheme`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scheme {
-    Dpkg,
-    Apk,
-    Rpm,
-    Pep440,
-    Semver,
-    Go,
-    Maven,
-    RubyGems,
-}
+/// A version ordering scheme, as the ecosystem table names it; this
+/// module holds the implementations (one folder each).
+pub use strata_proto::ecosystem::VersionScheme as Scheme;
 
-impl Scheme {
-    /// Every scheme, in the order `Version`s of different schemes compare.
-    pub const ALL: [Scheme; 8] = [
-        Scheme::Dpkg,
-        Scheme::Apk,
-        Scheme::Rpm,
-        Scheme::Pep440,
-        Scheme::Semver,
-        Scheme::Go,
-        Scheme::Maven,
-        Scheme::RubyGems,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Dpkg => "dpkg",
-            Scheme::Apk => "apk",
-            Scheme::Rpm => "rpm",
-            Scheme::Pep440 => "pep440",
-            Scheme::Semver => "semver",
-            Scheme::Go => "go",
-            Scheme::Maven => "maven",
-            Scheme::RubyGems => "rubygems",
-        }
-    }
-}
-
-impl fmt::Display for Scheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The version scheme an ecosystem orders its versions by: its row of the
-/// ecosystem table names it ([`strata_proto::ecosystem::VersionScheme`]),
-/// this maps the tag to its implementation. NuGet and Packagist have none:
-/// `Err(Unsupported)`.
+/// The version scheme an ecosystem orders its versions by, from its row of
+/// the ecosystem table. NuGet and Packagist have none: `Err(Unsupported)`.
 pub fn scheme(eco: Ecosystem) -> Result<Scheme, VersionError> {
-    use strata_proto::ecosystem::VersionScheme as Tag;
-    Ok(match eco.version_scheme() {
-        Some(Tag::Dpkg) => Scheme::Dpkg,
-        Some(Tag::Apk) => Scheme::Apk,
-        Some(Tag::Rpm) => Scheme::Rpm,
-        Some(Tag::Pep440) => Scheme::Pep440,
-        Some(Tag::Semver) => Scheme::Semver,
-        Some(Tag::Go) => Scheme::Go,
-        Some(Tag::Maven) => Scheme::Maven,
-        Some(Tag::RubyGems) => Scheme::RubyGems,
-        None => return Err(VersionError::Unsupported(eco)),
-    })
+    eco.version_scheme().ok_or(VersionError::Unsupported(eco))
 }
 
 /// Errors from parsing or comparing versions.

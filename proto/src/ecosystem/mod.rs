@@ -114,9 +114,10 @@ pub enum Family {
     Rpm,
 }
 
-/// A version ordering, as a tag: the implementations are the coordinator's
-/// (`coordinator/src/versions/`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A version ordering, named: the implementations are the coordinator's
+/// (`coordinator/src/versions/`, where this type is `versions::Scheme`).
+/// The variant order is the order versions of different schemes compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum VersionScheme {
     Dpkg,
     Apk,
@@ -126,6 +127,39 @@ pub enum VersionScheme {
     Go,
     Maven,
     RubyGems,
+}
+
+impl VersionScheme {
+    /// Every scheme, in order.
+    pub const ALL: [VersionScheme; 8] = [
+        VersionScheme::Dpkg,
+        VersionScheme::Apk,
+        VersionScheme::Rpm,
+        VersionScheme::Pep440,
+        VersionScheme::Semver,
+        VersionScheme::Go,
+        VersionScheme::Maven,
+        VersionScheme::RubyGems,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionScheme::Dpkg => "dpkg",
+            VersionScheme::Apk => "apk",
+            VersionScheme::Rpm => "rpm",
+            VersionScheme::Pep440 => "pep440",
+            VersionScheme::Semver => "semver",
+            VersionScheme::Go => "go",
+            VersionScheme::Maven => "maven",
+            VersionScheme::RubyGems => "rubygems",
+        }
+    }
+}
+
+impl std::fmt::Display for VersionScheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Declares [`Ecosystem`] and [`TABLE`] from one list, in the same order, so

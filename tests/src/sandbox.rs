@@ -115,7 +115,6 @@ type Configure = Box<dyn FnOnce(&mut CoordinatorConfig) + Send>;
 pub struct ClusterSandboxBuilder {
     workers: usize,
     queue: SandboxQueue,
-    queue_settings: QueueSettings,
     worker_options: WorkerOptions,
     insecure_registries: Vec<String>,
     vulndb: Option<VulnData>,
@@ -134,12 +133,6 @@ impl ClusterSandboxBuilder {
     /// The job transport (default [`SandboxQueue::Memory`]).
     pub fn queue(mut self, queue: SandboxQueue) -> Self {
         self.queue = queue;
-        self
-    }
-
-    /// The queue's settings (default `QueueSettings::default()`).
-    pub fn queue_settings(mut self, settings: QueueSettings) -> Self {
-        self.queue_settings = settings;
         self
     }
 
@@ -206,13 +199,13 @@ impl ClusterSandboxBuilder {
         };
         let (queue, buckets, nats_client) = match &nats_url {
             None => (
-                Queue::memory(self.queue_settings.clone()),
+                Queue::memory(QueueSettings::default()),
                 Buckets::local(&dir.path().join("state.redb")).map_err(failed("opening the state file"))?,
                 None,
             ),
             Some(url) => {
                 let client = connect(url).await?;
-                let queue = NatsQueue::create(client.clone(), &self.queue_settings)
+                let queue = NatsQueue::create(client.clone(), &QueueSettings::default())
                     .await
                     .map_err(failed("creating the NATS streams"))?;
                 let buckets = Buckets::nats(&async_nats::jetstream::new(client.clone()), 1)
@@ -326,7 +319,6 @@ impl ClusterSandbox {
         ClusterSandboxBuilder {
             workers: 1,
             queue: SandboxQueue::Memory,
-            queue_settings: QueueSettings::default(),
             worker_options: WorkerOptions::default(),
             insecure_registries: Vec::new(),
             vulndb: None,
@@ -405,12 +397,7 @@ impl ClusterSandbox {
     pub async fn wait_scan(&self, id: &str, limit: Duration) -> Result<ScanRecord> {
         let deadline = Instant::now() + limit;
         loop {
-            let scan = self
-                .coordinator
-                .scan(id)
-                .await
-                .map_err(failed(format!("reading scan {id}")))?
-                .ok_or_else(|| HarnessError::Sandbox(format!("scan {id} vanished")))?;
+            let scan = self.read_scan(id).await?;
             if scan.status == ScanStatus::Complete {
                 return Ok(scan);
             }
@@ -421,6 +408,23 @@ impl ClusterSandbox {
                 )));
             }
             tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Looks at scan `id` once: `Some` when it completed cleanly, `None`
+    /// while it runs; an error when it failed, completed with an error, or
+    /// vanished. For callers polling many scans on their own schedule.
+    pub async fn scan_finished(&self, id: &str) -> Result<Option<ScanRecord>> {
+        let scan = self.read_scan(id).await?;
+        match scan.status {
+            ScanStatus::Complete if scan.error.is_none() => Ok(Some(scan)),
+            ScanStatus::Complete | ScanStatus::Failed => Err(HarnessError::Sandbox(format!(
+                "scan {id} ({}) ended {:?}: {}",
+                scan.reference,
+                scan.status,
+                scan.error.unwrap_or_default()
+            ))),
+            _ => Ok(None),
         }
     }
 
@@ -458,6 +462,14 @@ impl ClusterSandbox {
         } else {
             Err(HarnessError::Sandbox(problems.join("; ")))
         }
+    }
+
+    async fn read_scan(&self, id: &str) -> Result<ScanRecord> {
+        self.coordinator
+            .scan(id)
+            .await
+            .map_err(failed(format!("reading scan {id}")))?
+            .ok_or_else(|| HarnessError::Sandbox(format!("scan {id} vanished")))
     }
 
     fn spawn(

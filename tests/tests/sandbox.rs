@@ -108,6 +108,8 @@ async fn two_images_share_their_base(queue: SandboxQueue) {
     let first = submit(&sandbox, &format!("{}/app:a", registry.host())).await;
     let scan = sandbox.wait_scan(&first, WAIT).await.expect("scan of a");
     assert_eq!(scan.status, ScanStatus::Complete);
+    let finished = sandbox.scan_finished(&first).await.expect("a clean scan");
+    assert_eq!(finished.map(|s| s.id), Some(first.clone()));
     let stats = sandbox.coordinator().cache_stats();
     assert_eq!((stats.hits, stats.misses), (0, 2), "a: both layers are new");
     let report = sandbox.coordinator().report(&first).await.expect("report of a");

@@ -27,7 +27,6 @@ use std::error::Error;
 use std::time::{Duration, Instant};
 
 use strata_coordinator::cluster::SubmitRequest;
-use strata_coordinator::cluster::records::ScanStatus;
 use strata_coordinator::now_unix_ms;
 use strata_harness::{ClusterSandbox, Compression, Image, Layer, Registry, RegistryProxy, SandboxQueue};
 use strata_worker::run::WorkerOptions;
@@ -194,24 +193,9 @@ async fn round(
             polls += 1;
             let mut still = Vec::with_capacity(pending.len());
             for id in pending {
-                let scan = coordinator
-                    .scan(&id)
-                    .await?
-                    .ok_or_else(|| format!("scan {id} vanished"))?;
-                match scan.status {
-                    ScanStatus::Complete if scan.error.is_none() => {
-                        last_completed_ms = last_completed_ms.max(scan.completed_unix_ms);
-                    }
-                    ScanStatus::Complete | ScanStatus::Failed => {
-                        return Err(format!(
-                            "scan {id} ({}) ended {:?}: {}",
-                            scan.reference,
-                            scan.status,
-                            scan.error.unwrap_or_default()
-                        )
-                        .into());
-                    }
-                    _ => still.push(id),
+                match sandbox.scan_finished(&id).await? {
+                    Some(scan) => last_completed_ms = last_completed_ms.max(scan.completed_unix_ms),
+                    None => still.push(id),
                 }
             }
             pending = still;

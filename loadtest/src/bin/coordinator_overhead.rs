@@ -40,7 +40,6 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use strata_coordinator::cluster::SubmitRequest;
-use strata_coordinator::cluster::records::ScanStatus;
 use strata_coordinator::now_unix_ms;
 use strata_harness::{ClusterSandbox, Compression, Image, Layer, NatsServer, Registry, SandboxQueue};
 use strata_proto::v1::{self, blob_source::Location, layer_result::Outcome};
@@ -382,25 +381,12 @@ async fn through_coordinator(images: &[Image], host: &str, o: &Options) -> Resul
                     format!("{} scans not complete after {:?}", pending.len(), o.timeout).into(),
                 );
             }
-            let scan = coordinator
-                .scan(id)
-                .await?
-                .ok_or_else(|| format!("scan {id} vanished"))?;
-            match scan.status {
-                ScanStatus::Complete if scan.error.is_none() => {
+            match sandbox.scan_finished(id).await? {
+                Some(scan) => {
                     last_completed_ms = last_completed_ms.max(scan.completed_unix_ms);
                     pending.pop();
                 }
-                ScanStatus::Complete | ScanStatus::Failed => {
-                    return Err(format!(
-                        "scan {id} ({}) ended {:?}: {}",
-                        scan.reference,
-                        scan.status,
-                        scan.error.unwrap_or_default()
-                    )
-                    .into());
-                }
-                _ => {
+                None => {
                     polls += 1;
                     tokio::time::sleep(POLL).await;
                 }

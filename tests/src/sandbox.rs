@@ -38,7 +38,8 @@
 //!   them at most the stop limit (default 60 s,
 //!   [`stop_limit`](ClusterSandboxBuilder::stop_limit)); tasks still running
 //!   then are aborted and named in the error, as is a task that panicked or
-//!   a server that failed.
+//!   a server that failed. Last it drains the coordinator's NATS connection,
+//!   so no connection task outlives the sandbox.
 //! - Dropping the handle without `stop` signals shutdown and aborts every task
 //!   without waiting, then stops the NATS server it started (not a given one)
 //!   and removes the directory.
@@ -94,6 +95,10 @@ use crate::{HarnessError, Result};
 
 /// Default bound on [`ClusterSandbox::stop`].
 const STOP_LIMIT: Duration = Duration::from_secs(60);
+/// Bound on closing the coordinator's NATS connection in `stop`.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// Pause between two looks at that connection.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// Pause between two looks at a scan in [`ClusterSandbox::wait_scan`].
 const POLL: Duration = Duration::from_millis(50);
 
@@ -242,6 +247,7 @@ impl ClusterSandboxBuilder {
             store_url,
             grpc_url: None,
             nats_url,
+            nats_client: nats_client.clone(),
             stop,
             tasks: JoinSet::new(),
             names: HashMap::new(),
@@ -278,6 +284,7 @@ impl ClusterSandboxBuilder {
             sandbox.grpc_url = Some(format!("http://{addr}"));
             let admin = AdminApi::new(
                 nats_client
+                    .clone()
                     .zip(sandbox.nats_url.clone())
                     .map(|(client, url)| NatsHandle { client, url }),
             );
@@ -303,6 +310,8 @@ pub struct ClusterSandbox {
     store_url: String,
     grpc_url: Option<String>,
     nats_url: Option<String>,
+    /// The coordinator's connection, drained by `stop` while the server runs.
+    nats_client: Option<async_nats::Client>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<std::result::Result<(), String>>,
     /// Task names by id, for the error when some do not stop.
@@ -456,6 +465,20 @@ impl ClusterSandbox {
                 names.join(", "),
                 self.stop_limit
             ));
+        }
+        // Closed while the server still runs: a connection that sees its
+        // server killed before it sees its last handle dropped keeps trying
+        // to reconnect, a task outliving the sandbox.
+        if let Some(client) = self.nats_client.take() {
+            let _ = client.drain().await;
+            // Once the connection has closed, commands fail at once.
+            let deadline = Instant::now() + DRAIN_LIMIT;
+            while Instant::now() < deadline {
+                if let Ok(Err(_)) = tokio::time::timeout(DRAIN_POLL, client.flush()).await {
+                    break;
+                }
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
         }
         if problems.is_empty() {
             Ok(())

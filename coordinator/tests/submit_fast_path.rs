@@ -4,20 +4,14 @@
 //! in-process queue and a worker (what `strata serve` runs), a registry
 //! behind a counting proxy.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
-use strata_coordinator::cluster::records::{ScanStatus, image_key};
-use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, SubmitRequest, VulnData};
-use strata_coordinator::vulndb::Db;
-use strata_harness::{Compression, Image, Index, Layer, Registry, RegistryProxy};
-use strata_worker::job::JobContext;
-use strata_worker::queue::{Queue, QueueSettings};
-use strata_worker::run::{self, WorkerOptions};
-use strata_worker::telemetry::Metrics;
-use tokio::sync::watch;
+use strata_coordinator::cluster::SubmitRequest;
+use strata_coordinator::cluster::records::{ScanRecord, image_key};
+use strata_harness::{
+    ClusterSandbox, Compression, Image, Index, Layer, Registry, RegistryProxy, SandboxQueue,
+};
+use strata_worker::run::WorkerOptions;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -40,121 +34,54 @@ fn image(marker: &str) -> Result<Image, BoxError> {
         .build()?)
 }
 
-struct Setup {
-    coordinator: Coordinator,
-    buckets: Buckets,
-    stop: watch::Sender<bool>,
-    tasks: tokio::task::JoinSet<()>,
-    _dir: tempfile::TempDir,
+/// A coordinator on the embedded state store with the in-process queue and
+/// one worker of two slots, what `strata serve` runs.
+async fn start(pull_host: &str) -> Result<ClusterSandbox, BoxError> {
+    Ok(ClusterSandbox::builder()
+        .queue(SandboxQueue::Memory)
+        .workers(1)
+        .worker_options(WorkerOptions {
+            concurrency: 2,
+            ..WorkerOptions::default()
+        })
+        .insecure_registry(pull_host)
+        .start()
+        .await?)
 }
 
-fn start(pull_host: &str) -> Result<Setup, BoxError> {
-    let dir = tempfile::tempdir()?;
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path())?);
-    let mut config = CoordinatorConfig::new(format!("file://{}", dir.path().display()));
-    config.source.insecure_registries = vec![pull_host.to_owned()];
-    let queue = Queue::memory(QueueSettings::default());
-    let metrics = Metrics::new("strata-test-fast-path", None)?;
-    let buckets = Buckets::local(&dir.path().join("state.redb"))?;
-    let coordinator = Coordinator::new(
-        config,
-        queue.clone(),
-        buckets.clone(),
-        store.clone(),
-        VulnData::new(&Db::from_advisories(Vec::new(), Vec::new())),
-        metrics,
-    );
-    let (stop, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let mut ctx = JobContext::new("test", store);
-    ctx.source.insecure_registries = vec![pull_host.to_owned()];
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        let s = stopped();
-        tasks.spawn(async move {
-            run::run(
-                queue,
-                ctx,
-                WorkerOptions {
-                    concurrency: 2,
-                    ..WorkerOptions::default()
-                },
-                s,
-            )
-            .await;
-        });
-    }
-    {
-        let c = coordinator.clone();
-        let s = stopped();
-        tasks.spawn(async move { c.run(s).await });
-    }
-    Ok(Setup {
-        coordinator,
-        buckets,
-        stop,
-        tasks,
-        _dir: dir,
-    })
+async fn submit(sandbox: &ClusterSandbox, reference: &str) -> Result<(ScanRecord, bool), BoxError> {
+    submit_for(sandbox, reference, "").await
 }
 
-impl Setup {
-    async fn submit(
-        &self,
-        reference: &str,
-    ) -> Result<(strata_coordinator::cluster::records::ScanRecord, bool), BoxError> {
-        self.submit_for(reference, "").await
-    }
+async fn submit_for(
+    sandbox: &ClusterSandbox,
+    reference: &str,
+    platform: &str,
+) -> Result<(ScanRecord, bool), BoxError> {
+    Ok(sandbox
+        .coordinator()
+        .submit(SubmitRequest {
+            reference: reference.to_owned(),
+            platform: platform.to_owned(),
+            insecure_registry: true,
+            ..Default::default()
+        })
+        .await?)
+}
 
-    async fn submit_for(
-        &self,
-        reference: &str,
-        platform: &str,
-    ) -> Result<(strata_coordinator::cluster::records::ScanRecord, bool), BoxError> {
-        Ok(self
-            .coordinator
-            .submit(SubmitRequest {
-                reference: reference.to_owned(),
-                platform: platform.to_owned(),
-                insecure_registry: true,
-                ..Default::default()
-            })
-            .await?)
-    }
+async fn complete(sandbox: &ClusterSandbox, id: &str) -> Result<(), BoxError> {
+    sandbox.wait_scan(id, Duration::from_secs(120)).await?;
+    Ok(())
+}
 
-    async fn complete(&self, id: &str) -> Result<(), BoxError> {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let s = self.coordinator.scan(id).await?.ok_or("scan vanished")?;
-            if s.status == ScanStatus::Complete {
-                return Ok(());
-            }
-            if s.status == ScanStatus::Failed || Instant::now() > deadline {
-                return Err(format!("scan {id} did not complete: {:?} {:?}", s.status, s.error).into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn image_revision(&self, reference: &str) -> Result<u64, BoxError> {
-        Ok(self
-            .buckets
-            .images
-            .get(&image_key(reference))
-            .await?
-            .ok_or("no image record")?
-            .revision)
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
-    }
+async fn image_revision(sandbox: &ClusterSandbox, reference: &str) -> Result<u64, BoxError> {
+    Ok(sandbox
+        .buckets()
+        .images
+        .get(&image_key(reference))
+        .await?
+        .ok_or("no image record")?
+        .revision)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,20 +91,20 @@ async fn resubmit_is_cheap_and_a_moved_tag_is_noticed() -> Result<(), BoxError> 
     let a = image("a")?;
     let b = image("b")?;
     a.push(&registry, "app", "1").await?;
-    let setup = start(&proxy.host())?;
+    let setup = start(&proxy.host()).await?;
     let reference = format!("{}/app:1", proxy.host());
 
-    let (first, existed) = setup.submit(&reference).await?;
+    let (first, existed) = submit(&setup, &reference).await?;
     assert!(!existed);
     assert_eq!(first.image_digest, a.manifest_digest);
-    setup.complete(&first.id).await?;
+    complete(&setup, &first.id).await?;
     let config_gets = proxy.blob_requests(&a.config_digest);
     assert_eq!(config_gets, 1, "the first submit reads the config once");
-    let revision = setup.image_revision(&reference).await?;
+    let revision = image_revision(&setup, &reference).await?;
 
     // Resubmits: the existing scan, without the config blob, without a write.
     for _ in 0..5 {
-        let (again, existed) = setup.submit(&reference).await?;
+        let (again, existed) = submit(&setup, &reference).await?;
         assert!(existed);
         assert_eq!(again.id, first.id);
     }
@@ -187,43 +114,43 @@ async fn resubmit_is_cheap_and_a_moved_tag_is_noticed() -> Result<(), BoxError> 
         "config fetched again"
     );
     assert_eq!(
-        setup.image_revision(&reference).await?,
+        image_revision(&setup, &reference).await?,
         revision,
         "the unchanged image record was rewritten"
     );
 
     // The tag moves: a new scan of B.
     b.push(&registry, "app", "1").await?;
-    let (moved, existed) = setup.submit(&reference).await?;
+    let (moved, existed) = submit(&setup, &reference).await?;
     assert!(!existed, "the moved tag returned the old scan");
     assert_eq!(moved.image_digest, b.manifest_digest);
     assert_ne!(moved.id, first.id);
     assert_eq!(proxy.blob_requests(&b.config_digest), 1);
-    setup.complete(&moved.id).await?;
+    complete(&setup, &moved.id).await?;
     assert!(
-        setup.image_revision(&reference).await? > revision,
+        image_revision(&setup, &reference).await? > revision,
         "the moved tag was not recorded"
     );
-    let (again, existed) = setup.submit(&reference).await?;
+    let (again, existed) = submit(&setup, &reference).await?;
     assert!(existed);
     assert_eq!(again.id, moved.id);
     assert_eq!(proxy.blob_requests(&b.config_digest), 1);
 
     // And back to A: the earlier scan, still without fetching A's config.
     a.push(&registry, "app", "1").await?;
-    let (back, existed) = setup.submit(&reference).await?;
+    let (back, existed) = submit(&setup, &reference).await?;
     assert!(existed);
     assert_eq!(back.id, first.id);
     assert_eq!(proxy.blob_requests(&a.config_digest), config_gets);
 
     // A digest reference needs no request at all to find its scan.
     let by_digest = format!("{}/app@{}", proxy.host(), b.manifest_digest);
-    let (pinned, existed) = setup.submit(&by_digest).await?;
+    let (pinned, existed) = submit(&setup, &by_digest).await?;
     assert!(existed);
     assert_eq!(pinned.id, moved.id);
     assert_eq!(proxy.blob_requests(&b.config_digest), 1);
 
-    setup.stop().await;
+    setup.stop().await?;
     Ok(())
 }
 
@@ -241,29 +168,29 @@ async fn an_index_maps_per_platform() -> Result<(), BoxError> {
         .build()?;
     let index = Index::of(vec![amd.clone(), arm.clone()])?;
     index.push(&registry, "multi", "1").await?;
-    let setup = start(&proxy.host())?;
+    let setup = start(&proxy.host()).await?;
     let reference = format!("{}/multi:1", proxy.host());
 
-    let (amd_scan, _) = setup.submit(&reference).await?;
+    let (amd_scan, _) = submit(&setup, &reference).await?;
     assert_eq!(amd_scan.image_digest, amd.manifest_digest);
-    let (arm_scan, existed) = setup.submit_for(&reference, "linux/arm64").await?;
+    let (arm_scan, existed) = submit_for(&setup, &reference, "linux/arm64").await?;
     assert!(!existed, "the index's arm64 image is another scan");
     assert_eq!(arm_scan.image_digest, arm.manifest_digest);
-    setup.complete(&amd_scan.id).await?;
-    setup.complete(&arm_scan.id).await?;
+    complete(&setup, &amd_scan.id).await?;
+    complete(&setup, &arm_scan.id).await?;
     let (amd_gets, arm_gets) = (
         proxy.blob_requests(&amd.config_digest),
         proxy.blob_requests(&arm.config_digest),
     );
     for _ in 0..3 {
-        assert_eq!(setup.submit(&reference).await?.0.id, amd_scan.id);
+        assert_eq!(submit(&setup, &reference).await?.0.id, amd_scan.id);
         assert_eq!(
-            setup.submit_for(&reference, "linux/arm64").await?.0.id,
+            submit_for(&setup, &reference, "linux/arm64").await?.0.id,
             arm_scan.id
         );
     }
     assert_eq!(proxy.blob_requests(&amd.config_digest), amd_gets);
     assert_eq!(proxy.blob_requests(&arm.config_digest), arm_gets);
-    setup.stop().await;
+    setup.stop().await?;
     Ok(())
 }

@@ -11,6 +11,9 @@
 //! - [`image`]: layers, images and multi-platform indexes built in memory, pushed
 //!   to a [`Registry`], or written as an OCI layout or a `docker save` archive.
 //! - [`s3`]: [`S3Server`], moto in server mode, an S3-compatible endpoint.
+//! - [`cluster`]: [`Cluster`], a coordinator and workers as `strata` processes.
+//! - [`sandbox`]: [`ClusterSandbox`], a coordinator and worker loops in this
+//!   process on the memory queue or a real NATS server.
 //! - [`fixtures`]: what the coordinator's integration tests share: the test
 //!   vulnerability database, Debian layers, gRPC channels retried while a
 //!   server starts, `strata serve` on free ports, a throwaway CA.
@@ -35,6 +38,7 @@ pub mod nats;
 pub mod proxy;
 pub mod registry;
 pub mod s3;
+pub mod sandbox;
 mod util;
 
 pub use cluster::Cluster;
@@ -43,6 +47,7 @@ pub use nats::NatsServer;
 pub use proxy::RegistryProxy;
 pub use registry::{Registry, RegistryClient};
 pub use s3::S3Server;
+pub use sandbox::{ClusterSandbox, SandboxQueue};
 
 /// Everything the harness can fail with. Messages carry the binary, port or
 /// path involved, and for a server that did not come up, its log.
@@ -79,6 +84,9 @@ pub enum HarnessError {
     },
     #[error("image: {0}")]
     Image(String),
+    /// A [`ClusterSandbox`] step failed, or its tasks did not stop cleanly.
+    #[error("sandbox: {0}")]
+    Sandbox(String),
 }
 
 impl std::fmt::Debug for HarnessError {

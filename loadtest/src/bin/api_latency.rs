@@ -5,8 +5,8 @@
 //!    dpkg packages, plus two small layers) to a real registry (Debian's
 //!    `docker-registry`), starts the coordinator with the in-process queue
 //!    and two worker slots (what `strata serve` runs), and the gRPC server
-//!    on a loopback port, in this process; scans the image once, so every
-//!    later submit finds it cached.
+//!    on a loopback port, in this process (the harness's `ClusterSandbox`);
+//!    scans the image once, so every later submit finds it cached.
 //! 2. Baseline in the same run: `grpc.health.v1.Health/Check` from the same
 //!    clients (the transport floor).
 //! 3. Each client, on its own HTTP/2 connection, sends `--requests` (default
@@ -24,22 +24,12 @@
 //! Run: `cargo run --release -p strata-loadtest --bin api_latency`.
 
 use std::error::Error;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
-use strata_coordinator::api::{self, AdminApi, Security, Services};
-use strata_coordinator::cluster::records::ScanStatus;
-use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, SubmitRequest, VulnData};
-use strata_coordinator::vulndb::Db;
-use strata_harness::{Compression, Image, Layer, Registry};
+use strata_coordinator::cluster::SubmitRequest;
+use strata_harness::{ClusterSandbox, Compression, Image, Layer, Registry, SandboxQueue};
 use strata_proto::v1::{self, get_report_request::Selector, scan_service_client::ScanServiceClient};
-use strata_worker::job::JobContext;
-use strata_worker::queue::{Queue, QueueSettings};
-use strata_worker::run::{self, WorkerOptions};
-use strata_worker::telemetry::Metrics;
-use tokio::sync::watch;
+use strata_worker::run::WorkerOptions;
 use tonic::transport::Channel;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -150,78 +140,32 @@ async fn main() -> Result<(), BoxError> {
     image(o.packages)?.push(&registry, "bench/api", "1").await?;
     let reference = format!("{}/bench/api:1", registry.host());
 
-    let dir = tempfile::tempdir()?;
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path())?);
-    let mut config = CoordinatorConfig::new(format!("file://{}", dir.path().display()));
-    config.source.insecure_registries = vec![registry.host()];
-    let queue = Queue::memory(QueueSettings::default());
-    let metrics = Metrics::new("strata-bench-api", None)?;
-    let coordinator = Coordinator::new(
-        config,
-        queue.clone(),
-        Buckets::local(&dir.path().join("state.redb"))?,
-        store.clone(),
-        VulnData::new(&Db::from_advisories(Vec::new(), Vec::new())),
-        metrics.clone(),
-    );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let mut ctx = JobContext::new("bench", store);
-    ctx.source.insecure_registries = vec![registry.host()];
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        let s = stop();
-        tasks.spawn(async move {
-            run::run(
-                queue,
-                ctx,
-                WorkerOptions {
-                    concurrency: 2,
-                    ..WorkerOptions::default()
-                },
-                s,
-            )
-            .await;
-        });
-    }
-    {
-        let c = coordinator.clone();
-        let s = stop();
-        tasks.spawn(async move { c.run(s).await });
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(api::serve_all(
-        listener,
-        Services::of(&coordinator, AdminApi::new(None)),
-        Security::default(),
-        stop(),
-    ));
+    let sandbox = ClusterSandbox::builder()
+        .queue(SandboxQueue::Memory)
+        .workers(1)
+        .worker_options(WorkerOptions {
+            concurrency: 2,
+            ..WorkerOptions::default()
+        })
+        .insecure_registry(registry.host())
+        .grpc(true)
+        .start()
+        .await?;
+    let url = sandbox.grpc_url();
 
     // Scan once: from here on the image is cached.
-    let (scan, _) = coordinator
+    let (scan, _) = sandbox
+        .coordinator()
         .submit(SubmitRequest {
             reference: reference.clone(),
             insecure_registry: true,
             ..Default::default()
         })
         .await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = coordinator.scan(&scan.id).await?.ok_or("scan vanished")?;
-        if s.status == ScanStatus::Complete {
-            break;
-        }
-        if s.status == ScanStatus::Failed || Instant::now() > deadline {
-            return Err(format!("the first scan did not complete: {:?} {:?}", s.status, s.error).into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sandbox
+        .wait_scan(&scan.id, Duration::from_secs(120))
+        .await
+        .map_err(|e| format!("the first scan did not complete: {e}"))?;
     let report_bytes = {
         let mut c = ScanServiceClient::connect(url.clone()).await?;
         let r = c
@@ -344,8 +288,6 @@ async fn main() -> Result<(), BoxError> {
         if ok { "met" } else { "MISSED" }
     );
 
-    let _ = stop_tx.send(true);
-    let _ = server.await;
-    while tasks.join_next().await.is_some() {}
+    sandbox.stop().await?;
     Ok(())
 }

@@ -8,8 +8,9 @@
 //! 2. For each worker count of `--workers` (default `1,2,4`): a fresh NATS
 //!    server, a fresh counting proxy in front of the registry that waits
 //!    `--delay-ms` (default 200) before each blob GET, a fresh object store;
-//!    the coordinator and N workers in this process (one `async_nats`
-//!    connection and one `JobContext` each, `--slot-concurrency` (default 1)
+//!    the coordinator and N workers in this process (the harness's
+//!    `ClusterSandbox` on NATS: one `async_nats` connection and one
+//!    `JobContext` each, `--slot-concurrency` (default 1)
 //!    jobs held per worker, so a worker is latency-bound as a real one on a
 //!    far registry is). Every image is submitted at once, through the proxy;
 //!    the time is from the first submit to the last scan completed (its
@@ -23,21 +24,12 @@
 
 use std::collections::HashSet;
 use std::error::Error;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
-use strata_coordinator::cluster::records::ScanStatus;
-use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, SubmitRequest, VulnData};
-use strata_coordinator::vulndb::Db;
-use strata_harness::{Compression, Image, Layer, NatsServer, Registry, RegistryProxy};
-use strata_worker::job::JobContext;
-use strata_worker::queue::nats::NatsQueue;
-use strata_worker::queue::{Queue, QueueSettings};
-use strata_worker::run::{self, WorkerOptions};
-use strata_worker::telemetry::Metrics;
-use tokio::sync::watch;
+use strata_coordinator::cluster::SubmitRequest;
+use strata_coordinator::now_unix_ms;
+use strata_harness::{ClusterSandbox, Compression, Image, Layer, Registry, RegistryProxy, SandboxQueue};
+use strata_worker::run::WorkerOptions;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -146,17 +138,6 @@ fn build_fleet(count: usize) -> Result<Vec<Image>, BoxError> {
     Ok(images)
 }
 
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-async fn wait_stop(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
 struct RoundResult {
     seconds: f64,
     /// From the first submit until every submit had returned (resolving
@@ -172,51 +153,23 @@ async fn round(
     workers: usize,
     o: &Options,
 ) -> Result<RoundResult, BoxError> {
-    let nats = NatsServer::start()?;
     let proxy = RegistryProxy::builder(registry).blob_delay(o.delay).start()?;
-    let store_dir = tempfile::tempdir()?;
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(store_dir.path())?);
-    let store_url = format!("file://{}", store_dir.path().display());
-
-    let client = async_nats::connect(nats.url()).await?;
-    let queue = Queue::Nats(Box::new(
-        NatsQueue::create(client.clone(), &QueueSettings::default()).await?,
-    ));
-    let buckets = Buckets::nats(&async_nats::jetstream::new(client.clone()), 1).await?;
-    let db = Db::from_advisories(Vec::new(), Vec::new());
-    let coordinator = Coordinator::new(
-        CoordinatorConfig::new(store_url),
-        queue,
-        buckets,
-        store.clone(),
-        VulnData::new(&db),
-        Metrics::new("strata-bench-coordinator", None)?,
-    );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        let c = coordinator.clone();
-        let rx = stop_rx.clone();
-        tasks.spawn(async move { c.run(wait_stop(rx)).await });
-    }
-    for w in 0..workers {
-        let worker_client = async_nats::connect(nats.url()).await?;
-        let worker_queue = Queue::Nats(Box::new(NatsQueue::bind(worker_client).await?));
-        let mut ctx = JobContext::new(format!("w{}", w + 1), store.clone());
-        ctx.source.insecure_registries = vec![proxy.host()];
-        let options = WorkerOptions {
+    let sandbox = ClusterSandbox::builder()
+        .queue(SandboxQueue::Nats)
+        .workers(workers)
+        .worker_options(WorkerOptions {
             concurrency: o.slot_concurrency,
             shutdown_grace: Duration::from_secs(5),
             ..Default::default()
-        };
-        let rx = stop_rx.clone();
-        tasks.spawn(async move {
-            run::run(worker_queue, ctx, options, wait_stop(rx)).await;
-        });
-    }
+        })
+        .insecure_registry(proxy.host())
+        .stop_limit(STOP_LIMIT)
+        .start()
+        .await?;
+    let coordinator = sandbox.coordinator();
 
     let result = async {
-        let started_ms = unix_ms();
+        let started_ms = now_unix_ms();
         let started = Instant::now();
         let submits = (0..images.len()).map(|i| {
             coordinator.submit(SubmitRequest {
@@ -240,24 +193,9 @@ async fn round(
             polls += 1;
             let mut still = Vec::with_capacity(pending.len());
             for id in pending {
-                let scan = coordinator
-                    .scan(&id)
-                    .await?
-                    .ok_or_else(|| format!("scan {id} vanished"))?;
-                match scan.status {
-                    ScanStatus::Complete if scan.error.is_none() => {
-                        last_completed_ms = last_completed_ms.max(scan.completed_unix_ms);
-                    }
-                    ScanStatus::Complete | ScanStatus::Failed => {
-                        return Err(format!(
-                            "scan {id} ({}) ended {:?}: {}",
-                            scan.reference,
-                            scan.status,
-                            scan.error.unwrap_or_default()
-                        )
-                        .into());
-                    }
-                    _ => still.push(id),
+                match sandbox.scan_finished(&id).await? {
+                    Some(scan) => last_completed_ms = last_completed_ms.max(scan.completed_unix_ms),
+                    None => still.push(id),
                 }
             }
             pending = still;
@@ -296,14 +234,9 @@ async fn round(
     }
     .await;
 
-    let _ = stop_tx.send(true);
-    let stopped =
-        tokio::time::timeout(STOP_LIMIT, async { while tasks.join_next().await.is_some() {} }).await;
-    if stopped.is_err() {
-        tasks.abort_all();
-        eprintln!("warning: the coordinator or a worker did not stop within {STOP_LIMIT:?}; aborted");
+    if let Err(e) = sandbox.stop().await {
+        eprintln!("warning: {e}");
     }
-    drop(client);
     result
 }
 

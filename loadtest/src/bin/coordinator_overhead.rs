@@ -18,8 +18,9 @@
 //!      result read and acked through the coordinator side of `NatsQueue`;
 //!    - resolve alone: every reference resolved against the registry
 //!      (manifest + config), `--concurrency` at a time.
-//! 4. The coordinator, on a fresh NATS server: every image submitted
-//!    (`--concurrency` at a time: resolve → scan record in KV → layer
+//! 4. The coordinator, on a fresh NATS server (the harness's
+//!    `ClusterSandbox` with no workers: the fake worker answers): every
+//!    image submitted (`--concurrency` at a time: resolve → scan record in KV → layer
 //!    records in KV → one JetStream job per layer), results applied (KV),
 //!    scans finalized (inventories read back, composed, matched against an
 //!    empty database, report stored). Time: first submit to the last scan's
@@ -33,22 +34,20 @@
 use std::error::Error;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
-use strata_coordinator::cluster::records::ScanStatus;
-use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, SubmitRequest, VulnData};
-use strata_coordinator::vulndb::Db;
-use strata_harness::{Compression, Image, Layer, NatsServer, Registry};
+use strata_coordinator::cluster::SubmitRequest;
+use strata_coordinator::now_unix_ms;
+use strata_harness::{ClusterSandbox, Compression, Image, Layer, NatsServer, Registry, SandboxQueue};
 use strata_proto::v1::{self, blob_source::Location, layer_result::Outcome};
 use strata_proto::{Digest, LayerInventory};
 use strata_worker::job::inventory_key;
 use strata_worker::queue::nats::NatsQueue;
 use strata_worker::queue::{JobDelivery, Queue, QueueSettings};
 use strata_worker::source::{ImageRef, Source, SourceConfig};
-use strata_worker::telemetry::Metrics;
 use tokio::sync::watch;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -95,17 +94,6 @@ fn parse_args() -> Result<Options, BoxError> {
         return Err("--concurrency: 1 to 256".into());
     }
     Ok(o)
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-async fn wait_stop(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 fn repo(i: usize) -> String {
@@ -185,11 +173,10 @@ async fn fake_worker(
     Ok(answered)
 }
 
-fn local_store() -> Result<(tempfile::TempDir, Arc<dyn ObjectStore>, String), BoxError> {
+fn local_store() -> Result<(tempfile::TempDir, Arc<dyn ObjectStore>), BoxError> {
     let dir = tempfile::tempdir()?;
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path())?);
-    let url = format!("file://{}", dir.path().display());
-    Ok((dir, store, url))
+    Ok((dir, store))
 }
 
 async fn stop_all(
@@ -222,7 +209,7 @@ struct Phase {
 /// `NatsQueue`, no KV, no resolve, no finalize.
 async fn transport_floor(images: &[Image], host: &str, o: &Options) -> Result<Phase, BoxError> {
     let nats = NatsServer::start()?;
-    let (_dir, store, _) = local_store()?;
+    let (_dir, store) = local_store()?;
     let client = async_nats::connect(nats.url()).await?;
     let queue = Queue::Nats(Box::new(
         NatsQueue::create(client, &QueueSettings::default()).await?,
@@ -270,7 +257,7 @@ async fn transport_floor(images: &[Image], host: &str, o: &Options) -> Result<Ph
                         }),
                         analyzer_set_version: asv.clone(),
                         priority: v1::Priority::Ci.into(),
-                        queued_unix_ms: unix_ms(),
+                        queued_unix_ms: now_unix_ms(),
                     };
                     queue
                         .publish_job(&job, &format!("{}/{asv}", layer.digest), None)
@@ -347,50 +334,36 @@ async fn source_open_cost(host: &str) -> Result<Duration, BoxError> {
 
 /// The coordinator with the fake worker.
 async fn through_coordinator(images: &[Image], host: &str, o: &Options) -> Result<(Phase, f64), BoxError> {
-    let nats = NatsServer::start()?;
-    let (_dir, store, store_url) = local_store()?;
-    let client = async_nats::connect(nats.url()).await?;
-    let queue = Queue::Nats(Box::new(
-        NatsQueue::create(client.clone(), &QueueSettings::default()).await?,
-    ));
-    let buckets = Buckets::nats(&async_nats::jetstream::new(client.clone()), 1).await?;
-    let db = Db::from_advisories(Vec::new(), Vec::new());
-    let coordinator = Coordinator::new(
-        CoordinatorConfig::new(store_url),
-        queue,
-        buckets,
-        store.clone(),
-        VulnData::new(&db),
-        Metrics::new("strata-bench-coordinator", None)?,
-    );
+    let sandbox = ClusterSandbox::builder()
+        .queue(SandboxQueue::Nats)
+        .workers(0)
+        .stop_limit(STOP_LIMIT)
+        .start()
+        .await?;
+    let coordinator = sandbox.coordinator();
     let deadline = Instant::now() + o.timeout;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let coordinator_task = {
-        let c = coordinator.clone();
-        let rx = stop_rx.clone();
-        tokio::spawn(async move { c.run(wait_stop(rx)).await })
-    };
-    let worker_queue = Queue::Nats(Box::new(
-        NatsQueue::bind(async_nats::connect(nats.url()).await?).await?,
+    let worker_queue = sandbox.worker_queue().await?;
+    let worker = tokio::spawn(fake_worker(
+        worker_queue,
+        sandbox.store().clone(),
+        stop_rx,
+        deadline,
     ));
-    let worker = tokio::spawn(fake_worker(worker_queue, store, stop_rx, deadline));
 
     let result = async {
-        let started_ms = unix_ms();
+        let started_ms = now_unix_ms();
         let started = Instant::now();
         let mut pending: Vec<String> = futures::stream::iter(0..images.len())
-            .map(|i| {
-                let coordinator = &coordinator;
-                async move {
-                    let (scan, _) = coordinator
-                        .submit(SubmitRequest {
-                            reference: format!("{host}/{}:v1", repo(i)),
-                            insecure_registry: true,
-                            ..Default::default()
-                        })
-                        .await?;
-                    Ok::<_, BoxError>(scan.id)
-                }
+            .map(|i| async move {
+                let (scan, _) = coordinator
+                    .submit(SubmitRequest {
+                        reference: format!("{host}/{}:v1", repo(i)),
+                        insecure_registry: true,
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok::<_, BoxError>(scan.id)
             })
             .buffer_unordered(o.concurrency)
             .try_collect()
@@ -408,25 +381,12 @@ async fn through_coordinator(images: &[Image], host: &str, o: &Options) -> Resul
                     format!("{} scans not complete after {:?}", pending.len(), o.timeout).into(),
                 );
             }
-            let scan = coordinator
-                .scan(id)
-                .await?
-                .ok_or_else(|| format!("scan {id} vanished"))?;
-            match scan.status {
-                ScanStatus::Complete if scan.error.is_none() => {
+            match sandbox.scan_finished(id).await? {
+                Some(scan) => {
                     last_completed_ms = last_completed_ms.max(scan.completed_unix_ms);
                     pending.pop();
                 }
-                ScanStatus::Complete | ScanStatus::Failed => {
-                    return Err(format!(
-                        "scan {id} ({}) ended {:?}: {}",
-                        scan.reference,
-                        scan.status,
-                        scan.error.unwrap_or_default()
-                    )
-                    .into());
-                }
-                _ => {
+                None => {
                     polls += 1;
                     tokio::time::sleep(POLL).await;
                 }
@@ -453,8 +413,8 @@ async fn through_coordinator(images: &[Image], host: &str, o: &Options) -> Resul
     }
     .await;
     let answered = stop_all(&stop_tx, worker).await;
-    if tokio::time::timeout(STOP_LIMIT, coordinator_task).await.is_err() {
-        eprintln!("warning: the coordinator did not stop within {STOP_LIMIT:?}");
+    if let Err(e) = sandbox.stop().await {
+        eprintln!("warning: {e}");
     }
     if let Ok((phase, _)) = &result
         && answered != phase.jobs

@@ -23,6 +23,7 @@
 //!
 //! Run: `cargo run --release -p strata-loadtest --bin api_latency`.
 
+use clap::Parser as _;
 use std::error::Error;
 use std::time::{Duration, Instant};
 
@@ -34,32 +35,19 @@ use tonic::transport::Channel;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
+/// API latency under concurrent clients: GetReport and SubmitImage against a
+/// health-check baseline, in one process.
+#[derive(clap::Parser)]
 struct Options {
+    /// Concurrent gRPC clients.
+    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
     clients: usize,
+    /// Requests per client per phase.
+    #[arg(long, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     requests: usize,
+    /// Packages in the image's report.
+    #[arg(long, default_value_t = 300, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100_000))]
     packages: usize,
-}
-
-fn parse_args() -> Result<Options, BoxError> {
-    let mut o = Options {
-        clients: 100,
-        requests: 50,
-        packages: 300,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--clients" => o.clients = value()?.parse()?,
-            "--requests" => o.requests = value()?.parse()?,
-            "--packages" => o.packages = value()?.parse()?,
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
-    if !(1..=1000).contains(&o.clients) || !(1..=10_000).contains(&o.requests) || o.packages > 100_000 {
-        return Err("--clients 1..1000, --requests 1..10000, --packages ≤ 100000".into());
-    }
-    Ok(o)
 }
 
 fn image(packages: usize) -> Result<Image, BoxError> {
@@ -135,7 +123,7 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let o = parse_args()?;
+    let o = Options::parse();
     let registry = Registry::start()?;
     image(o.packages)?.push(&registry, "bench/api", "1").await?;
     let reference = format!("{}/bench/api:1", registry.host());

@@ -22,13 +22,14 @@
 //!
 //! Run: `cargo run --release -p strata-loadtest --bin cluster_scaling`.
 
+use clap::Parser as _;
 use std::collections::HashSet;
 use std::error::Error;
 use std::time::{Duration, Instant};
 
 use strata_coordinator::cluster::SubmitRequest;
-use strata_coordinator::now_unix_ms;
 use strata_harness::{ClusterSandbox, Compression, Image, Layer, Registry, RegistryProxy, SandboxQueue};
+use strata_proto::text::now_unix_ms;
 use strata_worker::run::WorkerOptions;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -38,49 +39,34 @@ const POLL: Duration = Duration::from_millis(100);
 /// Bound on the coordinator and workers stopping after a round.
 const STOP_LIMIT: Duration = Duration::from_secs(40);
 
+/// Cluster throughput as workers are added: the same fleet scanned with
+/// each worker count, against the fetch-delay floor.
+#[derive(clap::Parser)]
 struct Options {
+    /// Worker counts to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4], value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     workers: Vec<usize>,
+    /// Images in the fleet.
+    #[arg(long, default_value_t = 40, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     images: usize,
-    delay: Duration,
+    /// Delay the registry proxy adds to every blob, in milliseconds.
+    #[arg(long = "delay-ms", default_value_t = 200)]
+    delay_ms: u64,
+    /// Layers each worker slot analyses at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     slot_concurrency: usize,
-    timeout: Duration,
+    /// Give up on a round after this many seconds.
+    #[arg(long = "timeout-s", default_value_t = 300)]
+    timeout_s: u64,
 }
 
-fn parse_args() -> Result<Options, BoxError> {
-    let mut o = Options {
-        workers: vec![1, 2, 4],
-        images: 40,
-        delay: Duration::from_millis(200),
-        slot_concurrency: 1,
-        timeout: Duration::from_secs(300),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--workers" => {
-                o.workers = value()?
-                    .split(',')
-                    .map(|n| n.trim().parse::<usize>())
-                    .collect::<Result<_, _>>()?;
-            }
-            "--images" => o.images = value()?.parse()?,
-            "--delay-ms" => o.delay = Duration::from_millis(value()?.parse()?),
-            "--slot-concurrency" => o.slot_concurrency = value()?.parse()?,
-            "--timeout-s" => o.timeout = Duration::from_secs(value()?.parse()?),
-            other => return Err(format!("unknown argument {other}").into()),
-        }
+impl Options {
+    fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms)
     }
-    if o.workers.is_empty() || o.workers.contains(&0) || o.workers.len() > 16 {
-        return Err("--workers: 1 to 16 counts, each at least 1".into());
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_s)
     }
-    if o.images == 0 || o.images > 10_000 {
-        return Err("--images: 1 to 10000".into());
-    }
-    if o.slot_concurrency == 0 || o.slot_concurrency > 64 {
-        return Err("--slot-concurrency: 1 to 64".into());
-    }
-    Ok(o)
 }
 
 fn dpkg_status(packages: &[(String, String)]) -> String {
@@ -153,7 +139,7 @@ async fn round(
     workers: usize,
     o: &Options,
 ) -> Result<RoundResult, BoxError> {
-    let proxy = RegistryProxy::builder(registry).blob_delay(o.delay).start()?;
+    let proxy = RegistryProxy::builder(registry).blob_delay(o.delay()).start()?;
     let sandbox = ClusterSandbox::builder()
         .queue(SandboxQueue::Nats)
         .workers(workers)
@@ -182,12 +168,12 @@ async fn round(
         let submit_time = started.elapsed();
         let mut pending: Vec<String> = submitted.into_iter().map(|(scan, _)| scan.id).collect();
         let mut last_completed_ms = started_ms;
-        let max_polls = o.timeout.as_millis() / POLL.as_millis() + 1;
+        let max_polls = o.timeout().as_millis() / POLL.as_millis() + 1;
         let mut polls = 0u128;
         while !pending.is_empty() {
-            if started.elapsed() > o.timeout || polls > max_polls {
+            if started.elapsed() > o.timeout() || polls > max_polls {
                 return Err::<RoundResult, BoxError>(
-                    format!("{} scans not complete after {:?}", pending.len(), o.timeout).into(),
+                    format!("{} scans not complete after {:?}", pending.len(), o.timeout()).into(),
                 );
             }
             polls += 1;
@@ -242,7 +228,7 @@ async fn round(
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let o = parse_args()?;
+    let o = Options::parse();
     let t = Instant::now();
     let images = build_fleet(o.images)?;
     let registry = Registry::start()?;
@@ -261,9 +247,9 @@ async fn main() -> Result<(), BoxError> {
     );
     println!(
         "blob delay {} ms, {} job slot(s) per worker; latency floor for W workers: {layers} x {} ms / (W x {})",
-        o.delay.as_millis(),
+        o.delay().as_millis(),
         o.slot_concurrency,
-        o.delay.as_millis(),
+        o.delay().as_millis(),
         o.slot_concurrency
     );
 
@@ -298,7 +284,7 @@ async fn main() -> Result<(), BoxError> {
     );
     for (n, r) in &rows {
         let speedup = base / r.seconds * base_n as f64;
-        let floor = layers as f64 * o.delay.as_secs_f64() / (*n * o.slot_concurrency) as f64;
+        let floor = layers as f64 * o.delay().as_secs_f64() / (*n * o.slot_concurrency) as f64;
         // The same ratio over the time after the last submit returned: how
         // the workers' part scales, without the coordinator's resolving.
         let after = (r.seconds - r.submit_seconds).max(0.001);

@@ -31,6 +31,7 @@
 //!
 //! Run: `cargo run --release -p strata-loadtest --bin coordinator_overhead`.
 
+use clap::Parser as _;
 use std::error::Error;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,8 +41,8 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use strata_coordinator::cluster::SubmitRequest;
-use strata_coordinator::now_unix_ms;
 use strata_harness::{ClusterSandbox, Compression, Image, Layer, NatsServer, Registry, SandboxQueue};
+use strata_proto::text::now_unix_ms;
 use strata_proto::v1::{self, blob_source::Location, layer_result::Outcome};
 use strata_proto::{Digest, LayerInventory};
 use strata_worker::job::inventory_key;
@@ -59,41 +60,28 @@ const STOP_LIMIT: Duration = Duration::from_secs(40);
 /// Jobs the fake worker takes per fetch (and answers at once).
 const FAKE_BATCH: usize = 256;
 
+/// The coordinator's own cost per layer job, from submit to finalized
+/// report, against the NATS transport floor of the same run.
+#[derive(clap::Parser)]
 struct Options {
+    /// Images submitted.
+    #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=20_000))]
     images: usize,
+    /// Distinct layers per image.
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=50))]
     layers_per_image: usize,
+    /// Submits in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     concurrency: usize,
-    timeout: Duration,
+    /// Give up on a phase after this many seconds.
+    #[arg(long = "timeout-s", default_value_t = 600)]
+    timeout_s: u64,
 }
 
-fn parse_args() -> Result<Options, BoxError> {
-    let mut o = Options {
-        images: 1000,
-        layers_per_image: 5,
-        concurrency: 32,
-        timeout: Duration::from_secs(600),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--images" => o.images = value()?.parse()?,
-            "--layers-per-image" => o.layers_per_image = value()?.parse()?,
-            "--concurrency" => o.concurrency = value()?.parse()?,
-            "--timeout-s" => o.timeout = Duration::from_secs(value()?.parse()?),
-            other => return Err(format!("unknown argument {other}").into()),
-        }
+impl Options {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_s)
     }
-    if o.images == 0 || o.images > 20_000 {
-        return Err("--images: 1 to 20000".into());
-    }
-    if o.layers_per_image == 0 || o.layers_per_image > 50 {
-        return Err("--layers-per-image: 1 to 50".into());
-    }
-    if o.concurrency == 0 || o.concurrency > 256 {
-        return Err("--concurrency: 1 to 256".into());
-    }
-    Ok(o)
 }
 
 fn repo(i: usize) -> String {
@@ -218,7 +206,7 @@ async fn transport_floor(images: &[Image], host: &str, o: &Options) -> Result<Ph
         NatsQueue::bind(async_nats::connect(nats.url()).await?).await?,
     ));
     let asv = strata_worker::analyzers::analyzer_set_version(&strata_worker::analyzers::all());
-    let deadline = Instant::now() + o.timeout;
+    let deadline = Instant::now() + o.timeout();
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker = tokio::spawn(fake_worker(worker_queue, store, stop_rx, deadline));
 
@@ -273,7 +261,11 @@ async fn transport_floor(images: &[Image], host: &str, o: &Options) -> Result<Ph
     let answered = stop_all(&stop_tx, worker).await;
     let got = acked.load(Ordering::Relaxed);
     if got < total {
-        return Err(format!("transport floor: {got} of {total} results after {:?}", o.timeout).into());
+        return Err(format!(
+            "transport floor: {got} of {total} results after {:?}",
+            o.timeout()
+        )
+        .into());
     }
     if answered != total {
         eprintln!("warning: the fake worker answered {answered} jobs for {total} published");
@@ -341,7 +333,7 @@ async fn through_coordinator(images: &[Image], host: &str, o: &Options) -> Resul
         .start()
         .await?;
     let coordinator = sandbox.coordinator();
-    let deadline = Instant::now() + o.timeout;
+    let deadline = Instant::now() + o.timeout();
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker_queue = sandbox.worker_queue().await?;
     let worker = tokio::spawn(fake_worker(
@@ -373,12 +365,12 @@ async fn through_coordinator(images: &[Image], host: &str, o: &Options) -> Resul
         // Scans finish roughly in submit order: look at the oldest first and
         // stop at the first still running, so polling adds little load.
         pending.reverse();
-        let max_polls = o.timeout.as_millis() / POLL.as_millis() + 1;
+        let max_polls = o.timeout().as_millis() / POLL.as_millis() + 1;
         let mut polls = 0u128;
         while let Some(id) = pending.last() {
             if Instant::now() > deadline || polls > max_polls {
                 return Err::<(Phase, f64), BoxError>(
-                    format!("{} scans not complete after {:?}", pending.len(), o.timeout).into(),
+                    format!("{} scans not complete after {:?}", pending.len(), o.timeout()).into(),
                 );
             }
             match sandbox.scan_finished(id).await? {
@@ -438,7 +430,7 @@ fn line(name: &str, p: &Phase) {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let o = parse_args()?;
+    let o = Options::parse();
     let t = Instant::now();
     let images = build_images(&o)?;
     let registry = Registry::start()?;

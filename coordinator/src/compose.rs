@@ -152,6 +152,7 @@ mod tests {
             purl: format!("pkg:deb/debian/{name}@{version}?arch=amd64"),
             path: STATUS.into(),
             layer: Some(layer_digest(layer)),
+            evidence: Default::default(),
         }
     }
 
@@ -166,6 +167,7 @@ mod tests {
             purl: format!("pkg:pypi/{name}@1.0"),
             path: path.into(),
             layer: Some(layer_digest(layer)),
+            evidence: Default::default(),
         }
     }
 

@@ -17,6 +17,8 @@ pub enum ParseError {
     Ecosystem(String),
     #[error("unknown severity {0:?}: expected critical, high, medium, low or unknown")]
     Severity(String),
+    #[error("unknown evidence {0:?}: expected installed, lockfile, app or file-name")]
+    Evidence(String),
 }
 
 /// A content digest, `algorithm:hex`. Only sha256 and sha512 are accepted,
@@ -105,6 +107,56 @@ pub struct Package {
     /// The layer that introduced it; set by the layer reader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<Digest>,
+    /// How it was found, when that changes what it means.
+    #[serde(default, skip_serializing_if = "Evidence::is_installed")]
+    pub evidence: Evidence,
+}
+
+/// How a package was found. Anything but `Installed` is said in reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Evidence {
+    /// Installed: a package manager's database or an installed package's
+    /// own metadata (`METADATA`, `node_modules/*/package.json`, a jar's
+    /// `pom.properties`, a binary's build information).
+    #[default]
+    Installed,
+    /// Named by a lockfile with no installed copy beside it.
+    Lockfile,
+    /// The image's own application (a private root project): listed, never
+    /// matched (its name may be any registry package's).
+    App,
+    /// Guessed from a file name only (a jar without Maven metadata): low
+    /// confidence.
+    FileName,
+}
+
+impl Evidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evidence::Installed => "installed",
+            Evidence::Lockfile => "lockfile",
+            Evidence::App => "app",
+            Evidence::FileName => "file-name",
+        }
+    }
+
+    pub fn is_installed(&self) -> bool {
+        *self == Evidence::Installed
+    }
+}
+
+impl FromStr for Evidence {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Ok(match s {
+            "" | "installed" => Evidence::Installed,
+            "lockfile" => Evidence::Lockfile,
+            "app" => Evidence::App,
+            "file-name" => Evidence::FileName,
+            _ => return Err(ParseError::Evidence(s.chars().take(50).collect())),
+        })
+    }
 }
 
 /// What `/etc/os-release` (or a distro fallback file) says.
@@ -310,6 +362,11 @@ impl From<Package> for v1::Package {
             purl: p.purl,
             path: p.path,
             layer_digest: p.layer.map(String::from).unwrap_or_default(),
+            evidence: if p.evidence.is_installed() {
+                String::new()
+            } else {
+                p.evidence.as_str().to_owned()
+            },
         }
     }
 }
@@ -337,6 +394,7 @@ impl TryFrom<v1::Package> for Package {
             purl: p.purl,
             path: p.path,
             layer,
+            evidence: Default::default(),
         })
     }
 }
@@ -595,6 +653,7 @@ mod tests {
             purl: "pkg:deb/debian/libssl3@3.0.11-1~deb12u2?arch=amd64".into(),
             path: "/var/lib/dpkg/status".into(),
             layer: Some(format!("sha256:{HEX}").parse().unwrap()),
+            evidence: Default::default(),
         };
         let wire: v1::Package = p.clone().into();
         assert_eq!(Package::try_from(wire).unwrap(), p);
@@ -618,6 +677,7 @@ mod tests {
             purl: "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=amd64".into(),
             path: "/var/lib/dpkg/status".into(),
             layer: Some(layer.clone()),
+            evidence: Default::default(),
         };
         let finding = |id: &str, severity, score| Finding {
             vulnerability_id: id.into(),

@@ -59,6 +59,7 @@ pub(super) fn pkg(eco: Ecosystem, name: &str, version: &str) -> Package {
         purl: String::new(),
         path: "/x".into(),
         layer: None,
+        evidence: Default::default(),
     }
 }
 

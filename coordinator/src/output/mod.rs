@@ -289,6 +289,7 @@ pub(crate) mod fixtures {
                 purl: "pkg:pypi/requests@2.19.1".into(),
                 path: "/usr/lib/python3/dist-packages/requests-2.19.1.dist-info/METADATA".into(),
                 layer: digest(APP),
+                evidence: Default::default(),
             },
             Package {
                 ecosystem: Ecosystem::Debian,
@@ -301,6 +302,7 @@ pub(crate) mod fixtures {
                     .into(),
                 path: "/var/lib/dpkg/status".into(),
                 layer: digest(BASE),
+                evidence: Default::default(),
             },
             Package {
                 ecosystem: Ecosystem::Debian,
@@ -313,6 +315,7 @@ pub(crate) mod fixtures {
                     .into(),
                 path: "/var/lib/dpkg/status".into(),
                 layer: digest(BASE),
+                evidence: Default::default(),
             },
             Package {
                 ecosystem: Ecosystem::Npm,
@@ -324,6 +327,7 @@ pub(crate) mod fixtures {
                 purl: "pkg:npm/%40babel/traverse@7.22.5".into(),
                 path: "/app/node_modules/@babel/traverse/package.json".into(),
                 layer: digest(APP),
+                evidence: Default::default(),
             },
         ]
     }

@@ -211,6 +211,7 @@ fn package_from_purl(
                 purl: purl.to_owned(),
                 path: String::new(),
                 layer: None,
+                evidence: Default::default(),
             })
         }
         Err(e) => {

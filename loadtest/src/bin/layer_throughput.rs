@@ -456,6 +456,7 @@ fn package(ecosystem: Ecosystem, name: &str, version: &str, path: &str) -> Packa
         purl: String::new(),
         path: path.to_owned(),
         layer: None,
+        evidence: Default::default(),
     }
 }
 

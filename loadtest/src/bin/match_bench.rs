@@ -234,6 +234,7 @@ fn package(eco: Ecosystem, name: String, source: Option<String>, version: String
         purl: String::new(),
         path: path.to_owned(),
         layer: None,
+        evidence: Default::default(),
     }
 }
 

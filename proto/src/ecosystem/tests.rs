@@ -132,6 +132,7 @@ fn match_keys_and_names() {
         purl: String::new(),
         path: String::new(),
         layer: None,
+        evidence: Default::default(),
     };
     let key = |p: &Package| {
         let (n, v) = p.ecosystem.row().match_key.name_version(p);

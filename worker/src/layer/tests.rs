@@ -97,6 +97,7 @@ fn pkg(name: &str, path: &str) -> Package {
         purl: format!("pkg:deb/debian/{name}@1"),
         path: path.into(),
         layer: None,
+        evidence: Default::default(),
     }
 }
 

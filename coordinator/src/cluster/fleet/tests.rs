@@ -155,6 +155,7 @@ async fn coordinator_with_one_image(dir: &std::path::Path) -> (Coordinator, Stri
             purl: String::new(),
             path: "/var/lib/dpkg/status".into(),
             layer: layer.parse().ok(),
+            evidence: Default::default(),
         }],
         findings: vec![],
         counts: SeverityCounts::default(),

@@ -144,6 +144,7 @@ fn finish(path: &str, rec: &Record<'_>, out: &mut Analysis) -> Result<(), Analyz
         purl,
         path: path.to_owned(),
         layer: None,
+        evidence: Default::default(),
     });
     Ok(())
 }

@@ -124,6 +124,7 @@ impl Analyzer for Dpkg {
                     purl,
                     path: file.path.to_owned(),
                     layer: None,
+                    evidence: Default::default(),
                 });
             }
         }

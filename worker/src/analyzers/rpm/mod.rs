@@ -143,6 +143,7 @@ fn to_package(blob: &[u8], path: &str) -> Result<Option<Package>, String> {
         purl,
         path: path.to_owned(),
         layer: None,
+        evidence: Default::default(),
     }))
 }
 

@@ -1,6 +1,8 @@
 //! Conformance suite run against EVERY analyser in [`super::all`]: empty,
 //! garbage (random bytes, huge lines, NULs, invalid UTF-8), truncated and
-//! bit-flipped real fixtures, each fed to every path the analyser wants.
+//! bit-flipped real fixtures, each fed to every path the analyser wants,
+//! and — for streaming analysers — streamed to it behind every executable
+//! and archive magic it might open on, in small and large chunks.
 //! The contract: `Ok` (possibly empty or partial) or `Err`, never a panic,
 //! and every package returned is well-formed, its purl canonical.
 
@@ -9,7 +11,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use strata_proto::purl::Purl;
 use strata_proto::{Ecosystem, Package};
 
-use super::{Analyzer, LayerFile, all};
+use super::{Analyzer, EntryHead, HEAD_BYTES, LayerFile, all};
+use crate::layer::Limits;
 
 const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/pkgdb");
 
@@ -157,7 +160,11 @@ pub(super) fn check_purl(p: &Package, what: &str) {
     assert_eq!(purl.as_str(), p.purl, "{what}: not canonical");
     let ns = |e: Ecosystem| e.row().purl.namespace.unwrap_or_default();
     for &sibling in Ecosystem::ALL {
-        if sibling == p.ecosystem || sibling.family() != p.ecosystem.family() {
+        // Only OS packages move between sibling distributions.
+        if sibling == p.ecosystem
+            || p.ecosystem.family().is_none()
+            || sibling.family() != p.ecosystem.family()
+        {
             continue;
         }
         let swapped = p.purl.replacen(
@@ -172,8 +179,91 @@ pub(super) fn check_purl(p: &Package, what: &str) {
 
 fn wanted(a: &dyn Analyzer) -> Vec<&'static str> {
     let paths: Vec<_> = PATHS.iter().copied().filter(|p| a.wants(p)).collect();
-    assert!(!paths.is_empty(), "{} wants none of the known paths", a.name());
+    assert!(
+        !paths.is_empty() || a.streams(),
+        "{} wants none of the known paths and streams nothing",
+        a.name()
+    );
     paths
+}
+
+/// Magic numbers a streaming analyser may open a file on: each input is
+/// also tried behind each of them.
+const MAGICS: &[&[u8]] = &[
+    b"",
+    b"\x7fELF\x02\x01\x01\0",
+    b"\xcf\xfa\xed\xfe",
+    b"\xca\xfe\xba\xbe",
+    b"MZ",
+    b"PK\x03\x04",
+];
+
+/// Streams `data` (behind each magic) to `a` as the walk would, in chunks
+/// of `chunk` bytes, and checks what it finds like [`check`] does.
+fn check_stream(a: &dyn Analyzer, what: &str, data: &[u8], chunk: usize) {
+    let limits = Limits::default();
+    for magic in MAGICS {
+        let file = [magic, data].concat();
+        let entry = EntryHead {
+            path: "/usr/bin/x",
+            mode: 0o755,
+            size: file.len() as u64,
+            head: &file[..file.len().min(HEAD_BYTES)],
+            limits: &limits,
+        };
+        let what = format!("{what} behind {magic:?} in chunks of {chunk}");
+        let analysis = catch_unwind(AssertUnwindSafe(|| {
+            let mut sink = a.open(&entry)?;
+            for piece in file.chunks(chunk) {
+                if !sink.write(piece) {
+                    break;
+                }
+            }
+            Some(sink.finish(true))
+        }))
+        .unwrap_or_else(|_| panic!("{} panicked on {what}", a.name()));
+        let Some(analysis) = analysis else { continue };
+        for p in &analysis.packages {
+            assert!(
+                !p.name.is_empty() && !p.version.is_empty(),
+                "{} on {what}: {p:?}",
+                a.name()
+            );
+            assert!(
+                p.path.starts_with("/usr/bin/x"),
+                "{} on {what}: {}",
+                a.name(),
+                p.path
+            );
+            assert!(p.layer.is_none());
+            check_purl(p, &format!("{} on {what}", a.name()));
+        }
+        assert!(analysis.warnings.len() <= super::common::MAX_WARNINGS + 1);
+    }
+}
+
+/// What a Go 1.18+ toolchain writes into a binary (see `golang/buildinfo.rs`),
+/// behind an ELF head: streamed, truncated and mutated like the databases.
+fn go_binary() -> Vec<u8> {
+    let mut b = b"\x7fELF\x02\x01\x01\0".to_vec();
+    b.resize(4096, 0x90);
+    b.extend_from_slice(b"\xff Go buildinf:\x08\x02");
+    b.resize(4096 + 32, 0);
+    b.push(8);
+    b.extend_from_slice(b"go1.19.8");
+    let mut info = vec![
+        0x30, 0x77, 0xaf, 0x0c, 0x92, 0x74, 0x08, 0x02, 0x41, 0xe1, 0xc1, 0x07, 0xe6, 0xd6, 0x18, 0xe6,
+    ];
+    info.extend_from_slice(
+        b"path\texample.com/app\nmod\texample.com/app\tv1.2.3\t\ndep\tgolang.org/x/net\tv0.1.0\th1:x=\n=>\tgolang.org/x/net\tv0.2.0\th1:y=\n",
+    );
+    info.extend_from_slice(&[
+        0xf9, 0x32, 0x43, 0x31, 0x86, 0x18, 0x20, 0x72, 0x00, 0x82, 0x42, 0x10, 0x41, 0x16, 0xd8, 0xf2,
+    ]);
+    b.push(info.len() as u8);
+    b.extend_from_slice(&info);
+    b.resize(b.len() + 8192, 0xcc);
+    b
 }
 
 #[test]
@@ -187,7 +277,11 @@ fn no_files_gives_empty_analysis() {
 #[test]
 fn unwanted_files_are_ignored() {
     for a in all() {
-        assert!(!a.wants("/usr/bin/bash") && !a.wants("") && !a.wants("/"));
+        assert!(
+            !a.wants("/usr/bin/bash") && !a.wants("") && !a.wants("/"),
+            "{}",
+            a.name()
+        );
         let got = a
             .analyze(&[LayerFile {
                 path: "/usr/bin/bash",
@@ -211,6 +305,43 @@ fn garbage_never_panics() {
                 check(a.as_ref(), path, what, data);
             }
         }
+        if a.streams() {
+            for (what, data) in &inputs {
+                check_stream(a.as_ref(), what, data, 65_536);
+                if data.len() <= 4096 {
+                    check_stream(a.as_ref(), what, data, 1);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn streamed_binaries_cut_and_mutated_never_panic() {
+    let mut rng = Rng(0x0bad_5eed_0000_0001);
+    let binary = go_binary();
+    for a in all().into_iter().filter(|a| a.streams()) {
+        for n in (0..=binary.len()).step_by(7) {
+            check_stream(a.as_ref(), &format!("go binary cut at {n}"), &binary[..n], 4096);
+        }
+        for round in 0..300 {
+            let mut d = binary.clone();
+            for _ in 0..1 + round % 8 {
+                // Mostly the build information, sometimes anywhere.
+                let i = if round % 3 == 0 {
+                    (rng.next() as usize) % d.len()
+                } else {
+                    4096 + (rng.next() as usize) % 200
+                };
+                d[i] = rng.next() as u8;
+            }
+            check_stream(
+                a.as_ref(),
+                &format!("go binary mutation {round}"),
+                &d,
+                1 + round % 300,
+            );
+        }
     }
 }
 
@@ -227,6 +358,11 @@ fn truncated_fixtures_never_panic() {
             for path in wanted(a.as_ref()) {
                 for n in &lens {
                     check(a.as_ref(), path, &format!("{what} cut at {n}"), &data[..*n]);
+                }
+            }
+            if a.streams() {
+                for n in lens.iter().step_by(10) {
+                    check_stream(a.as_ref(), &format!("{what} cut at {n}"), &data[..*n], 4096);
                 }
             }
         }
@@ -246,6 +382,9 @@ fn mutated_fixtures_never_panic() {
             for a in all() {
                 for path in wanted(a.as_ref()) {
                     check(a.as_ref(), path, &format!("{what} mutation {round}"), &d);
+                }
+                if a.streams() && round % 10 == 0 {
+                    check_stream(a.as_ref(), &format!("{what} mutation {round}"), &d, 4096);
                 }
             }
         }

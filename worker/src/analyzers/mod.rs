@@ -1,10 +1,25 @@
 //! Package analysers: one folder per ecosystem, each behind [`Analyzer`].
 //!
-//! The layer reader walks a layer's tar once and, for every regular file,
-//! asks each analyser whether it [`wants`](Analyzer::wants) the path. Wanted
-//! files are read into memory (capped) and handed to
-//! [`analyze`](Analyzer::analyze) together, once per layer. The list of
-//! analysers is explicit: see [`all`].
+//! The layer reader walks a layer's tar once. An analyser takes part in two
+//! ways, either or both:
+//! - **Whole files, by path** (package databases, manifests, lockfiles):
+//!   for every regular file the reader asks [`wants`](Analyzer::wants); a
+//!   wanted file is read into memory (capped: the layer's
+//!   `max_file_bytes` and the analyser's own
+//!   [`max_file_bytes`](Analyzer::max_file_bytes), over which it is skipped
+//!   with a warning) and all of one layer's are handed to
+//!   [`analyze`](Analyzer::analyze) together, at the end of the layer.
+//! - **Streams, by content** (executables, archives: what a file is shows in
+//!   its mode and first bytes, not its name, and capturing every binary of a
+//!   base image whole would cost hundreds of MB): an analyser whose
+//!   [`streams`](Analyzer::streams) is true is shown every regular file's
+//!   [`EntryHead`] (path, mode, size, first [`HEAD_BYTES`] bytes) and may
+//!   [`open`](Analyzer::open) an [`EntrySink`] that is fed the file's bytes
+//!   in order as they stream past, holding only what it needs, and says
+//!   what it found when the file ends. The walk stays one pass: a file's
+//!   bytes are read once whoever consumes them.
+//!
+//! The list of analysers is explicit: see [`all`].
 //!
 //! # The analysers
 //! - [`dpkg`] reads `/var/lib/dpkg/status`, `/var/lib/dpkg/status.d/*`.
@@ -12,6 +27,8 @@
 //! - [`rpm`] reads `rpmdb.sqlite` and BerkeleyDB `Packages` under `/var/lib/rpm/`
 //!   or `/usr/lib/sysimage/rpm/`; NDB `Packages.db` only yields a warning.
 //! - [`os_release`] reads `/etc/os-release`, `/usr/lib/os-release`, distro files.
+//! - [`golang`] streams executables (ELF, Mach-O, PE) for Go build information:
+//!   the toolchain (`stdlib`), the main module and every dependency.
 //!
 //! Every one is checked by the conformance suite (`conformance.rs`: empty,
 //! garbage, truncated and mutated input) and, where real tools' output
@@ -24,10 +41,13 @@ mod conformance;
 pub mod dpkg;
 #[cfg(test)]
 mod expected;
+pub mod golang;
 pub mod os_release;
 pub mod rpm;
 
 use strata_proto::{OsRelease, Package};
+
+use crate::layer::Limits;
 
 /// One file captured from a layer, in memory. `path` is absolute and
 /// normalised (`/var/lib/dpkg/status`, no `./` prefix, no trailing `/`).
@@ -58,6 +78,40 @@ pub struct AnalyzeError {
     pub reason: String,
 }
 
+/// Bytes of a file's start shown to streaming analysers in [`EntryHead`]:
+/// enough for any magic number and an ELF or zip header.
+pub const HEAD_BYTES: usize = 512;
+
+/// A regular file as the walk meets it, before its content streams past.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryHead<'a> {
+    /// Absolute and normalised, as in [`LayerFile`].
+    pub path: &'a str,
+    /// Unix permission bits (`0o755`); executables have an `x` bit.
+    pub mode: u32,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// Its first `min(size, HEAD_BYTES)` bytes.
+    pub head: &'a [u8],
+    /// The layer's caps (nesting depth, file sizes), for sinks that open
+    /// archives inside the file.
+    pub limits: &'a Limits,
+}
+
+/// Consumes one file's bytes as they stream past. Holds only what it needs
+/// (bounded whatever the input); never panics.
+pub trait EntrySink {
+    /// The next bytes of the file, in order; the first call starts at byte
+    /// 0 (the head again). Returns `false` once nothing more is wanted: the
+    /// rest of the file streams past without it.
+    fn write(&mut self, chunk: &[u8]) -> bool;
+    /// The file ended (`complete`: all its bytes were given or the sink
+    /// stopped early; `false`: the entry was cut short) — what it found.
+    /// Packages' `path` is the file's (or `file!/inner/path` inside an
+    /// archive); `layer` is left `None`.
+    fn finish(self: Box<Self>, complete: bool) -> Analysis;
+}
+
 /// A package analyser. Synchronous and CPU-bound: callers run it off the
 /// async runtime.
 ///
@@ -73,6 +127,23 @@ pub trait Analyzer: Send + Sync {
     fn wants(&self, path: &str) -> bool;
     /// Turn the wanted files of one layer into packages.
     fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError>;
+    /// The largest file this analyser takes whole: a wanted file over it is
+    /// not captured for it, with a warning (the rest of the layer goes on).
+    fn max_file_bytes(&self) -> u64 {
+        u64::MAX
+    }
+    /// Whether [`Self::open`] can ever return a sink; only then is the
+    /// analyser shown every file's head.
+    fn streams(&self) -> bool {
+        false
+    }
+    /// A sink for this file's bytes, when its head shows it is one this
+    /// analyser reads. Called for every regular file of every layer: decide
+    /// from the mode, size and first bytes, cheaply.
+    fn open(&self, entry: &EntryHead<'_>) -> Option<Box<dyn EntrySink>> {
+        let _ = entry;
+        None
+    }
 }
 
 /// Every analyser, in a fixed order.
@@ -82,6 +153,7 @@ pub fn all() -> Vec<Box<dyn Analyzer>> {
         Box::new(apk::Apk),
         Box::new(rpm::Rpm),
         Box::new(os_release::OsReleaseAnalyzer),
+        Box::new(golang::GoBinaries),
     ]
 }
 

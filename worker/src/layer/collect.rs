@@ -3,11 +3,13 @@
 //!
 //! The walker reports entries in order; the collector counts them against
 //! the caps, keeps the bytes of files some analyser wants (each file once,
-//! shared by every analyser that wants it and by hard links to it), records
-//! whiteouts, and finally calls each analyser once with its files. An
-//! analyser's error or panic becomes a warning: the layer still succeeds.
+//! shared by every analyser that wants it and by hard links to it), opens
+//! streaming analysers' sinks on files whose head they recognise and keeps
+//! what each sink found, records whiteouts, and finally calls each analyser
+//! once with its files. An analyser's (or sink's) error or panic becomes a
+//! warning: the layer still succeeds.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
@@ -16,7 +18,7 @@ use strata_proto::{Digest, LayerInventory};
 use super::limits::{LayerError, LimitKind, Limits};
 use super::path::Special;
 use super::{LayerAnalysis, Warning};
-use crate::analyzers::{Analyzer, LayerFile, analyzer_set_version};
+use crate::analyzers::{Analysis, Analyzer, EntryHead, EntrySink, LayerFile, analyzer_set_version};
 
 struct Captured {
     data: Rc<Vec<u8>>,
@@ -36,6 +38,41 @@ pub(crate) struct Collector<'a> {
     whiteouts: BTreeSet<String>,
     opaque_dirs: BTreeSet<String>,
     warnings: Vec<Warning>,
+    /// Indexes of the analysers that stream.
+    streamers: Vec<usize>,
+    /// What sinks found, by the path of the file they read (sorted, so
+    /// results do not depend on the order of entries of different paths).
+    streamed: BTreeMap<String, Vec<(usize, Analysis)>>,
+}
+
+/// The sinks open on one file, by analyser index.
+pub(crate) struct Sinks(Vec<(usize, Option<Box<dyn EntrySink>>)>);
+
+impl Sinks {
+    pub(crate) fn none() -> Sinks {
+        Sinks(Vec::new())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Feeds the next bytes to every sink still reading; false once none is.
+    pub(crate) fn write(&mut self, chunk: &[u8]) -> bool {
+        let mut reading = false;
+        for (_, slot) in &mut self.0 {
+            let Some(sink) = slot.as_mut() else {
+                continue;
+            };
+            // A panicking sink is dropped (its finish becomes a warning).
+            match catch_unwind(AssertUnwindSafe(|| sink.write(chunk))) {
+                Ok(true) => reading = true,
+                Ok(false) => {}
+                Err(_) => *slot = None,
+            }
+        }
+        reading
+    }
 }
 
 impl<'a> Collector<'a> {
@@ -51,7 +88,59 @@ impl<'a> Collector<'a> {
             whiteouts: BTreeSet::new(),
             opaque_dirs: BTreeSet::new(),
             warnings: Vec::new(),
+            streamers: analyzers
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.streams())
+                .map(|(i, _)| i)
+                .collect(),
+            streamed: BTreeMap::new(),
         }
+    }
+
+    /// Whether any analyser streams (then every regular file's head is read
+    /// before the rest of it).
+    pub(crate) fn streams(&self) -> bool {
+        !self.streamers.is_empty()
+    }
+
+    /// Sinks of the streaming analysers that recognise this file.
+    pub(crate) fn open(&self, path: &str, mode: u32, size: u64, head: &[u8]) -> Sinks {
+        let entry = EntryHead {
+            path,
+            mode,
+            size,
+            head,
+            limits: self.limits,
+        };
+        let mut sinks = Vec::new();
+        for &i in &self.streamers {
+            // An `open` that panics counts as not recognising the file.
+            if let Ok(Some(sink)) = catch_unwind(AssertUnwindSafe(|| self.analyzers[i].open(&entry))) {
+                sinks.push((i, Some(sink)));
+            }
+        }
+        Sinks(sinks)
+    }
+
+    /// The file at `path` ended: keep what its sinks found (replacing what
+    /// an earlier entry at the same path gave).
+    pub(crate) fn close(&mut self, path: &str, sinks: Sinks, complete: bool) {
+        if sinks.is_empty() {
+            return;
+        }
+        let mut found = Vec::new();
+        for (i, slot) in sinks.0 {
+            let analysis = match slot.map(|sink| catch_unwind(AssertUnwindSafe(|| sink.finish(complete)))) {
+                Some(Ok(analysis)) => analysis,
+                _ => Analysis {
+                    warnings: vec![format!("{path}: analyser panicked")],
+                    ..Analysis::default()
+                },
+            };
+            found.push((i, analysis));
+        }
+        self.streamed.insert(path.to_owned(), found);
     }
 
     pub(crate) fn warn(&mut self, message: String) {
@@ -88,14 +177,28 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
-    /// Indexes of the analysers that want the regular file at `path`.
-    pub(crate) fn wanted_by(&self, path: &str) -> Vec<usize> {
-        self.analyzers
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.wants(path))
-            .map(|(i, _)| i)
-            .collect()
+    /// Indexes of the analysers that want the regular file at `path` whole,
+    /// `size` bytes long. One whose own cap it is over is left out, with a
+    /// warning: that file is not for it, the layer goes on.
+    pub(crate) fn wanted_by(&mut self, path: &str, size: u64) -> Vec<usize> {
+        let mut wanted = Vec::new();
+        for (i, a) in self.analyzers.iter().enumerate() {
+            if !a.wants(path) {
+                continue;
+            }
+            if size > a.max_file_bytes() {
+                self.warnings.push(Warning {
+                    analyzer: Some(a.name()),
+                    message: format!(
+                        "{path}: {size} bytes is over this analyser's {}-byte limit, skipped",
+                        a.max_file_bytes()
+                    ),
+                });
+                continue;
+            }
+            wanted.push(i);
+        }
+        wanted
     }
 
     /// Check a wanted file's size against the per-file and total caps before
@@ -147,6 +250,7 @@ impl<'a> Collector<'a> {
         {
             slot.1 = None;
         }
+        self.streamed.remove(path);
     }
 
     /// A hard link `path` → `target` (both normalised). When an analyser
@@ -155,21 +259,29 @@ impl<'a> Collector<'a> {
     /// the bytes have already streamed past and the link is skipped with a
     /// warning.
     pub(crate) fn link(&mut self, path: String, target: &str) {
-        let wanted_by = self.wanted_by(&path);
-        if wanted_by.is_empty() {
-            self.forget(&path);
-            return;
-        }
+        // What sinks found in the target is found at the link too.
+        let streamed = self
+            .streamed
+            .get(target)
+            .map(|found| relocate(found, target, &path));
         let data = self
             .by_path
             .get(target)
             .and_then(|&i| self.files.get(i))
             .and_then(|(_, c)| c.as_ref())
             .map(|c| Rc::clone(&c.data));
+        let size = data.as_ref().map_or(0, |d| d.len() as u64);
+        let wanted_by = self.wanted_by(&path, size);
+        self.forget(&path);
+        if let Some(found) = streamed {
+            self.streamed.insert(path.clone(), found);
+        }
+        if wanted_by.is_empty() {
+            return;
+        }
         match data {
             Some(data) => self.insert(path, Captured { data, wanted_by }),
             None => {
-                self.forget(&path);
                 self.warn(format!(
                     "hard link {path} -> {target}: target not captured, skipped"
                 ));
@@ -234,6 +346,19 @@ impl<'a> Collector<'a> {
                 }),
             }
         }
+        // What sinks found, in path order; a file a sink claimed counts as
+        // read (composition: it replaces a lower layer's file at that path).
+        for (path, found) in self.streamed {
+            analyzed.insert(path);
+            for (i, analysis) in found {
+                let name = self.analyzers[i].name();
+                packages.extend(analysis.packages);
+                warnings.extend(analysis.warnings.into_iter().map(|message| Warning {
+                    analyzer: Some(name),
+                    message,
+                }));
+            }
+        }
         for p in &mut packages {
             p.layer = digest.cloned();
         }
@@ -252,4 +377,21 @@ impl<'a> Collector<'a> {
             captured_bytes: self.captured_bytes,
         }
     }
+}
+
+/// Sinks' findings for a file, as found at a hard link to it: package paths
+/// under `from` move to `to` (`/a.jar!/x` → `/b.jar!/x`).
+fn relocate(found: &[(usize, Analysis)], from: &str, to: &str) -> Vec<(usize, Analysis)> {
+    found
+        .iter()
+        .map(|(i, a)| {
+            let mut a = a.clone();
+            for p in &mut a.packages {
+                if let Some(rest) = p.path.strip_prefix(from) {
+                    p.path = format!("{to}{rest}");
+                }
+            }
+            (*i, a)
+        })
+        .collect()
 }

@@ -19,7 +19,7 @@ use super::LayerAnalysis;
 use super::collect::Collector;
 use super::limits::{LayerError, Limits};
 use super::path::special;
-use crate::analyzers::Analyzer;
+use crate::analyzers::{Analyzer, HEAD_BYTES};
 
 /// Analyse a root filesystem directory as if it were one layer.
 pub fn analyze_dir(
@@ -81,13 +81,35 @@ pub fn analyze_dir(
             if kind.is_dir() {
                 subdirs.push((entry.path(), path));
             } else if kind.is_file() {
-                let wanted_by = c.wanted_by(&path);
+                let Ok(meta) = entry.metadata() else {
+                    c.warn(format!("{path}: cannot stat, skipped"));
+                    continue;
+                };
+                let (size, mode) = (meta.len(), meta.mode() & 0o7777);
+                let wanted_by = c.wanted_by(&path, size);
                 if !wanted_by.is_empty() {
                     match read_file(&entry.path(), &path, &c) {
-                        Ok(Ok(data)) => c.capture(path, wanted_by, data),
+                        Ok(Ok(data)) => {
+                            if c.streams() {
+                                let head = &data[..data.len().min(HEAD_BYTES)];
+                                let mut sinks = c.open(&path, mode, size, head);
+                                if !sinks.is_empty() {
+                                    sinks.write(&data);
+                                }
+                                // Capturing replaces what was at the path: first.
+                                c.capture(path.clone(), wanted_by, data);
+                                c.close(&path, sinks, true);
+                            } else {
+                                c.capture(path, wanted_by, data);
+                            }
+                        }
                         Ok(Err(warning)) => c.warn(warning),
                         Err(limit) => return Err(limit),
                     }
+                } else if c.streams()
+                    && let Err(warning) = stream_file(&entry.path(), &path, mode, size, &mut c)
+                {
+                    c.warn(warning);
                 }
             }
             // Symlinks, sockets, FIFOs, devices: never opened.
@@ -102,25 +124,80 @@ fn display(rel: &str) -> &str {
     if rel.is_empty() { "/" } else { rel }
 }
 
+/// Shows a regular file nobody wants whole to the streaming analysers: its
+/// head, then (when a sink opens) the rest, until no sink reads on. A file
+/// that cannot be read is a warning.
+fn stream_file(
+    fs_path: &Path,
+    path: &str,
+    mode: u32,
+    size: u64,
+    c: &mut Collector<'_>,
+) -> Result<(), String> {
+    let mut file = open_listed(fs_path, path)?;
+    let mut head = Vec::with_capacity(HEAD_BYTES.min(usize::try_from(size).unwrap_or(HEAD_BYTES)));
+    (&mut file)
+        .take(HEAD_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("{path}: {e}, skipped"))?;
+    let mut sinks = c.open(path, mode, size, &head);
+    if sinks.is_empty() {
+        return Ok(());
+    }
+    let mut complete = true;
+    if sinks.write(&head) {
+        let mut buf = vec![0u8; STREAM_BUF];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if !sinks.write(&buf[..n]) {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    c.warn(format!("{path}: {e}, read in part"));
+                    complete = false;
+                    break;
+                }
+            }
+        }
+    }
+    c.close(path, sinks, complete);
+    Ok(())
+}
+
+/// Bytes read at a time from a streamed file.
+const STREAM_BUF: usize = 64 * 1024;
+
+/// Opens the regular file listed at `fs_path`, checking it is still that
+/// file (not swapped for a symlink or another file since it was listed).
+fn open_listed(fs_path: &Path, path: &str) -> Result<File, String> {
+    let listed = match fs::symlink_metadata(fs_path) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Err(format!("{path}: no longer a regular file, skipped")),
+        Err(e) => return Err(format!("{path}: {e}, skipped")),
+    };
+    let file = File::open(fs_path).map_err(|e| format!("{path}: {e}, skipped"))?;
+    let opened = file.metadata().map_err(|e| format!("{path}: {e}, skipped"))?;
+    if !opened.is_file() || opened.dev() != listed.dev() || opened.ino() != listed.ino() {
+        return Err(format!("{path}: replaced while reading, skipped"));
+    }
+    Ok(file)
+}
+
 /// The bytes of a wanted regular file; `Ok(Err(warning))` when it cannot be
 /// read or is no longer the file that was listed, `Err` when over a cap.
 fn read_file(fs_path: &Path, path: &str, c: &Collector<'_>) -> Result<Result<Vec<u8>, String>, LayerError> {
-    let listed = match fs::symlink_metadata(fs_path) {
-        Ok(m) if m.is_file() => m,
-        Ok(_) => return Ok(Err(format!("{path}: no longer a regular file, skipped"))),
-        Err(e) => return Ok(Err(format!("{path}: {e}, skipped"))),
-    };
-    let mut file = match File::open(fs_path) {
+    let mut file = match open_listed(fs_path, path) {
         Ok(f) => f,
-        Err(e) => return Ok(Err(format!("{path}: {e}, skipped"))),
+        Err(warning) => return Ok(Err(warning)),
     };
     let opened = match file.metadata() {
         Ok(m) => m,
         Err(e) => return Ok(Err(format!("{path}: {e}, skipped"))),
     };
-    if !opened.is_file() || opened.dev() != listed.dev() || opened.ino() != listed.ino() {
-        return Ok(Err(format!("{path}: replaced while reading, skipped")));
-    }
     c.check_capture(path, opened.len())?;
     // Read at most one byte past the cap, in case the file grows.
     let cap = c.limits.max_file_bytes;

@@ -801,3 +801,206 @@ fn analyze_dir_walks_a_root_without_leaving_it() {
     let err = analyze_dir(&r.join("missing"), &analyzers, &Limits::default()).unwrap_err();
     assert!(matches!(err, LayerError::Io { .. }), "{err}");
 }
+
+// ---- streaming analysers ---------------------------------------------------
+
+/// Streams files whose head starts with `STREAM`: counts their bytes (up to
+/// `stop_after`, then stops reading) and yields one package named
+/// `<bytes>` at the file's path. `PANIC` in a file makes it panic.
+struct Counter {
+    stop_after: Option<u64>,
+}
+
+struct Count {
+    path: String,
+    bytes: u64,
+    stop_after: Option<u64>,
+    panic: bool,
+}
+
+impl Analyzer for Counter {
+    fn name(&self) -> &'static str {
+        "counter"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn wants(&self, _path: &str) -> bool {
+        false
+    }
+    fn analyze(&self, _files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
+        Ok(Analysis::default())
+    }
+    fn streams(&self) -> bool {
+        true
+    }
+    fn open(&self, entry: &crate::analyzers::EntryHead<'_>) -> Option<Box<dyn crate::analyzers::EntrySink>> {
+        assert!(entry.head.len() as u64 == entry.size.min(crate::analyzers::HEAD_BYTES as u64));
+        entry.head.starts_with(b"STREAM").then(|| {
+            Box::new(Count {
+                path: entry.path.to_owned(),
+                bytes: 0,
+                stop_after: self.stop_after,
+                panic: entry.head.windows(5).any(|w| w == b"PANIC"),
+            }) as Box<dyn crate::analyzers::EntrySink>
+        })
+    }
+}
+
+impl crate::analyzers::EntrySink for Count {
+    fn write(&mut self, chunk: &[u8]) -> bool {
+        if self.panic {
+            panic!("test sink panics on purpose");
+        }
+        self.bytes += chunk.len() as u64;
+        self.stop_after.is_none_or(|n| self.bytes < n)
+    }
+    fn finish(self: Box<Self>, complete: bool) -> Analysis {
+        assert!(complete);
+        Analysis {
+            packages: vec![pkg(&self.bytes.to_string(), &self.path)],
+            ..Analysis::default()
+        }
+    }
+}
+
+fn streamed(out: &LayerAnalysis) -> Vec<(String, String)> {
+    out.inventory
+        .packages
+        .iter()
+        .map(|p| (p.path.clone(), p.name.clone()))
+        .collect()
+}
+
+#[test]
+fn streaming_analysers_read_files_by_content_in_one_pass() {
+    let mut big = b"STREAM".to_vec();
+    big.resize(300_000, b'x');
+    let tar = Layer::new()
+        .file("./usr/bin/big", &big)
+        .file("./usr/bin/small", b"STREAM!")
+        .file("./usr/bin/other", b"#!/bin/sh\n")
+        .hardlink("./usr/local/bin/big", "./usr/bin/big")
+        .file("./usr/bin/gone", b"STREAM gone")
+        .file("./usr/bin/gone", b"replaced by a script")
+        .file("./usr/bin/boom", b"STREAM PANIC")
+        .tar();
+    let analyzers: Vec<Box<dyn Analyzer>> = vec![Box::new(Counter { stop_after: None })];
+    for blob in [tar.clone(), gzip(&tar), zstd(&tar)] {
+        let out = run(&blob, None, &analyzers, &Limits::default()).unwrap();
+        assert_eq!(
+            streamed(&out),
+            [
+                ("/usr/bin/big".to_owned(), "300000".to_owned()),
+                ("/usr/bin/small".to_owned(), "7".to_owned()),
+                ("/usr/local/bin/big".to_owned(), "300000".to_owned()),
+            ]
+        );
+        assert_eq!(out.captured_bytes, 0, "streamed files are never captured");
+        assert!(out.inventory.analyzed_files.contains(&"/usr/bin/big".to_owned()));
+        assert!(
+            !out.inventory
+                .analyzed_files
+                .contains(&"/usr/bin/other".to_owned())
+        );
+        assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+        assert!(
+            out.warnings[0].message.contains("/usr/bin/boom"),
+            "{}",
+            out.warnings[0]
+        );
+    }
+}
+
+#[test]
+fn a_sink_that_stops_early_lets_the_rest_stream_past() {
+    let mut big = b"STREAM".to_vec();
+    big.resize(1_000_000, b'x');
+    let tar = Layer::new()
+        .file("./a", &big)
+        .file("./var/lib/dpkg/status", b"libc6\n")
+        .tar();
+    let mut analyzers: Vec<Box<dyn Analyzer>> = vec![Box::new(Counter {
+        stop_after: Some(1000),
+    })];
+    let (probes, dpkg, _) = probes();
+    analyzers.extend(probes);
+    let out = run(&gzip(&tar), None, &analyzers, &Limits::default()).unwrap();
+    let bytes: u64 = streamed(&out)
+        .iter()
+        .find(|(p, _)| p == "/a")
+        .map(|(_, n)| n.parse().unwrap())
+        .unwrap();
+    assert!((1000..=1000 + 65_536).contains(&bytes), "{bytes}");
+    assert_eq!(seen_paths(&dpkg), ["/var/lib/dpkg/status"]);
+}
+
+#[test]
+fn a_file_wanted_whole_and_streamed_is_read_once_for_both() {
+    let tar = Layer::new()
+        .file("./var/lib/dpkg/status", b"STREAM libc6\n")
+        .tar();
+    let mut analyzers: Vec<Box<dyn Analyzer>> = vec![Box::new(Counter { stop_after: None })];
+    let (probes, dpkg, _) = probes();
+    analyzers.extend(probes);
+    let out = run(&tar, None, &analyzers, &Limits::default()).unwrap();
+    assert_eq!(seen_paths(&dpkg), ["/var/lib/dpkg/status"]);
+    let names: Vec<String> = out.inventory.packages.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(names, ["STREAM libc6", "13"]);
+}
+
+/// Wants `/data/*` whole, but nothing over 8 bytes.
+struct Small;
+
+impl Analyzer for Small {
+    fn name(&self) -> &'static str {
+        "small"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn wants(&self, path: &str) -> bool {
+        path.starts_with("/data/")
+    }
+    fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
+        Ok(Analysis {
+            packages: files.iter().map(|f| pkg("small", f.path)).collect(),
+            ..Analysis::default()
+        })
+    }
+    fn max_file_bytes(&self) -> u64 {
+        8
+    }
+}
+
+#[test]
+fn a_file_over_an_analysers_own_cap_is_skipped_with_a_warning() {
+    let tar = Layer::new()
+        .file("./data/ok", b"12345678")
+        .file("./data/huge", b"123456789")
+        .tar();
+    let analyzers: Vec<Box<dyn Analyzer>> = vec![Box::new(Small)];
+    let out = run(&tar, None, &analyzers, &Limits::default()).unwrap();
+    assert_eq!(streamed(&out), [("/data/ok".to_owned(), "small".to_owned())]);
+    assert_eq!(out.captured_bytes, 8);
+    assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+    assert_eq!(out.warnings[0].analyzer, Some("small"));
+    assert!(
+        out.warnings[0].message.contains("/data/huge: 9 bytes"),
+        "{}",
+        out.warnings[0]
+    );
+}
+
+#[test]
+fn analyze_dir_streams_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("usr/bin")).unwrap();
+    let mut big = b"STREAM".to_vec();
+    big.resize(200_000, b'x');
+    std::fs::write(dir.path().join("usr/bin/big"), &big).unwrap();
+    std::fs::write(dir.path().join("usr/bin/sh"), b"not a stream").unwrap();
+    let analyzers: Vec<Box<dyn Analyzer>> = vec![Box::new(Counter { stop_after: None })];
+    let out = analyze_dir(dir.path(), &analyzers, &Limits::default()).unwrap();
+    assert_eq!(streamed(&out), [("/usr/bin/big".to_owned(), "200000".to_owned())]);
+}

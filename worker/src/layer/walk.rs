@@ -8,13 +8,13 @@ use strata_proto::Digest;
 use tar::EntryType;
 
 use super::LayerAnalysis;
-use super::collect::Collector;
+use super::collect::{Collector, Sinks};
 use super::limits::{LayerError, LimitKind, Limits};
 use super::path::{normalize, special};
 use super::stream::{
     Compression, Decoder, Failure, Guard, HASH_QUEUE, Hasher, HashingReader, MAGIC_LEN, Shared, source,
 };
-use crate::analyzers::Analyzer;
+use crate::analyzers::{Analyzer, HEAD_BYTES};
 
 /// Read buffer for entries nobody wants: large enough that per-call
 /// overhead through the reader stack stays negligible.
@@ -207,7 +207,7 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
         let Ok(name) = std::str::from_utf8(&raw_name) else {
             let lossy = String::from_utf8_lossy(&raw_name).into_owned();
             c.warn(format!("entry {lossy:?}: name is not UTF-8, skipped"));
-            skip(&mut entry, &mut buf, layer)?;
+            skip(&mut entry, &mut buf, 0, layer)?;
             continue;
         };
         let path = normalize(name).map_err(|_| LayerError::PathTraversal {
@@ -227,20 +227,40 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
         if let Some(special) = special(&path) {
             // Whiteouts are markers, not files, whatever their entry type.
             c.special(special);
-            skip(&mut entry, &mut buf, layer)?;
+            skip(&mut entry, &mut buf, 0, layer)?;
             continue;
         }
         match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                let wanted_by = c.wanted_by(&path);
+                let size = entry.size();
+                let mode = entry.header().mode().unwrap_or(0);
+                let wanted_by = c.wanted_by(&path, size);
+                // Streaming analysers see the head first, then the rest.
+                let (head, mut sinks) = if c.streams() {
+                    let head = read_head(&mut entry, size, layer)?;
+                    let sinks = c.open(&path, mode, size, &head);
+                    (head, sinks)
+                } else {
+                    (Vec::new(), Sinks::none())
+                };
                 if wanted_by.is_empty() {
                     c.forget(&path);
-                    skip(&mut entry, &mut buf, layer)?;
+                    let already = head.len() as u64;
+                    if sinks.is_empty() || !sinks.write(&head) {
+                        skip(&mut entry, &mut buf, already, layer)?;
+                    } else {
+                        stream(&mut entry, &mut buf, already, &mut sinks, layer)?;
+                    }
+                    c.close(&path, sinks, true);
                 } else {
-                    let size = entry.size();
                     c.check_capture(&path, size)?;
-                    let data = read_exact_entry(&mut entry, size, layer)?;
-                    c.capture(path, wanted_by, data);
+                    let data = read_rest(&mut entry, head, size, layer)?;
+                    if !sinks.is_empty() {
+                        sinks.write(&data);
+                    }
+                    // Capturing replaces what was at the path: first.
+                    c.capture(path.clone(), wanted_by, data);
+                    c.close(&path, sinks, true);
                 }
             }
             EntryType::Link => {
@@ -249,7 +269,7 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
                     .map(|t| t.into_owned())
                     .unwrap_or_default();
                 c.check_path_len(target.len())?;
-                skip(&mut entry, &mut buf, layer)?;
+                skip(&mut entry, &mut buf, 0, layer)?;
                 let Ok(target) = std::str::from_utf8(&target) else {
                     c.forget(&path);
                     c.warn(format!("hard link {path}: target is not UTF-8, skipped"));
@@ -265,29 +285,50 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
             // global headers: no data for analysers.
             _ => {
                 c.forget(&path);
-                skip(&mut entry, &mut buf, layer)?;
+                skip(&mut entry, &mut buf, 0, layer)?;
             }
         }
     }
 }
 
-/// Read a wanted entry whole; `size` is already within the caps.
-fn read_exact_entry(entry: &mut impl Read, size: u64, layer: &str) -> Result<Vec<u8>, Walk> {
-    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    entry.take(size).read_to_end(&mut data)?;
+/// The first `min(size, HEAD_BYTES)` bytes of an entry.
+fn read_head(entry: &mut impl Read, size: u64, layer: &str) -> Result<Vec<u8>, Walk> {
+    let want = size.min(HEAD_BYTES as u64);
+    let mut head = Vec::with_capacity(want as usize);
+    entry.take(want).read_to_end(&mut head)?;
+    if (head.len() as u64) < want {
+        return Err(truncated(layer, head.len() as u64, size));
+    }
+    Ok(head)
+}
+
+/// A wanted entry whole: `head` (already read) and the rest; `size` is
+/// already within the caps.
+fn read_rest(entry: &mut impl Read, head: Vec<u8>, size: u64, layer: &str) -> Result<Vec<u8>, Walk> {
+    let mut data = head;
+    data.reserve(usize::try_from(size).unwrap_or(0).saturating_sub(data.len()));
+    let rest = size.saturating_sub(data.len() as u64);
+    entry.take(rest).read_to_end(&mut data)?;
     if (data.len() as u64) < size {
-        return Err(tar_err(
-            layer,
-            format!("truncated entry: {} of {size} bytes", data.len()),
-        ));
+        return Err(truncated(layer, data.len() as u64, size));
     }
     Ok(data)
 }
 
-/// Stream past an entry's data, checking that all of it is there.
-fn skip(entry: &mut tar::Entry<'_, impl Read>, buf: &mut [u8], layer: &str) -> Result<(), Walk> {
+fn truncated(layer: &str, seen: u64, size: u64) -> Walk {
+    tar_err(layer, format!("truncated entry: {seen} of {size} bytes"))
+}
+
+/// Stream past an entry's data (`already` bytes of it read), checking that
+/// all of it is there.
+fn skip(
+    entry: &mut tar::Entry<'_, impl Read>,
+    buf: &mut [u8],
+    already: u64,
+    layer: &str,
+) -> Result<(), Walk> {
     let size = entry.size();
-    let mut seen = 0u64;
+    let mut seen = already;
     loop {
         let n = match entry.read(buf) {
             Ok(0) => break,
@@ -298,7 +339,35 @@ fn skip(entry: &mut tar::Entry<'_, impl Read>, buf: &mut [u8], layer: &str) -> R
         seen += n as u64;
     }
     if seen < size {
-        return Err(tar_err(layer, format!("truncated entry: {seen} of {size} bytes")));
+        return Err(truncated(layer, seen, size));
+    }
+    Ok(())
+}
+
+/// [`skip`], feeding the bytes to `sinks` until none of them reads on.
+fn stream(
+    entry: &mut tar::Entry<'_, impl Read>,
+    buf: &mut [u8],
+    already: u64,
+    sinks: &mut Sinks,
+    layer: &str,
+) -> Result<(), Walk> {
+    let size = entry.size();
+    let mut seen = already;
+    loop {
+        let n = match entry.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Walk::Io(e)),
+        };
+        seen += n as u64;
+        if !sinks.write(&buf[..n]) {
+            return skip(entry, buf, seen, layer);
+        }
+    }
+    if seen < size {
+        return Err(truncated(layer, seen, size));
     }
     Ok(())
 }

@@ -192,6 +192,44 @@ impl LayerBuilder {
         self
     }
 
+    /// Everything under the host directory `host` (regular files with their
+    /// permission bits, directories, symbolic links as they are), placed
+    /// under `at` in the image, in name order. For content made by real
+    /// tools (`pip install --target`, `npm install`, a `.deb` unpacked).
+    pub fn tree(mut self, at: &str, host: &std::path::Path) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let io = |what: &std::path::Path| {
+            let what = what.display().to_string();
+            move |e| crate::HarnessError::io(what, e)
+        };
+        let at = relative(at);
+        let mut names: Vec<std::fs::DirEntry> = std::fs::read_dir(host)
+            .map_err(io(host))?
+            .collect::<std::io::Result<_>>()
+            .map_err(io(host))?;
+        names.sort_by_key(|e| e.file_name());
+        for entry in names {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = if at.is_empty() {
+                name
+            } else {
+                format!("{at}/{name}")
+            };
+            let fs_path = entry.path();
+            let meta = std::fs::symlink_metadata(&fs_path).map_err(io(&fs_path))?;
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&fs_path).map_err(io(&fs_path))?;
+                self = self.symlink(&path, &target.to_string_lossy());
+            } else if meta.is_dir() {
+                self = self.dir(&path).tree(&path, &fs_path)?;
+            } else if meta.is_file() {
+                let bytes = std::fs::read(&fs_path).map_err(io(&fs_path))?;
+                self = self.file_mode(&path, bytes, meta.permissions().mode() & 0o7777);
+            }
+        }
+        Ok(self)
+    }
+
     /// A regular file whose name is written verbatim (at most 100 bytes), so
     /// hostile names such as `../../etc/passwd` or `/abs` can be made.
     pub fn raw_file(mut self, name: &str, bytes: impl Into<Vec<u8>>) -> Self {

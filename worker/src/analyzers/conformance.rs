@@ -316,31 +316,47 @@ fn garbage_never_panics() {
     }
 }
 
+/// What `cargo auditable` embeds in a binary: zlib-compressed JSON.
+fn auditable_binary() -> Vec<u8> {
+    use std::io::Write as _;
+    let mut b = b"\x7fELF\x02\x01\x01\0".to_vec();
+    b.resize(4096, 0x90);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(
+        br#"{"packages":[{"name":"app","version":"0.1.0","source":"local","root":true,"dependencies":[1]},{"name":"smallvec","version":"1.6.0","source":"crates.io"}]}"#,
+    )
+    .unwrap();
+    b.extend_from_slice(&z.finish().unwrap());
+    b.resize(b.len() + 8192, 0xcc);
+    b
+}
+
 #[test]
 fn streamed_binaries_cut_and_mutated_never_panic() {
     let mut rng = Rng(0x0bad_5eed_0000_0001);
-    let binary = go_binary();
     for a in all().into_iter().filter(|a| a.streams()) {
-        for n in (0..=binary.len()).step_by(7) {
-            check_stream(a.as_ref(), &format!("go binary cut at {n}"), &binary[..n], 4096);
-        }
-        for round in 0..300 {
-            let mut d = binary.clone();
-            for _ in 0..1 + round % 8 {
-                // Mostly the build information, sometimes anywhere.
-                let i = if round % 3 == 0 {
-                    (rng.next() as usize) % d.len()
-                } else {
-                    4096 + (rng.next() as usize) % 200
-                };
-                d[i] = rng.next() as u8;
+        for binary in [go_binary(), auditable_binary()] {
+            for n in (0..=binary.len()).step_by(31) {
+                check_stream(a.as_ref(), &format!("binary cut at {n}"), &binary[..n], 4096);
             }
-            check_stream(
-                a.as_ref(),
-                &format!("go binary mutation {round}"),
-                &d,
-                1 + round % 300,
-            );
+            for round in 0..300 {
+                let mut d = binary.clone();
+                for _ in 0..1 + round % 8 {
+                    // Mostly the embedded data, sometimes anywhere.
+                    let i = if round % 3 == 0 {
+                        (rng.next() as usize) % d.len()
+                    } else {
+                        4096 + (rng.next() as usize) % 200
+                    };
+                    d[i] = rng.next() as u8;
+                }
+                check_stream(
+                    a.as_ref(),
+                    &format!("binary mutation {round}"),
+                    &d,
+                    1 + round % 300,
+                );
+            }
         }
     }
 }

@@ -29,12 +29,15 @@
 //! - [`os_release`] reads `/etc/os-release`, `/usr/lib/os-release`, distro files.
 //! - [`golang`] streams executables (ELF, Mach-O, PE) for Go build information:
 //!   the toolchain (`stdlib`), the main module and every dependency.
+//! - [`cargo_auditable`] streams executables for the dependency list
+//!   `cargo auditable` embeds (crates.io packages of Rust binaries).
 //!
 //! Every one is checked by the conformance suite (`conformance.rs`: empty,
 //! garbage, truncated and mutated input) and, where real tools' output
 //! exists, against it (`expected.rs`: every `pkgdb-expected` file).
 
 pub mod apk;
+pub mod cargo_auditable;
 mod common;
 #[cfg(test)]
 mod conformance;
@@ -154,6 +157,7 @@ pub fn all() -> Vec<Box<dyn Analyzer>> {
         Box::new(rpm::Rpm),
         Box::new(os_release::OsReleaseAnalyzer),
         Box::new(golang::GoBinaries),
+        Box::new(cargo_auditable::CargoAuditable),
     ]
 }
 

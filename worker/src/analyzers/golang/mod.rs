@@ -60,7 +60,7 @@ impl Analyzer for GoBinaries {
 }
 
 /// ELF, Mach-O (thin or fat) or PE, by the first bytes.
-fn is_executable(head: &[u8]) -> bool {
+pub(super) fn is_executable(head: &[u8]) -> bool {
     const MAGICS: [&[u8]; 7] = [
         b"\x7fELF",
         b"\xfe\xed\xfa\xce",

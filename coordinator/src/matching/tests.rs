@@ -242,7 +242,7 @@ fn hostile_advisory_versions_are_dropped_not_fatal() {
                 Ecosystem::NuGet,
                 None,
                 "n",
-                vec![eco_range(&[("i", "0")])],
+                vec![eco_range(&[("i", "0"), ("f", "1.0.0-")])],
             )],
         ),
     ]);
@@ -256,7 +256,7 @@ fn hostile_advisory_versions_are_dropped_not_fatal() {
         m.match_packages(None, &[pkg(Ecosystem::Npm, "h", &long)]).len(),
         1
     );
-    // No version ordering for NuGet: its ECOSYSTEM range cannot be used.
+    // A NuGet event version NuGet would reject (`1.0.0-`): the range cannot be used.
     assert!(
         m.match_packages(None, &[pkg(Ecosystem::NuGet, "n", "1.0.0")])
             .is_empty()

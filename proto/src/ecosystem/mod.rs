@@ -127,11 +127,13 @@ pub enum VersionScheme {
     Go,
     Maven,
     RubyGems,
+    NuGet,
+    Composer,
 }
 
 impl VersionScheme {
     /// Every scheme, in order.
-    pub const ALL: [VersionScheme; 8] = [
+    pub const ALL: [VersionScheme; 10] = [
         VersionScheme::Dpkg,
         VersionScheme::Apk,
         VersionScheme::Rpm,
@@ -140,6 +142,8 @@ impl VersionScheme {
         VersionScheme::Go,
         VersionScheme::Maven,
         VersionScheme::RubyGems,
+        VersionScheme::NuGet,
+        VersionScheme::Composer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -152,6 +156,8 @@ impl VersionScheme {
             VersionScheme::Go => "go",
             VersionScheme::Maven => "maven",
             VersionScheme::RubyGems => "rubygems",
+            VersionScheme::NuGet => "nuget",
+            VersionScheme::Composer => "composer",
         }
     }
 }
@@ -337,11 +343,15 @@ table! {
     NuGet => Row {
         osv_name: "NuGet",
         purl: purl("nuget", None),
+        version_scheme: Some(VersionScheme::NuGet),
+        name_rule: NameRule::Lowercase,
         ..DEFAULTS
     },
     Packagist => Row {
         osv_name: "Packagist",
         purl: PurlForm { name: PurlName::Joined('/'), ..purl("composer", None) },
+        version_scheme: Some(VersionScheme::Composer),
+        name_rule: NameRule::Lowercase,
         ..DEFAULTS
     },
 }

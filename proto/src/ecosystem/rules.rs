@@ -118,6 +118,10 @@ pub enum NameRule {
     AsIs,
     /// PEP 503: `re.sub(r"[-_.]+", "-", name).lower()`.
     Pep503,
+    /// ASCII lower case: the registry treats names case-insensitively
+    /// (NuGet ids: `Newtonsoft.Json` is `newtonsoft.json`; Composer names,
+    /// lower case on Packagist, any case in older lock files).
+    Lowercase,
 }
 
 impl NameRule {
@@ -125,6 +129,10 @@ impl NameRule {
         match self {
             NameRule::AsIs => Cow::Borrowed(name),
             NameRule::Pep503 => pep503(name),
+            NameRule::Lowercase if name.bytes().any(|b| b.is_ascii_uppercase()) => {
+                Cow::Owned(name.to_ascii_lowercase())
+            }
+            NameRule::Lowercase => Cow::Borrowed(name),
         }
     }
 }

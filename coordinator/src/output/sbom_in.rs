@@ -188,10 +188,24 @@ fn note_os(slot: &mut Option<OsRelease>, os: Option<OsRelease>) {
     }
 }
 
+/// The package's name: the purl's, or the document's own spelling of it
+/// when the two differ only in ASCII case. The purl spec lowercases some
+/// parts (golang namespaces, npm names), but Go module paths
+/// (`github.com/BurntSushi/toml`) and old npm names (`JSONStream`) are
+/// case-sensitive, and OSV spells them as their registries do.
+fn name_as_written(from_purl: String, document: &str) -> String {
+    if document != from_purl && document.eq_ignore_ascii_case(&from_purl) {
+        document.to_owned()
+    } else {
+        from_purl
+    }
+}
+
 fn package_from_purl(
     input: &mut SbomInput,
     purl_os: &mut Option<OsRelease>,
     what: &str,
+    doc_name: &str,
     purl: Option<&str>,
 ) -> Option<Package> {
     let Some(purl) = purl.filter(|p| !p.is_empty()) else {
@@ -203,7 +217,7 @@ fn package_from_purl(
             note_os(purl_os, p.os);
             Some(Package {
                 ecosystem: p.ecosystem,
-                name: p.name,
+                name: name_as_written(p.name, doc_name),
                 version: p.version,
                 source_name: p.source_name,
                 source_version: p.source_version,
@@ -315,7 +329,8 @@ fn read_cyclonedx(bytes: &[u8]) -> Result<SbomInput, SbomError> {
             continue;
         }
         let what = format!("component {:?}", c.name);
-        let Some(mut p) = package_from_purl(&mut input, &mut purl_os, &what, c.purl.as_deref()) else {
+        let Some(mut p) = package_from_purl(&mut input, &mut purl_os, &what, &c.name, c.purl.as_deref())
+        else {
             continue;
         };
         if let Some(path) = c.prop(PROP_PATH).or_else(|| c.prop("syft:location:0:path")) {
@@ -400,7 +415,7 @@ fn read_spdx(bytes: &[u8]) -> Result<SbomInput, SbomError> {
             continue; // the document's subject, not a package
         }
         let what = format!("package {:?} ({})", sp.name, sp.spdx_id);
-        let Some(mut p) = package_from_purl(&mut input, &mut purl_os, &what, purl) else {
+        let Some(mut p) = package_from_purl(&mut input, &mut purl_os, &what, &sp.name, purl) else {
             continue;
         };
         let (path, layer) = sp
@@ -521,6 +536,60 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// Application packages as Syft 1.x writes them in CycloneDX: each
+    /// becomes the name OSV uses. The Go module with a major version is the
+    /// `/v2` module (Syft puts `v2` in the purl's subpath), not v1's.
+    #[test]
+    fn syft_application_purls_map_to_osv_names() {
+        let doc = br#"{"bomFormat": "CycloneDX", "specVersion": "1.6", "components": [
+          {"type": "library", "name": "github.com/nats-io/nats-server/v2", "version": "v2.15.1",
+           "purl": "pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2"},
+          {"type": "library", "name": "github.com/BurntSushi/toml", "version": "v1.3.2",
+           "purl": "pkg:golang/github.com/BurntSushi/toml@v1.3.2"},
+          {"type": "library", "name": "stdlib", "version": "go1.19.8", "purl": "pkg:golang/stdlib@1.19.8"},
+          {"type": "library", "name": "log4j-core", "version": "2.14.1",
+           "purl": "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1"},
+          {"type": "library", "name": "@babel/traverse", "version": "7.22.5",
+           "purl": "pkg:npm/%40babel/traverse@7.22.5"},
+          {"type": "library", "name": "JSONStream", "version": "1.3.5", "purl": "pkg:npm/JSONStream@1.3.5"},
+          {"type": "library", "name": "Flask_Cors", "version": "3.0.9", "purl": "pkg:pypi/flask-cors@3.0.9"},
+          {"type": "library", "name": "rack", "version": "2.2.3", "purl": "pkg:gem/rack@2.2.3"},
+          {"type": "library", "name": "Newtonsoft.Json", "version": "12.0.1",
+           "purl": "pkg:nuget/Newtonsoft.Json@12.0.1"},
+          {"type": "library", "name": "guzzlehttp/guzzle", "version": "7.4.4",
+           "purl": "pkg:composer/guzzlehttp/guzzle@7.4.4"},
+          {"type": "library", "name": "smallvec", "version": "1.6.0", "purl": "pkg:cargo/smallvec@1.6.0"}
+        ]}"#;
+        let got = read_with_details(doc).unwrap();
+        assert_eq!(got.skipped, 0, "{:?}", got.skip_reasons);
+        let names: Vec<(Ecosystem, &str, &str)> = got
+            .packages
+            .iter()
+            .map(|p| (p.ecosystem, p.name.as_str(), p.version.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (Ecosystem::Go, "github.com/nats-io/nats-server/v2", "v2.15.1"),
+                (Ecosystem::Go, "github.com/BurntSushi/toml", "v1.3.2"),
+                (Ecosystem::Go, "stdlib", "1.19.8"),
+                (Ecosystem::Maven, "org.apache.logging.log4j:log4j-core", "2.14.1"),
+                (Ecosystem::Npm, "@babel/traverse", "7.22.5"),
+                (Ecosystem::Npm, "JSONStream", "1.3.5"),
+                (Ecosystem::PyPI, "flask-cors", "3.0.9"),
+                (Ecosystem::RubyGems, "rack", "2.2.3"),
+                (Ecosystem::NuGet, "Newtonsoft.Json", "12.0.1"),
+                (Ecosystem::Packagist, "guzzlehttp/guzzle", "7.4.4"),
+                (Ecosystem::CratesIo, "smallvec", "1.6.0"),
+            ]
+        );
+        // The purl is kept as the document wrote it.
+        assert_eq!(
+            got.packages[0].purl,
+            "pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2"
+        );
     }
 
     #[test]

@@ -75,6 +75,13 @@ pub enum PurlName {
     /// `g:a`, `pkg:npm/%40scope/x` → `@scope/x`); the name alone when there
     /// is no namespace.
     Joined(char),
+    /// A path: namespace, name and subpath joined by `/` (Go module paths).
+    /// Built as the purl spec's golang type says, the module path over
+    /// namespace and name (`github.com/nats-io/nats-server/v2` →
+    /// `pkg:golang/github.com/nats-io/nats-server/v2`); read also as Syft
+    /// writes it, the path after its third segment in the subpath
+    /// (`pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2`).
+    Path,
 }
 
 /// What only OS package ecosystems have.
@@ -317,7 +324,7 @@ table! {
     },
     Go => Row {
         osv_name: "Go",
-        purl: PurlForm { name: PurlName::Joined('/'), ..purl("golang", None) },
+        purl: PurlForm { name: PurlName::Path, ..purl("golang", None) },
         version_scheme: Some(VersionScheme::Go),
         match_key: GoToolchain,
         ..DEFAULTS

@@ -34,6 +34,7 @@ fn the_table_is_self_consistent() {
         let name = match form.name {
             PurlName::Name => "x".to_owned(),
             PurlName::Joined(sep) => format!("ns{sep}x"),
+            PurlName::Path => "ns/x/v2".to_owned(),
         };
         assert!(row.version_scheme.is_some(), "{e}: no version scheme");
         let built = Purl::package(e, &name, "1", None).unwrap();

@@ -27,7 +27,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ParseError;
-pub use rules::{MatchKey, NameRule, OsvRelease, ReleaseRule};
+pub use rules::{GO_DEVEL, MatchKey, NameRule, OsvRelease, ReleaseRule};
 
 /// What Strata knows about one ecosystem.
 #[derive(Debug)]

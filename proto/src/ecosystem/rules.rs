@@ -93,7 +93,17 @@ pub enum MatchKey {
     GoToolchain,
 }
 
+/// What a Go binary records as its main module's version when it was built
+/// from a checkout, not a release: it names no version an advisory can.
+pub const GO_DEVEL: &str = "(devel)";
+
 impl MatchKey {
+    /// Whether `p` is matched at all: not a Go main module built from a
+    /// checkout (version `(devel)`; its name is the image's own code).
+    pub fn matchable(self, p: &Package) -> bool {
+        !(self == MatchKey::GoToolchain && p.version == GO_DEVEL)
+    }
+
     /// The (name, version) that `p` is matched by.
     pub fn name_version(self, p: &Package) -> (Cow<'_, str>, &str) {
         match self {

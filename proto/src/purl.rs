@@ -411,7 +411,11 @@ mod tests {
                 "pkg:golang/google.golang.org/genproto/googleapis/api@v2.15.1",
                 "pkg:golang/google.golang.org/genproto/googleapis@v2.15.1#api",
             ),
-            ("go.opencensus.io", "pkg:golang/go.opencensus.io@v2.15.1", "pkg:golang/go.opencensus.io@v2.15.1"),
+            (
+                "go.opencensus.io",
+                "pkg:golang/go.opencensus.io@v2.15.1",
+                "pkg:golang/go.opencensus.io@v2.15.1",
+            ),
         ] {
             let p = Purl::package(Ecosystem::Go, module, "v2.15.1", None).unwrap();
             assert_eq!(p.as_str(), built);

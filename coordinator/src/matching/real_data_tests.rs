@@ -6,8 +6,8 @@
 
 use super::tests::{os, pkg};
 use super::*;
-use strata_proto::domain::Evidence;
 use crate::vulndb::Source;
+use strata_proto::domain::Evidence;
 
 const SHARED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -261,7 +261,11 @@ fn pypi_requests_from_the_whole_zip() {
     assert!(old.iter().any(|id| id == "PYSEC-2018-28"), "{old:?}");
     let f = m.match_packages(None, &[req("requests", "2.19.1")]);
     let pysec = f.iter().find(|f| f.vulnerability_id == "PYSEC-2018-28").unwrap();
-    assert!(pysec.aliases.iter().any(|a| a == "CVE-2018-18074"), "{:?}", pysec.aliases);
+    assert!(
+        pysec.aliases.iter().any(|a| a == "CVE-2018-18074"),
+        "{:?}",
+        pysec.aliases
+    );
     // PEP 503: the name as a wheel's METADATA may spell it.
     assert!(ids(&m, None, req("Requests", "2.19.1")).contains(&"PYSEC-2018-28".to_owned()));
     assert!(!ids(&m, None, req("requests", "2.31.0")).contains(&"PYSEC-2018-28".to_owned()));
@@ -271,7 +275,10 @@ fn pypi_requests_from_the_whole_zip() {
     for e in [Evidence::FileName, Evidence::Lockfile] {
         let f = m.match_packages(None, &[with_evidence(req("requests", "2.19.1"), e)]);
         assert!(f.iter().any(|f| f.vulnerability_id == "PYSEC-2018-28"), "{e:?}");
-        assert!(f.iter().all(|f| f.package.evidence == e), "findings say the evidence");
+        assert!(
+            f.iter().all(|f| f.package.evidence == e),
+            "findings say the evidence"
+        );
     }
 }
 
@@ -293,7 +300,8 @@ fn go_toolchain_main_modules_and_major_versions_from_the_whole_zip() {
     // The v2 module, named as Syft's purl says (`…/nats-server@v2.15.1#v2`),
     // is not the old v1 module: the v1 name at v2.15.1 would be affected by
     // every v1 entry.
-    let from_syft = crate::output::purl::parse("pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2").unwrap();
+    let from_syft =
+        crate::output::purl::parse("pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2").unwrap();
     assert_eq!(from_syft.name, "github.com/nats-io/nats-server/v2");
     assert!(ids(&m, None, go(&from_syft.name, "v2.15.1")).is_empty());
     assert!(ids(&m, None, go("github.com/nats-io/nats-server", "v2.15.1")).len() >= 10);
@@ -308,5 +316,8 @@ fn maven_app_packages_are_never_matched() {
     let m = load(&shared(&["GHSA-c4r9-r8fh-9vj2"]));
     let yaml = pkg(Ecosystem::Maven, "org.yaml:snakeyaml", "1.30");
     assert_eq!(m.match_packages(None, std::slice::from_ref(&yaml)).len(), 1);
-    assert!(m.match_packages(None, &[with_evidence(yaml, Evidence::App)]).is_empty());
+    assert!(
+        m.match_packages(None, &[with_evidence(yaml, Evidence::App)])
+            .is_empty()
+    );
 }

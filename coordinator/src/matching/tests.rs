@@ -693,7 +693,12 @@ fn app_packages_and_go_devel_are_never_matched() {
         Severity::High,
         vec![
             affected(Ecosystem::Npm, None, "lodash", vec![semver_range(&[("i", "0")])]),
-            affected(Ecosystem::Go, None, "example.com/app", vec![eco_range(&[("i", "0")])]),
+            affected(
+                Ecosystem::Go,
+                None,
+                "example.com/app",
+                vec![eco_range(&[("i", "0")])],
+            ),
         ],
     )]);
     let mut lodash = pkg(Ecosystem::Npm, "lodash", "4.17.20");
@@ -703,7 +708,8 @@ fn app_packages_and_go_devel_are_never_matched() {
     let devel = pkg(Ecosystem::Go, "example.com/app", "(devel)");
     assert!(m.match_packages(None, std::slice::from_ref(&devel)).is_empty());
     assert_eq!(
-        m.match_packages(None, &[pkg(Ecosystem::Go, "example.com/app", "v1.0.0")]).len(),
+        m.match_packages(None, &[pkg(Ecosystem::Go, "example.com/app", "v1.0.0")])
+            .len(),
         1
     );
     // The fleet path agrees.

@@ -11,8 +11,9 @@
 //!   counted in [`SbomInput::skipped`], not an error: SBOMs from other tools
 //!   list files, binaries and the like.
 //! - Identity (ecosystem, name, version, source, arch) comes from the purl;
-//!   path and layer from Strata's `strata:*` properties (or Syft's location
-//!   properties) in CycloneDX, and from `sourceInfo` in SPDX. The path is ""
+//!   path, layer and evidence from Strata's `strata:*` properties (or Syft's
+//!   location properties) in CycloneDX, and from `sourceInfo` and the
+//!   `strata:evidence=` comment in SPDX. The path is ""
 //!   when the document does not say.
 //! - The OS release comes from an `operating-system` component (CycloneDX)
 //!   or package (SPDX), else from the first OS purl's `distro=` qualifier,
@@ -22,12 +23,12 @@ use serde::Deserialize;
 use strata_proto::domain::{Digest, OsRelease, Package};
 
 use super::cyclonedx::{
-    PROP_ARCH, PROP_LAYER, PROP_OS_CODENAME, PROP_OS_ID_LIKE, PROP_OS_PATH, PROP_PATH, PROP_SOURCE_NAME,
-    PROP_SOURCE_VERSION,
+    PROP_ARCH, PROP_EVIDENCE, PROP_LAYER, PROP_OS_CODENAME, PROP_OS_ID_LIKE, PROP_OS_PATH, PROP_PATH,
+    PROP_SOURCE_NAME, PROP_SOURCE_VERSION,
 };
 use super::json::{INVENTORY_SCHEMA, InventoryDoc};
 use super::purl;
-use super::spdx::{self, SOURCE_INFO_LAYER, SOURCE_INFO_PREFIX};
+use super::spdx::{self, EVIDENCE_COMMENT_PREFIX, SOURCE_INFO_LAYER, SOURCE_INFO_PREFIX};
 
 /// The largest SBOM accepted, in bytes.
 pub const MAX_SBOM_BYTES: usize = 64 << 20;
@@ -349,6 +350,9 @@ fn read_cyclonedx(bytes: &[u8]) -> Result<SbomInput, SbomError> {
         if let Some(s) = c.prop(PROP_ARCH) {
             p.arch = Some(s.to_owned());
         }
+        if let Some(e) = c.prop(PROP_EVIDENCE).and_then(|e| e.parse().ok()) {
+            p.evidence = e;
+        }
         input.packages.push(p);
     }
     input.os_release = os_component.or(purl_os);
@@ -425,6 +429,15 @@ fn read_spdx(bytes: &[u8]) -> Result<SbomInput, SbomError> {
             .unwrap_or_default();
         p.path = path.unwrap_or_default();
         p.layer = layer;
+        if let Some(e) = sp
+            .comment
+            .as_deref()
+            .and_then(|c| c.strip_prefix(EVIDENCE_COMMENT_PREFIX))
+            .and_then(|c| c.split(':').next())
+            .and_then(|e| e.parse().ok())
+        {
+            p.evidence = e;
+        }
         input.packages.push(p);
     }
     input.os_release = os_package.or(purl_os);

@@ -167,7 +167,13 @@ fn match_keys_and_names() {
     );
     assert_eq!(Ecosystem::PyPI.normalise_name("a--b"), "a-b");
     assert_eq!(Ecosystem::Npm.normalise_name("Foo_Bar"), "Foo_Bar");
-    assert_eq!(Ecosystem::NuGet.normalise_name("Newtonsoft.Json"), "newtonsoft.json");
-    assert_eq!(Ecosystem::Packagist.normalise_name("Laravel/Framework"), "laravel/framework");
+    assert_eq!(
+        Ecosystem::NuGet.normalise_name("Newtonsoft.Json"),
+        "newtonsoft.json"
+    );
+    assert_eq!(
+        Ecosystem::Packagist.normalise_name("Laravel/Framework"),
+        "laravel/framework"
+    );
     assert_eq!(Ecosystem::Maven.normalise_name("Org.X:Y"), "Org.X:Y");
 }

@@ -53,7 +53,11 @@ impl ComposerVersion {
     pub fn parse(input: &str) -> Result<ComposerVersion, VersionError> {
         VersionError::check_len(Scheme::Composer, input)?;
         if input.chars().any(char::is_control) {
-            return Err(VersionError::invalid(Scheme::Composer, input, "control character"));
+            return Err(VersionError::invalid(
+                Scheme::Composer,
+                input,
+                "control character",
+            ));
         }
         let normalized = normalize(input)
             .ok_or_else(|| VersionError::invalid(Scheme::Composer, input, "not a Composer version"))?;

@@ -162,7 +162,9 @@ fn classical(body: &str) -> Option<String> {
     let mut parts = 1;
     while parts < 4 {
         let rest = &body[at..];
-        let Some(after) = rest.strip_prefix('.') else { break };
+        let Some(after) = rest.strip_prefix('.') else {
+            break;
+        };
         let n = digit_run(after);
         if n == 0 {
             break;

@@ -35,7 +35,9 @@ fn vectors() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
-    let n = check_rows("composer/vectors.tsv", &pairs, |a, b| compare(Scheme::Composer, a, b));
+    let n = check_rows("composer/vectors.tsv", &pairs, |a, b| {
+        compare(Scheme::Composer, a, b)
+    });
     assert!(norms >= 60 && invalids >= 15 && n >= 30, "{norms} {invalids} {n}");
 }
 

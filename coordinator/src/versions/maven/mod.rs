@@ -112,7 +112,12 @@ impl Token {
             (false, true) if !other.pad => Ordering::Less,
             _ => {
                 let (a, b) = (self.qualifier(), other.qualifier());
-                let rank = |q: &str| QUALIFIERS.iter().position(|k| *k == q).unwrap_or(QUALIFIERS.len());
+                let rank = |q: &str| {
+                    QUALIFIERS
+                        .iter()
+                        .position(|k| *k == q)
+                        .unwrap_or(QUALIFIERS.len())
+                };
                 match (rank(a), rank(b)) {
                     (ra, rb) if ra == QUALIFIERS.len() && rb == QUALIFIERS.len() => a.cmp(b),
                     (ra, rb) => ra.cmp(&rb),

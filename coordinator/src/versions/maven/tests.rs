@@ -46,7 +46,11 @@ fn tokens_as_osv_prints_them() {
                 Sep::Dot => ".",
                 Sep::Dash => "-",
             });
-            out.push_str(if t.numeric && t.text.is_empty() { "0" } else { &t.text });
+            out.push_str(if t.numeric && t.text.is_empty() {
+                "0"
+            } else {
+                &t.text
+            });
         }
         out
     }
@@ -148,8 +152,8 @@ fn ordering_table() {
     // `-number < .number` on the padded `.0`) has `2-1 < 2.0.a`.
     increasing(&[
         "2.0", "2-1", "2.0.a", "2.0.2", "2.0.123", "2.1.0", "2.1-a", "2.1b", "2.1-c", "2.1-1", "2.1.0.1",
-        "2.2", "2.123", "11.a2", "11.a11", "11.b2", "11.b11", "11.m2", "11.m11", "11", "11.a", "11b",
-        "11c", "11m",
+        "2.2", "2.123", "11.a2", "11.a11", "11.b2", "11.b11", "11.m2", "11.m11", "11", "11.a", "11b", "11c",
+        "11m",
     ]);
     equal(&["1", "1.0", "1.0.0", "1-0", "1.0-0", "1-0-0"]);
     equal(&["1a", "1-a", "1.0-a", "1.0.0-a"]);

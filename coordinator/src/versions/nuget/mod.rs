@@ -115,8 +115,9 @@ fn cmp_label(a: &str, b: &str) -> Ordering {
 
 impl Ord for NuGetVersion {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.parts.cmp(&other.parts).then_with(|| {
-            match (self.pre.is_empty(), other.pre.is_empty()) {
+        self.parts
+            .cmp(&other.parts)
+            .then_with(|| match (self.pre.is_empty(), other.pre.is_empty()) {
                 (true, true) => Ordering::Equal,
                 (true, false) => Ordering::Greater,
                 (false, true) => Ordering::Less,
@@ -129,8 +130,7 @@ impl Ord for NuGetVersion {
                     }
                     self.pre.len().cmp(&other.pre.len())
                 }
-            }
-        })
+            })
     }
 }
 

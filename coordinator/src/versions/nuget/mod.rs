@@ -58,21 +58,18 @@ impl NuGetVersion {
             None => (rest, None),
         };
         let mut parts = [0u32; 4];
-        let mut count = 0;
-        for n in numbers.split('.') {
-            if count == 4 {
-                return Err(invalid(input, "more than four numeric parts"));
-            }
+        for (count, n) in numbers.split('.').enumerate() {
+            let slot = parts
+                .get_mut(count)
+                .ok_or_else(|| invalid(input, "more than four numeric parts"))?;
             if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(invalid(input, "numeric part is not a number"));
             }
-            let value: u32 = n
+            *slot = n
                 .parse()
                 .ok()
                 .filter(|v| *v <= i32::MAX as u32)
                 .ok_or_else(|| invalid(input, "numeric part over 2147483647"))?;
-            parts[count] = value;
-            count += 1;
         }
         let pre = match pre {
             None => Vec::new(),

@@ -141,6 +141,10 @@ impl Purl {
                 Some((ns, n)) if !ns.is_empty() => (Some(ns), n),
                 _ => (None, name),
             },
+            (None, PurlName::Path) => match name.rsplit_once('/') {
+                Some((ns, n)) if !ns.is_empty() => (Some(ns), n),
+                _ => (None, name),
+            },
             (None, PurlName::Name) => (None, name),
         };
         let arch = arch.filter(|a| !a.is_empty());
@@ -204,10 +208,16 @@ impl Purl {
     /// for one), and its canonical text.
     fn from_package_url(ecosystem: Ecosystem, p: &PackageUrl<'_>) -> Purl {
         let namespace = p.namespace().filter(|n| !n.is_empty());
-        let name = match (ecosystem.row().purl.name, namespace) {
+        let subpath = p.subpath().filter(|s| !s.is_empty());
+        let mut name = match (ecosystem.row().purl.name, namespace) {
             (PurlName::Joined(sep), Some(ns)) => format!("{ns}{sep}{}", p.name()),
+            (PurlName::Path, Some(ns)) => format!("{ns}/{}", p.name()),
             _ => p.name().to_owned(),
         };
+        if let (PurlName::Path, Some(sub)) = (ecosystem.row().purl.name, subpath) {
+            name.push('/');
+            name.push_str(sub);
+        }
         Purl {
             ecosystem,
             namespace: namespace.map(str::to_owned),
@@ -219,7 +229,7 @@ impl Purl {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            subpath: p.subpath().filter(|s| !s.is_empty()).map(str::to_owned),
+            subpath: subpath.map(str::to_owned),
             text: p.to_string(),
         }
     }
@@ -235,7 +245,10 @@ impl Purl {
     }
 
     /// The package's name in its ecosystem: `libssl3`,
-    /// `org.apache.logging.log4j:log4j-core`, `@babel/traverse`.
+    /// `org.apache.logging.log4j:log4j-core`, `@babel/traverse`, and for Go
+    /// the module path with the subpath joined on
+    /// (`pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2` →
+    /// `github.com/nats-io/nats-server/v2`, as Syft writes major versions).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -359,7 +372,9 @@ mod tests {
     fn parse_keeps_qualifiers_and_subpath() {
         let p = Purl::parse("pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2").unwrap();
         assert_eq!(p.ecosystem(), Ecosystem::Go);
-        assert_eq!(p.name(), "github.com/nats-io/nats-server");
+        // The subpath is the rest of the module path (Syft's form): the
+        // module is `/v2`, not the old v1 module.
+        assert_eq!(p.name(), "github.com/nats-io/nats-server/v2");
         assert_eq!(p.version(), Some("v2.15.1"));
         assert_eq!(p.subpath(), Some("v2"));
         assert_eq!(p.as_str(), "pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2");
@@ -373,6 +388,44 @@ mod tests {
         assert_eq!(p.subpath(), None);
         assert_eq!(p.version(), Some("3.0.11-1~deb12u2"));
         assert_eq!(Purl::parse("pkg:pypi/requests").unwrap().version(), None);
+    }
+
+    /// Go module paths: built as the purl spec says (the whole path over
+    /// namespace and name), read in that form and in Syft's (the path after
+    /// the third segment in the subpath); both give the module path back.
+    #[test]
+    fn go_module_paths_round_trip_in_both_forms() {
+        for (module, built, syft) in [
+            (
+                "github.com/nats-io/nats-server/v2",
+                "pkg:golang/github.com/nats-io/nats-server/v2@v2.15.1",
+                "pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2",
+            ),
+            (
+                "github.com/coreos/go-systemd/v22",
+                "pkg:golang/github.com/coreos/go-systemd/v22@v2.15.1",
+                "pkg:golang/github.com/coreos/go-systemd@v2.15.1#v22",
+            ),
+            (
+                "google.golang.org/genproto/googleapis/api",
+                "pkg:golang/google.golang.org/genproto/googleapis/api@v2.15.1",
+                "pkg:golang/google.golang.org/genproto/googleapis@v2.15.1#api",
+            ),
+            (
+                "go.opencensus.io",
+                "pkg:golang/go.opencensus.io@v2.15.1",
+                "pkg:golang/go.opencensus.io@v2.15.1",
+            ),
+        ] {
+            let p = Purl::package(Ecosystem::Go, module, "v2.15.1", None).unwrap();
+            assert_eq!(p.as_str(), built);
+            assert_eq!(p.name(), module);
+            assert_eq!(Purl::parse(built).unwrap().name(), module, "{built}");
+            assert_eq!(Purl::parse(syft).unwrap().name(), module, "{syft}");
+        }
+        // The subpath of any other type is not part of the name.
+        let npm = Purl::parse("pkg:npm/%40babel/traverse@7.22.5#lib/index.js").unwrap();
+        assert_eq!(npm.name(), "@babel/traverse");
     }
 
     #[test]

@@ -28,6 +28,14 @@
 //!   ecosystems and language ecosystems by the package's own name and
 //!   version. PyPI names are PEP 503-normalised on both sides. Go's `stdlib`
 //!   version "go1.21.3" is matched as "1.21.3".
+//! - What is never matched: a package with `App` evidence (the image's own
+//!   application, listed only: its name may be any registry package's), and
+//!   a Go main module whose version is `(devel)` (built from a checkout).
+//!   Neither is an error. `FileName` evidence (a guess from a file name)
+//!   is matched; its findings carry the package, so reports say it.
+//! - Names as OSV spells them: Maven `groupId:artifactId`, npm `@scope/name`,
+//!   Go module paths (the toolchain is `stdlib`); PyPI names PEP 503-
+//!   normalised, NuGet and Packagist names lower-cased, on both sides.
 //! - Findings are ordered by severity (highest first), then id, package
 //!   name, version and path: the same input gives the same output.
 
@@ -38,6 +46,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 use rustc_hash::{FxBuildHasher, FxHashMap};
+use strata_proto::domain::Evidence;
 use strata_proto::{Ecosystem, Finding, OsRelease, Package, Severity};
 
 use crate::versions::{self, Scheme, Version};
@@ -337,6 +346,9 @@ impl Matcher {
 
     /// Every advisory hitting one key, one hit per advisory.
     fn match_key(&self, key: &Key<'_>) -> Vec<Hit> {
+        if !key.matchable {
+            return Vec::new();
+        }
         let Some(entries) = self
             .index
             .get(&key.ecosystem)
@@ -414,6 +426,8 @@ struct Key<'a> {
     release: Option<&'a str>,
     name: Cow<'a, str>,
     version: &'a str,
+    /// False for what is never matched (see the module docs).
+    matchable: bool,
 }
 
 impl<'a> Key<'a> {
@@ -421,12 +435,14 @@ impl<'a> Key<'a> {
     /// (see [`strata_proto::ecosystem::MatchKey`]).
     fn of(p: &'a Package, release: Option<&'a str>) -> Key<'a> {
         let release = if p.ecosystem.is_os() { release } else { None };
-        let (name, version) = p.ecosystem.row().match_key.name_version(p);
+        let rule = p.ecosystem.row().match_key;
+        let (name, version) = rule.name_version(p);
         Key {
             ecosystem: p.ecosystem,
             release,
             name,
             version,
+            matchable: p.evidence != Evidence::App && rule.matchable(p),
         }
     }
 }

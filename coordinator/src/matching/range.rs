@@ -84,7 +84,7 @@ impl CompiledRange {
                 EventKind::Limit => limits.push(Some(parse(scheme, s)?)),
             }
         }
-        steps.sort_by(|a, b| match (a.version(), b.version()) {
+        merge_sort_by(&mut steps, |a, b| match (a.version(), b.version()) {
             (None, None) => Ordering::Equal,
             (None, Some(_)) => Ordering::Less,
             (Some(_), None) => Ordering::Greater,
@@ -136,6 +136,31 @@ impl CompiledRange {
             Step::Fixed(f) if f > v => Some(f.as_str()),
             _ => None,
         })
+    }
+}
+
+/// A stable merge sort that never panics, whatever `cmp` answers. The
+/// standard library's sorts may panic when an ordering is not total, and
+/// one scheme's is not: osv.dev's Maven order, which ours follows pair by
+/// pair, is not transitive in corner cases (`versions::maven`).
+fn merge_sort_by<T: Clone>(v: &mut [T], cmp: impl Fn(&T, &T) -> Ordering + Copy) {
+    if v.len() < 2 {
+        return;
+    }
+    let mid = v.len() / 2;
+    merge_sort_by(&mut v[..mid], cmp);
+    merge_sort_by(&mut v[mid..], cmp);
+    let (left, right) = (v[..mid].to_vec(), v[mid..].to_vec());
+    let (mut i, mut j) = (0, 0);
+    for slot in v.iter_mut() {
+        let take_left = j == right.len() || (i < left.len() && cmp(&right[j], &left[i]) != Ordering::Less);
+        if take_left {
+            *slot = left[i].clone();
+            i += 1;
+        } else {
+            *slot = right[j].clone();
+            j += 1;
+        }
     }
 }
 
@@ -300,5 +325,23 @@ mod tests {
         let p = range(Scheme::Pep440, &[(Introduced, "0"), (Fixed, "1.0")]);
         assert!(hit(&p, "1.0rc1"));
         assert!(!hit(&p, "1.0.0"));
+    }
+
+    /// osv.dev's Maven order is not transitive (`1-alpha-1 < 1 < 1.foo <
+    /// 1-alpha-1`): sorting many such events must not panic.
+    #[test]
+    fn intransitive_orders_sort_without_panic() {
+        let cycle = ["1-alpha-1", "1", "1.foo", "2.9.0", "2.9.0-1", "2.9.0.RC1"];
+        let events: Vec<(EventKind, &str)> = (0..3000)
+            .map(|i| {
+                let kind = if i % 2 == 0 { Introduced } else { Fixed };
+                (kind, cycle[(i * 7) % cycle.len()])
+            })
+            .collect();
+        let r = CompiledRange::compile(Scheme::Maven, events).unwrap();
+        let _ = hit(&r, "1.foo");
+        let mut v = vec![3, 1, 2, 5, 4, 1];
+        merge_sort_by(&mut v, |a, b| a.cmp(b));
+        assert_eq!(v, [1, 1, 2, 3, 4, 5]);
     }
 }

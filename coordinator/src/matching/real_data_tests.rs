@@ -1,5 +1,5 @@
-//! Matcher tests on real OSV records (/work/shared/testdata/osv/from-testdata
-//! and two records copied into `testdata/`). Expected results were read off
+//! Matcher tests on real OSV records (/work/shared/testdata/osv/from-testdata,
+//! the PyPI and Go `all.zip`s there, and two records copied into `testdata/`). Expected results were read off
 //! the records by hand.
 //!
 //! The records go through the real importer (`crate::vulndb::import`).
@@ -7,6 +7,7 @@
 use super::tests::{os, pkg};
 use super::*;
 use crate::vulndb::Source;
+use strata_proto::domain::Evidence;
 
 const SHARED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -242,4 +243,81 @@ fn fleet_equals_per_image_on_real_records() {
         total += got.len();
     }
     assert!(total > 60, "the fleet should hit something: {total}");
+}
+
+const OSV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/osv/");
+
+fn with_evidence(mut p: Package, e: Evidence) -> Package {
+    p.evidence = e;
+    p
+}
+
+#[test]
+fn pypi_requests_from_the_whole_zip() {
+    let m = load(&[format!("{OSV}PyPI/all.zip")]);
+    let req = |name: &str, v: &str| pkg(Ecosystem::PyPI, name, v);
+    // PYSEC-2018-28 (CVE-2018-18074): introduced 0, fixed 2.20.0.
+    let old = ids(&m, None, req("requests", "2.19.1"));
+    assert!(old.iter().any(|id| id == "PYSEC-2018-28"), "{old:?}");
+    let f = m.match_packages(None, &[req("requests", "2.19.1")]);
+    let pysec = f.iter().find(|f| f.vulnerability_id == "PYSEC-2018-28").unwrap();
+    assert!(
+        pysec.aliases.iter().any(|a| a == "CVE-2018-18074"),
+        "{:?}",
+        pysec.aliases
+    );
+    // PEP 503: the name as a wheel's METADATA may spell it.
+    assert!(ids(&m, None, req("Requests", "2.19.1")).contains(&"PYSEC-2018-28".to_owned()));
+    assert!(!ids(&m, None, req("requests", "2.31.0")).contains(&"PYSEC-2018-28".to_owned()));
+    // The image's own application named `requests`: listed, never matched.
+    assert!(ids(&m, None, with_evidence(req("requests", "2.19.1"), Evidence::App)).is_empty());
+    // A guess from a file name, and a lockfile entry, are matched.
+    for e in [Evidence::FileName, Evidence::Lockfile] {
+        let f = m.match_packages(None, &[with_evidence(req("requests", "2.19.1"), e)]);
+        assert!(f.iter().any(|f| f.vulnerability_id == "PYSEC-2018-28"), "{e:?}");
+        assert!(
+            f.iter().all(|f| f.package.evidence == e),
+            "findings say the evidence"
+        );
+    }
+}
+
+#[test]
+fn go_toolchain_main_modules_and_major_versions_from_the_whole_zip() {
+    let m = load(&[format!("{OSV}Go/all.zip")]);
+    let go = |name: &str, v: &str| pkg(Ecosystem::Go, name, v);
+    // GO-2023-1751 and GO-2023-1752: stdlib fixed in 1.19.9.
+    for v in ["1.19.8", "go1.19.8"] {
+        let hits = ids(&m, None, go("stdlib", v));
+        for id in ["GO-2023-1751", "GO-2023-1752"] {
+            assert!(hits.iter().any(|h| h == id), "{v}: {id} not in {hits:?}");
+        }
+    }
+    let fixed = ids(&m, None, go("stdlib", "1.19.9"));
+    assert!(!fixed.iter().any(|h| h == "GO-2023-1751" || h == "GO-2023-1752"));
+    // A main module built from a checkout: `(devel)` matches nothing, quietly.
+    assert!(ids(&m, None, go("github.com/nats-io/nats-server/v2", "(devel)")).is_empty());
+    // The v2 module, named as Syft's purl says (`…/nats-server@v2.15.1#v2`),
+    // is not the old v1 module: the v1 name at v2.15.1 would be affected by
+    // every v1 entry.
+    let from_syft =
+        crate::output::purl::parse("pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2").unwrap();
+    assert_eq!(from_syft.name, "github.com/nats-io/nats-server/v2");
+    assert!(ids(&m, None, go(&from_syft.name, "v2.15.1")).is_empty());
+    assert!(ids(&m, None, go("github.com/nats-io/nats-server", "v2.15.1")).len() >= 10);
+    // GO-2023-2133: the v2 module, 2.10.0 ≤ v < 2.10.2.
+    assert!(ids(&m, None, go(&from_syft.name, "v2.10.1")).contains(&"GO-2023-2133".to_owned()));
+    // An application package never matches, whatever its name and version.
+    assert!(ids(&m, None, with_evidence(go("stdlib", "1.19.8"), Evidence::App)).is_empty());
+}
+
+#[test]
+fn maven_app_packages_are_never_matched() {
+    let m = load(&shared(&["GHSA-c4r9-r8fh-9vj2"]));
+    let yaml = pkg(Ecosystem::Maven, "org.yaml:snakeyaml", "1.30");
+    assert_eq!(m.match_packages(None, std::slice::from_ref(&yaml)).len(), 1);
+    assert!(
+        m.match_packages(None, &[with_evidence(yaml, Evidence::App)])
+            .is_empty()
+    );
 }

@@ -242,7 +242,7 @@ fn hostile_advisory_versions_are_dropped_not_fatal() {
                 Ecosystem::NuGet,
                 None,
                 "n",
-                vec![eco_range(&[("i", "0")])],
+                vec![eco_range(&[("i", "0"), ("f", "1.0.0-")])],
             )],
         ),
     ]);
@@ -256,7 +256,7 @@ fn hostile_advisory_versions_are_dropped_not_fatal() {
         m.match_packages(None, &[pkg(Ecosystem::Npm, "h", &long)]).len(),
         1
     );
-    // No version ordering for NuGet: its ECOSYSTEM range cannot be used.
+    // A NuGet event version NuGet would reject (`1.0.0-`): the range cannot be used.
     assert!(
         m.match_packages(None, &[pkg(Ecosystem::NuGet, "n", "1.0.0")])
             .is_empty()
@@ -646,4 +646,73 @@ fn fleet_equals_per_image() {
     );
     assert_eq!(fm.finding_count(99), 0);
     assert!(m.findings_of(&fm, 99, &images[0].1).is_empty());
+}
+
+/// NuGet ids and Composer names are case-insensitive; both now have a
+/// version ordering (`versions::nuget`, `versions::composer`).
+#[test]
+fn nuget_and_packagist_match_case_insensitively_with_their_orderings() {
+    let m = matcher(&[
+        adv(
+            "N-1",
+            Severity::High,
+            vec![affected(
+                Ecosystem::NuGet,
+                None,
+                "Newtonsoft.Json",
+                vec![eco_range(&[("i", "0"), ("f", "13.0.1")])],
+            )],
+        ),
+        adv(
+            "P-1",
+            Severity::High,
+            vec![affected(
+                Ecosystem::Packagist,
+                None,
+                "guzzlehttp/guzzle",
+                vec![eco_range(&[("i", "7.0.0"), ("f", "7.4.5")])],
+            )],
+        ),
+    ]);
+    let hit = |eco, name: &str, v: &str| !m.match_packages(None, &[pkg(eco, name, v)]).is_empty();
+    assert!(hit(Ecosystem::NuGet, "newtonsoft.json", "12.0.3"));
+    assert!(hit(Ecosystem::NuGet, "Newtonsoft.Json", "13.0.1-beta1"));
+    assert!(!hit(Ecosystem::NuGet, "Newtonsoft.Json", "13.0.1.0"));
+    assert!(!hit(Ecosystem::NuGet, "Newtonsoft.Json", "13.0.3"));
+    assert!(hit(Ecosystem::Packagist, "GuzzleHttp/Guzzle", "v7.4.4"));
+    assert!(hit(Ecosystem::Packagist, "guzzlehttp/guzzle", "7.4.5-RC1"));
+    assert!(!hit(Ecosystem::Packagist, "guzzlehttp/guzzle", "7.4.5"));
+    assert!(!hit(Ecosystem::Packagist, "guzzlehttp/guzzle", "6.5.8"));
+    assert!(!hit(Ecosystem::Packagist, "guzzlehttp/guzzle", "dev-master"));
+}
+
+#[test]
+fn app_packages_and_go_devel_are_never_matched() {
+    let m = matcher(&[adv(
+        "A-1",
+        Severity::High,
+        vec![
+            affected(Ecosystem::Npm, None, "lodash", vec![semver_range(&[("i", "0")])]),
+            affected(
+                Ecosystem::Go,
+                None,
+                "example.com/app",
+                vec![eco_range(&[("i", "0")])],
+            ),
+        ],
+    )]);
+    let mut lodash = pkg(Ecosystem::Npm, "lodash", "4.17.20");
+    assert_eq!(m.match_packages(None, std::slice::from_ref(&lodash)).len(), 1);
+    lodash.evidence = strata_proto::domain::Evidence::App;
+    assert!(m.match_packages(None, std::slice::from_ref(&lodash)).is_empty());
+    let devel = pkg(Ecosystem::Go, "example.com/app", "(devel)");
+    assert!(m.match_packages(None, std::slice::from_ref(&devel)).is_empty());
+    assert_eq!(
+        m.match_packages(None, &[pkg(Ecosystem::Go, "example.com/app", "v1.0.0")])
+            .len(),
+        1
+    );
+    // The fleet path agrees.
+    let fleet = m.match_fleet(&[(None, vec![lodash, devel])]);
+    assert!(fleet[0].is_empty());
 }

@@ -41,6 +41,9 @@ pub const PROP_LAYER: &str = "strata:layer";
 pub const PROP_SOURCE_NAME: &str = "strata:source-name";
 pub const PROP_SOURCE_VERSION: &str = "strata:source-version";
 pub const PROP_ARCH: &str = "strata:arch";
+/// How the package was found, where it is not `installed` (`lockfile`,
+/// `app`, `file-name`).
+pub const PROP_EVIDENCE: &str = "strata:evidence";
 pub const PROP_OS_CODENAME: &str = "strata:os:version-codename";
 pub const PROP_OS_ID_LIKE: &str = "strata:os:id-like";
 pub const PROP_OS_PATH: &str = "strata:os:path";
@@ -69,6 +72,9 @@ fn package_component(p: &Package, bom_ref: String) -> Component {
     }
     if let Some(a) = &p.arch {
         props.push(prop(PROP_ARCH, a));
+    }
+    if let Some((evidence, _)) = super::evidence_note(p.evidence) {
+        props.push(prop(PROP_EVIDENCE, evidence));
     }
     c.properties = Some(Properties(props));
     c

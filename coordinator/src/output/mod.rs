@@ -34,7 +34,7 @@ use std::fmt;
 use std::io::Write;
 use std::str::FromStr;
 
-use strata_proto::domain::{Digest, OsRelease, Package, Report};
+use strata_proto::domain::{Digest, Evidence, OsRelease, Package, Report};
 
 /// What an SBOM document describes: one image's composed package inventory.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -243,6 +243,17 @@ pub(crate) fn stable_uuid(parts: &[&str]) -> String {
     )
 }
 
+/// How a package was found, said where it is not `Installed`: the
+/// evidence's name (`lockfile`, `app`, `file-name`) and what it means.
+pub(crate) fn evidence_note(e: Evidence) -> Option<(&'static str, &'static str)> {
+    match e {
+        Evidence::Installed => None,
+        Evidence::Lockfile => Some((e.as_str(), "named by a lockfile, not found installed")),
+        Evidence::App => Some((e.as_str(), "the image's own application, never matched")),
+        Evidence::FileName => Some((e.as_str(), "guessed from a file name only")),
+    }
+}
+
 /// Where the package sits in the image, without the leading slash (SARIF
 /// wants a relative URI); "" when unknown.
 pub(crate) fn relative_path(path: &str) -> &str {
@@ -253,7 +264,8 @@ pub(crate) fn relative_path(path: &str) -> &str {
 pub(crate) mod fixtures {
     //! One small image and report used by every format's golden test.
     use strata_proto::domain::{
-        Digest, Ecosystem, Finding, LayerError, OsRelease, Package, Report, Severity, SeverityCounts,
+        Digest, Ecosystem, Evidence, Finding, LayerError, OsRelease, Package, Report, Severity,
+        SeverityCounts,
     };
 
     use super::ImageSbom;
@@ -327,7 +339,7 @@ pub(crate) mod fixtures {
                 purl: "pkg:npm/%40babel/traverse@7.22.5".into(),
                 path: "/app/node_modules/@babel/traverse/package.json".into(),
                 layer: digest(APP),
-                evidence: Default::default(),
+                evidence: Evidence::Lockfile,
             },
         ]
     }

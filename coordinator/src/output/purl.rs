@@ -13,8 +13,11 @@
 //! `epoch:version`, and the `distro` qualifier (`debian-12`,
 //! `alpine-3.19.1`) gives the OS release.
 //!
-//! Anything else is an error the caller may count and skip. The subpath is
-//! not used here (an installed package's identity does not have one).
+//! Anything else is an error the caller may count and skip. A Go purl's
+//! subpath is the rest of the module path (Syft writes
+//! `github.com/nats-io/nats-server/v2` as
+//! `pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2`); other types'
+//! subpaths do not change the package.
 
 use strata_proto::domain::{Ecosystem, OsRelease};
 use strata_proto::ecosystem::Family;
@@ -184,6 +187,16 @@ mod tests {
                 "pkg:golang/golang.org/x/net@v0.17.0",
                 Ecosystem::Go,
                 "golang.org/x/net",
+            ),
+            (
+                "pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2",
+                Ecosystem::Go,
+                "github.com/nats-io/nats-server/v2",
+            ),
+            (
+                "pkg:golang/github.com/nats-io/nats-server/v2@v2.15.1",
+                Ecosystem::Go,
+                "github.com/nats-io/nats-server/v2",
             ),
             ("pkg:cargo/smallvec@1.6.0", Ecosystem::CratesIo, "smallvec"),
             (

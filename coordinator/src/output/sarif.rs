@@ -213,6 +213,9 @@ fn message(f: &Finding) -> String {
     if !layer.is_empty() {
         m.push_str(&format!(" of layer {layer}"));
     }
+    if let Some((evidence, meaning)) = super::evidence_note(f.package.evidence) {
+        m.push_str(&format!("; evidence: {evidence} ({meaning})"));
+    }
     m
 }
 

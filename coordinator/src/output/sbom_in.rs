@@ -11,8 +11,9 @@
 //!   counted in [`SbomInput::skipped`], not an error: SBOMs from other tools
 //!   list files, binaries and the like.
 //! - Identity (ecosystem, name, version, source, arch) comes from the purl;
-//!   path and layer from Strata's `strata:*` properties (or Syft's location
-//!   properties) in CycloneDX, and from `sourceInfo` in SPDX. The path is ""
+//!   path, layer and evidence from Strata's `strata:*` properties (or Syft's
+//!   location properties) in CycloneDX, and from `sourceInfo` and the
+//!   `strata:evidence=` comment in SPDX. The path is ""
 //!   when the document does not say.
 //! - The OS release comes from an `operating-system` component (CycloneDX)
 //!   or package (SPDX), else from the first OS purl's `distro=` qualifier,
@@ -22,12 +23,12 @@ use serde::Deserialize;
 use strata_proto::domain::{Digest, OsRelease, Package};
 
 use super::cyclonedx::{
-    PROP_ARCH, PROP_LAYER, PROP_OS_CODENAME, PROP_OS_ID_LIKE, PROP_OS_PATH, PROP_PATH, PROP_SOURCE_NAME,
-    PROP_SOURCE_VERSION,
+    PROP_ARCH, PROP_EVIDENCE, PROP_LAYER, PROP_OS_CODENAME, PROP_OS_ID_LIKE, PROP_OS_PATH, PROP_PATH,
+    PROP_SOURCE_NAME, PROP_SOURCE_VERSION,
 };
 use super::json::{INVENTORY_SCHEMA, InventoryDoc};
 use super::purl;
-use super::spdx::{self, SOURCE_INFO_LAYER, SOURCE_INFO_PREFIX};
+use super::spdx::{self, EVIDENCE_COMMENT_PREFIX, SOURCE_INFO_LAYER, SOURCE_INFO_PREFIX};
 
 /// The largest SBOM accepted, in bytes.
 pub const MAX_SBOM_BYTES: usize = 64 << 20;
@@ -188,10 +189,24 @@ fn note_os(slot: &mut Option<OsRelease>, os: Option<OsRelease>) {
     }
 }
 
+/// The package's name: the purl's, or the document's own spelling of it
+/// when the two differ only in ASCII case. The purl spec lowercases some
+/// parts (golang namespaces, npm names), but Go module paths
+/// (`github.com/BurntSushi/toml`) and old npm names (`JSONStream`) are
+/// case-sensitive, and OSV spells them as their registries do.
+fn name_as_written(from_purl: String, document: &str) -> String {
+    if document != from_purl && document.eq_ignore_ascii_case(&from_purl) {
+        document.to_owned()
+    } else {
+        from_purl
+    }
+}
+
 fn package_from_purl(
     input: &mut SbomInput,
     purl_os: &mut Option<OsRelease>,
     what: &str,
+    doc_name: &str,
     purl: Option<&str>,
 ) -> Option<Package> {
     let Some(purl) = purl.filter(|p| !p.is_empty()) else {
@@ -203,7 +218,7 @@ fn package_from_purl(
             note_os(purl_os, p.os);
             Some(Package {
                 ecosystem: p.ecosystem,
-                name: p.name,
+                name: name_as_written(p.name, doc_name),
                 version: p.version,
                 source_name: p.source_name,
                 source_version: p.source_version,
@@ -315,7 +330,8 @@ fn read_cyclonedx(bytes: &[u8]) -> Result<SbomInput, SbomError> {
             continue;
         }
         let what = format!("component {:?}", c.name);
-        let Some(mut p) = package_from_purl(&mut input, &mut purl_os, &what, c.purl.as_deref()) else {
+        let Some(mut p) = package_from_purl(&mut input, &mut purl_os, &what, &c.name, c.purl.as_deref())
+        else {
             continue;
         };
         if let Some(path) = c.prop(PROP_PATH).or_else(|| c.prop("syft:location:0:path")) {
@@ -333,6 +349,9 @@ fn read_cyclonedx(bytes: &[u8]) -> Result<SbomInput, SbomError> {
         }
         if let Some(s) = c.prop(PROP_ARCH) {
             p.arch = Some(s.to_owned());
+        }
+        if let Some(e) = c.prop(PROP_EVIDENCE).and_then(|e| e.parse().ok()) {
+            p.evidence = e;
         }
         input.packages.push(p);
     }
@@ -400,7 +419,7 @@ fn read_spdx(bytes: &[u8]) -> Result<SbomInput, SbomError> {
             continue; // the document's subject, not a package
         }
         let what = format!("package {:?} ({})", sp.name, sp.spdx_id);
-        let Some(mut p) = package_from_purl(&mut input, &mut purl_os, &what, purl) else {
+        let Some(mut p) = package_from_purl(&mut input, &mut purl_os, &what, &sp.name, purl) else {
             continue;
         };
         let (path, layer) = sp
@@ -410,6 +429,15 @@ fn read_spdx(bytes: &[u8]) -> Result<SbomInput, SbomError> {
             .unwrap_or_default();
         p.path = path.unwrap_or_default();
         p.layer = layer;
+        if let Some(e) = sp
+            .comment
+            .as_deref()
+            .and_then(|c| c.strip_prefix(EVIDENCE_COMMENT_PREFIX))
+            .and_then(|c| c.split(':').next())
+            .and_then(|e| e.parse().ok())
+        {
+            p.evidence = e;
+        }
         input.packages.push(p);
     }
     input.os_release = os_package.or(purl_os);
@@ -521,6 +549,60 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// Application packages as Syft 1.x writes them in CycloneDX: each
+    /// becomes the name OSV uses. The Go module with a major version is the
+    /// `/v2` module (Syft puts `v2` in the purl's subpath), not v1's.
+    #[test]
+    fn syft_application_purls_map_to_osv_names() {
+        let doc = br#"{"bomFormat": "CycloneDX", "specVersion": "1.6", "components": [
+          {"type": "library", "name": "github.com/nats-io/nats-server/v2", "version": "v2.15.1",
+           "purl": "pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2"},
+          {"type": "library", "name": "github.com/BurntSushi/toml", "version": "v1.3.2",
+           "purl": "pkg:golang/github.com/BurntSushi/toml@v1.3.2"},
+          {"type": "library", "name": "stdlib", "version": "go1.19.8", "purl": "pkg:golang/stdlib@1.19.8"},
+          {"type": "library", "name": "log4j-core", "version": "2.14.1",
+           "purl": "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1"},
+          {"type": "library", "name": "@babel/traverse", "version": "7.22.5",
+           "purl": "pkg:npm/%40babel/traverse@7.22.5"},
+          {"type": "library", "name": "JSONStream", "version": "1.3.5", "purl": "pkg:npm/JSONStream@1.3.5"},
+          {"type": "library", "name": "Flask_Cors", "version": "3.0.9", "purl": "pkg:pypi/flask-cors@3.0.9"},
+          {"type": "library", "name": "rack", "version": "2.2.3", "purl": "pkg:gem/rack@2.2.3"},
+          {"type": "library", "name": "Newtonsoft.Json", "version": "12.0.1",
+           "purl": "pkg:nuget/Newtonsoft.Json@12.0.1"},
+          {"type": "library", "name": "guzzlehttp/guzzle", "version": "7.4.4",
+           "purl": "pkg:composer/guzzlehttp/guzzle@7.4.4"},
+          {"type": "library", "name": "smallvec", "version": "1.6.0", "purl": "pkg:cargo/smallvec@1.6.0"}
+        ]}"#;
+        let got = read_with_details(doc).unwrap();
+        assert_eq!(got.skipped, 0, "{:?}", got.skip_reasons);
+        let names: Vec<(Ecosystem, &str, &str)> = got
+            .packages
+            .iter()
+            .map(|p| (p.ecosystem, p.name.as_str(), p.version.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (Ecosystem::Go, "github.com/nats-io/nats-server/v2", "v2.15.1"),
+                (Ecosystem::Go, "github.com/BurntSushi/toml", "v1.3.2"),
+                (Ecosystem::Go, "stdlib", "1.19.8"),
+                (Ecosystem::Maven, "org.apache.logging.log4j:log4j-core", "2.14.1"),
+                (Ecosystem::Npm, "@babel/traverse", "7.22.5"),
+                (Ecosystem::Npm, "JSONStream", "1.3.5"),
+                (Ecosystem::PyPI, "flask-cors", "3.0.9"),
+                (Ecosystem::RubyGems, "rack", "2.2.3"),
+                (Ecosystem::NuGet, "Newtonsoft.Json", "12.0.1"),
+                (Ecosystem::Packagist, "guzzlehttp/guzzle", "7.4.4"),
+                (Ecosystem::CratesIo, "smallvec", "1.6.0"),
+            ]
+        );
+        // The purl is kept as the document wrote it.
+        assert_eq!(
+            got.packages[0].purl,
+            "pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2"
+        );
     }
 
     #[test]

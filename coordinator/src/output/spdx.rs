@@ -7,7 +7,9 @@
 //! (`primaryPackagePurpose: CONTAINER`), which `CONTAINS` a package for the
 //! OS (`OPERATING-SYSTEM`) and one per software package, each with a purl
 //! in `externalRefs`. Where the package was found goes in `sourceInfo`:
-//! `acquired package info from <path>[ in layer <digest>]`.
+//! `acquired package info from <path>[ in layer <digest>]`; how it was found,
+//! where it was not installed, in its `comment`
+//! (`strata:evidence=lockfile: …`).
 
 use std::io::Write;
 
@@ -18,6 +20,9 @@ use super::{ImageSbom, OutputError, rfc3339, sorted_packages, stable_uuid};
 pub const NOASSERTION: &str = "NOASSERTION";
 pub const SOURCE_INFO_PREFIX: &str = "acquired package info from ";
 pub const SOURCE_INFO_LAYER: &str = " in layer ";
+/// A package's comment saying how it was found, where it is not installed:
+/// `strata:evidence=lockfile: named by a lockfile, not found installed`.
+pub const EVIDENCE_COMMENT_PREFIX: &str = "strata:evidence=";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Document {
@@ -69,6 +74,8 @@ pub struct SpdxPackage {
     pub copyright_text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
     #[serde(rename = "externalRefs", default, skip_serializing_if = "Vec::is_empty")]
     pub external_refs: Vec<ExternalRef>,
     #[serde(
@@ -155,6 +162,9 @@ pub fn document(sbom: &ImageSbom) -> Document {
                 info.push_str(l.as_str());
             }
             p.source_info = Some(info);
+        }
+        if let Some((evidence, meaning)) = super::evidence_note(pkg.evidence) {
+            p.comment = Some(format!("{EVIDENCE_COMMENT_PREFIX}{evidence}: {meaning}"));
         }
         if !pkg.purl.is_empty() {
             p.external_refs.push(ExternalRef {

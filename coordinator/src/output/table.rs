@@ -4,12 +4,14 @@
 //! Columns are padded to the widest cell (counted in characters); the last
 //! column is not padded. Control characters in outside strings are replaced
 //! by `?` so that a package name cannot move the cursor or change colours.
+//! A package not found installed (a lockfile entry, a guess from a file
+//! name) is said in an `EVIDENCE` column, present only when there is one.
 
 use std::io::Write;
 
-use strata_proto::domain::{Finding, Report, Severity};
+use strata_proto::domain::{Evidence, Finding, Report, Severity};
 
-use super::{ImageSbom, OutputError, short_digest, sorted_packages};
+use super::{ImageSbom, OutputError, evidence_note, short_digest, sorted_packages};
 
 const FORMAT: &str = "table";
 
@@ -64,25 +66,33 @@ fn widths(rows: &[Vec<String>]) -> Vec<usize> {
 /// The SBOM table: name, version, source, ecosystem, layer, path; sorted by
 /// ecosystem, name, version, path.
 pub fn write_sbom(w: &mut dyn Write, sbom: &ImageSbom) -> Result<(), OutputError> {
-    let mut rows = vec![
-        ["NAME", "VERSION", "SOURCE", "ECOSYSTEM", "LAYER", "PATH"]
-            .map(String::from)
-            .to_vec(),
-    ];
+    // The evidence column only when some package was not found installed.
+    let evidence = sbom.packages.iter().any(|p| !p.evidence.is_installed());
+    let mut header = ["NAME", "VERSION", "SOURCE", "ECOSYSTEM", "LAYER", "PATH"]
+        .map(String::from)
+        .to_vec();
+    if evidence {
+        header.push("EVIDENCE".into());
+    }
+    let mut rows = vec![header];
     for p in sorted_packages(&sbom.packages) {
         let source = match (&p.source_name, &p.source_version) {
             (Some(n), Some(v)) => format!("{n} ({v})"),
             (Some(n), None) => n.clone(),
             _ => String::new(),
         };
-        rows.push(vec![
+        let mut row = vec![
             clean(&p.name),
             clean(&p.version),
             clean(&source),
             p.ecosystem.to_string(),
             short_digest(p.layer.as_ref()),
             clean(&p.path),
-        ]);
+        ];
+        if evidence {
+            row.push(evidence_cell(p.evidence));
+        }
+        rows.push(row);
     }
     let widths = widths(&rows);
     write_rows(w, "", &rows, &widths).map_err(OutputError::io(FORMAT))
@@ -96,19 +106,30 @@ const GROUPS: [Severity; 5] = [
     Severity::Unknown,
 ];
 
-fn finding_row(f: &Finding) -> Vec<String> {
+/// The evidence column's cell: empty for an installed package.
+fn evidence_cell(e: Evidence) -> String {
+    evidence_note(e)
+        .map(|(name, _)| name.to_owned())
+        .unwrap_or_default()
+}
+
+fn finding_row(f: &Finding, evidence: bool) -> Vec<String> {
     let fixed = if f.fixed_versions.is_empty() {
         "-".to_owned()
     } else {
         f.fixed_versions.join(", ")
     };
-    vec![
+    let mut row = vec![
         clean(&f.vulnerability_id),
         clean(&f.package.name),
         clean(&f.installed_version),
         clean(&fixed),
         short_digest(f.package.layer.as_ref()),
-    ]
+    ];
+    if evidence {
+        row.push(evidence_cell(f.package.evidence));
+    }
+    row
 }
 
 /// The report table: a heading, then one block per severity that has
@@ -133,9 +154,15 @@ fn write_report_inner(w: &mut dyn Write, report: &Report) -> std::io::Result<()>
         clean(&report.vulndb_version)
     )?;
 
-    let header = ["ID", "PACKAGE", "INSTALLED", "FIXED", "LAYER"]
+    // The evidence column only when some finding's package was not found
+    // installed (a lockfile entry, a guess from a file name).
+    let evidence = report.findings.iter().any(|f| !f.package.evidence.is_installed());
+    let mut header = ["ID", "PACKAGE", "INSTALLED", "FIXED", "LAYER"]
         .map(String::from)
         .to_vec();
+    if evidence {
+        header.push("EVIDENCE".into());
+    }
     let mut groups: Vec<(Severity, Vec<Vec<String>>)> = Vec::new();
     for sev in GROUPS {
         let mut fs: Vec<&Finding> = report.findings.iter().filter(|f| f.severity == sev).collect();
@@ -149,7 +176,7 @@ fn write_report_inner(w: &mut dyn Write, report: &Report) -> std::io::Result<()>
                 &b.package.path,
             ))
         });
-        groups.push((sev, fs.into_iter().map(finding_row).collect()));
+        groups.push((sev, fs.into_iter().map(|f| finding_row(f, evidence)).collect()));
     }
     // One set of widths for all blocks, so the columns line up down the page.
     let all: Vec<Vec<String>> = std::iter::once(header.clone())

@@ -16,8 +16,12 @@
 //! - `semver/`: npm and crates.io (semver 2.0 precedence, node-semver loose
 //!   parsing, and node-semver range evaluation in `semver::npm_range`).
 //! - `golang/`: Go modules (semver with `v`, pseudo-versions, `+incompatible`).
-//! - `maven/`: Maven (`ComparableVersion`).
+//! - `maven/`: Maven (the POM spec's order as osv.dev implements it).
 //! - `rubygems/`: RubyGems (`Gem::Version`).
+//! - `nuget/`: NuGet (`NuGet.Versioning`: four parts, case-insensitive
+//!   prerelease labels, metadata ignored).
+//! - `composer/`: Packagist (Composer's `VersionParser::normalize`, then
+//!   PHP's `version_compare`).
 //! - `constraint.rs`: comparisons (`>=1.2`, `<2`) and their conjunctions,
 //!   over any scheme's versions (fleet queries, npm ranges).
 //!
@@ -25,10 +29,12 @@
 //! (`strata_proto::ecosystem`); [`Scheme`] is that column's type.
 
 pub mod apk;
+pub mod composer;
 pub mod constraint;
 pub mod dpkg;
 pub mod golang;
 pub mod maven;
+pub mod nuget;
 pub mod pep440;
 pub mod rpm;
 pub mod rubygems;
@@ -48,7 +54,8 @@ pub const MAX_VERSION_LEN: usize = 1024;
 pub use strata_proto::ecosystem::VersionScheme as Scheme;
 
 /// The version scheme an ecosystem orders its versions by, from its row of
-/// the ecosystem table. NuGet and Packagist have none: `Err(Unsupported)`.
+/// the ecosystem table; `Err(Unsupported)` for an ecosystem without one
+/// (none today).
 pub fn scheme(eco: Ecosystem) -> Result<Scheme, VersionError> {
     eco.version_scheme().ok_or(VersionError::Unsupported(eco))
 }
@@ -117,6 +124,8 @@ enum Repr {
     Go(golang::GoVersion),
     Maven(maven::MavenVersion),
     RubyGems(rubygems::GemVersion),
+    NuGet(nuget::NuGetVersion),
+    Composer(composer::ComposerVersion),
 }
 
 impl Version {
@@ -130,6 +139,8 @@ impl Version {
             Repr::Go(_) => Scheme::Go,
             Repr::Maven(_) => Scheme::Maven,
             Repr::RubyGems(_) => Scheme::RubyGems,
+            Repr::NuGet(_) => Scheme::NuGet,
+            Repr::Composer(_) => Scheme::Composer,
         }
     }
 
@@ -144,6 +155,8 @@ impl Version {
             Repr::Go(v) => v.as_str(),
             Repr::Maven(v) => v.as_str(),
             Repr::RubyGems(v) => v.as_str(),
+            Repr::NuGet(v) => v.as_str(),
+            Repr::Composer(v) => v.as_str(),
         }
     }
 }
@@ -168,6 +181,8 @@ pub fn parse(scheme: Scheme, s: &str) -> Result<Version, VersionError> {
         Scheme::Go => Repr::Go(golang::GoVersion::parse(s)?),
         Scheme::Maven => Repr::Maven(maven::MavenVersion::parse(s)?),
         Scheme::RubyGems => Repr::RubyGems(rubygems::GemVersion::parse(s)?),
+        Scheme::NuGet => Repr::NuGet(nuget::NuGetVersion::parse(s)?),
+        Scheme::Composer => Repr::Composer(composer::ComposerVersion::parse(s)?),
     };
     Ok(Version(repr))
 }
@@ -208,15 +223,38 @@ pub(crate) mod vectors {
         }
     }
 
-    /// Checks `cmp(a, b) == expected` for every row of `name` (and the
-    /// reverse), collecting all failures; returns how many rows it checked.
+    /// Reads `coordinator/src/versions/<path>`, a vectors file kept beside
+    /// its scheme: tab-separated rows, `#` lines are comments (where the
+    /// vectors come from, their licence). Fails the test when it has no rows.
+    pub fn local_rows(path: &str) -> Vec<Vec<String>> {
+        let full = format!("{}/src/versions/{path}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
+        let rows: Vec<Vec<String>> = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect();
+        assert!(!rows.is_empty(), "{full}: no vectors");
+        rows
+    }
+
+    /// [`check_rows`] over `/work/shared/testdata/versions/<name>`.
     pub fn check_pairs(
         name: &str,
         cmp: impl Fn(&str, &str) -> Result<Ordering, super::VersionError>,
     ) -> usize {
-        let rows = rows(name);
+        check_rows(name, &rows(name), cmp)
+    }
+
+    /// Checks `cmp(a, b) == expected` for every row (and the reverse),
+    /// collecting all failures; returns how many rows it checked.
+    pub fn check_rows(
+        name: &str,
+        rows: &[Vec<String>],
+        cmp: impl Fn(&str, &str) -> Result<Ordering, super::VersionError>,
+    ) -> usize {
         let mut failures = Vec::new();
-        for r in &rows {
+        for r in rows {
             assert!(r.len() >= 3, "{name}: short row {r:?}");
             let want = ordering(&r[2]);
             match cmp(&r[0], &r[1]) {
@@ -248,18 +286,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_ecosystem_has_a_scheme_or_is_unsupported() {
+    fn every_ecosystem_has_a_scheme() {
         for &eco in Ecosystem::ALL {
-            match scheme(eco) {
-                Ok(_) => {}
-                Err(VersionError::Unsupported(e)) => {
-                    assert!(matches!(e, Ecosystem::NuGet | Ecosystem::Packagist))
-                }
-                Err(e) => panic!("{e}"),
+            if let Err(e) = scheme(eco) {
+                panic!("{e}");
             }
         }
         assert_eq!(scheme(Ecosystem::Debian).ok(), Some(Scheme::Dpkg));
         assert_eq!(scheme(Ecosystem::Wolfi).ok(), Some(Scheme::Apk));
+        assert_eq!(scheme(Ecosystem::NuGet).ok(), Some(Scheme::NuGet));
+        assert_eq!(scheme(Ecosystem::Packagist).ok(), Some(Scheme::Composer));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ParseError;
-pub use rules::{MatchKey, NameRule, OsvRelease, ReleaseRule};
+pub use rules::{GO_DEVEL, MatchKey, NameRule, OsvRelease, ReleaseRule};
 
 /// What Strata knows about one ecosystem.
 #[derive(Debug)]
@@ -75,6 +75,13 @@ pub enum PurlName {
     /// `g:a`, `pkg:npm/%40scope/x` → `@scope/x`); the name alone when there
     /// is no namespace.
     Joined(char),
+    /// A path: namespace, name and subpath joined by `/` (Go module paths).
+    /// Built as the purl spec's golang type says, the module path over
+    /// namespace and name (`github.com/nats-io/nats-server/v2` →
+    /// `pkg:golang/github.com/nats-io/nats-server/v2`); read also as Syft
+    /// writes it, the path after its third segment in the subpath
+    /// (`pkg:golang/github.com/nats-io/nats-server@v2.15.1#v2`).
+    Path,
 }
 
 /// What only OS package ecosystems have.
@@ -127,11 +134,13 @@ pub enum VersionScheme {
     Go,
     Maven,
     RubyGems,
+    NuGet,
+    Composer,
 }
 
 impl VersionScheme {
     /// Every scheme, in order.
-    pub const ALL: [VersionScheme; 8] = [
+    pub const ALL: [VersionScheme; 10] = [
         VersionScheme::Dpkg,
         VersionScheme::Apk,
         VersionScheme::Rpm,
@@ -140,6 +149,8 @@ impl VersionScheme {
         VersionScheme::Go,
         VersionScheme::Maven,
         VersionScheme::RubyGems,
+        VersionScheme::NuGet,
+        VersionScheme::Composer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -152,6 +163,8 @@ impl VersionScheme {
             VersionScheme::Go => "go",
             VersionScheme::Maven => "maven",
             VersionScheme::RubyGems => "rubygems",
+            VersionScheme::NuGet => "nuget",
+            VersionScheme::Composer => "composer",
         }
     }
 }
@@ -311,7 +324,7 @@ table! {
     },
     Go => Row {
         osv_name: "Go",
-        purl: PurlForm { name: PurlName::Joined('/'), ..purl("golang", None) },
+        purl: PurlForm { name: PurlName::Path, ..purl("golang", None) },
         version_scheme: Some(VersionScheme::Go),
         match_key: GoToolchain,
         ..DEFAULTS
@@ -337,11 +350,15 @@ table! {
     NuGet => Row {
         osv_name: "NuGet",
         purl: purl("nuget", None),
+        version_scheme: Some(VersionScheme::NuGet),
+        name_rule: NameRule::Lowercase,
         ..DEFAULTS
     },
     Packagist => Row {
         osv_name: "Packagist",
         purl: PurlForm { name: PurlName::Joined('/'), ..purl("composer", None) },
+        version_scheme: Some(VersionScheme::Composer),
+        name_rule: NameRule::Lowercase,
         ..DEFAULTS
     },
 }

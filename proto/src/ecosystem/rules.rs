@@ -93,7 +93,17 @@ pub enum MatchKey {
     GoToolchain,
 }
 
+/// What a Go binary records as its main module's version when it was built
+/// from a checkout, not a release: it names no version an advisory can.
+pub const GO_DEVEL: &str = "(devel)";
+
 impl MatchKey {
+    /// Whether `p` is matched at all: not a Go main module built from a
+    /// checkout (version `(devel)`; its name is the image's own code).
+    pub fn matchable(self, p: &Package) -> bool {
+        !(self == MatchKey::GoToolchain && p.version == GO_DEVEL)
+    }
+
     /// The (name, version) that `p` is matched by.
     pub fn name_version(self, p: &Package) -> (Cow<'_, str>, &str) {
         match self {
@@ -118,6 +128,10 @@ pub enum NameRule {
     AsIs,
     /// PEP 503: `re.sub(r"[-_.]+", "-", name).lower()`.
     Pep503,
+    /// ASCII lower case: the registry treats names case-insensitively
+    /// (NuGet ids: `Newtonsoft.Json` is `newtonsoft.json`; Composer names,
+    /// lower case on Packagist, any case in older lock files).
+    Lowercase,
 }
 
 impl NameRule {
@@ -125,6 +139,10 @@ impl NameRule {
         match self {
             NameRule::AsIs => Cow::Borrowed(name),
             NameRule::Pep503 => pep503(name),
+            NameRule::Lowercase if name.bytes().any(|b| b.is_ascii_uppercase()) => {
+                Cow::Owned(name.to_ascii_lowercase())
+            }
+            NameRule::Lowercase => Cow::Borrowed(name),
         }
     }
 }

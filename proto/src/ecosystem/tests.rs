@@ -34,7 +34,9 @@ fn the_table_is_self_consistent() {
         let name = match form.name {
             PurlName::Name => "x".to_owned(),
             PurlName::Joined(sep) => format!("ns{sep}x"),
+            PurlName::Path => "ns/x/v2".to_owned(),
         };
+        assert!(row.version_scheme.is_some(), "{e}: no version scheme");
         let built = Purl::package(e, &name, "1", None).unwrap();
         let back = Purl::parse(built.as_str()).unwrap();
         assert_eq!((back.ecosystem(), back.name()), (e, name.as_str()), "{built}");
@@ -165,4 +167,13 @@ fn match_keys_and_names() {
     );
     assert_eq!(Ecosystem::PyPI.normalise_name("a--b"), "a-b");
     assert_eq!(Ecosystem::Npm.normalise_name("Foo_Bar"), "Foo_Bar");
+    assert_eq!(
+        Ecosystem::NuGet.normalise_name("Newtonsoft.Json"),
+        "newtonsoft.json"
+    );
+    assert_eq!(
+        Ecosystem::Packagist.normalise_name("Laravel/Framework"),
+        "laravel/framework"
+    );
+    assert_eq!(Ecosystem::Maven.normalise_name("Org.X:Y"), "Org.X:Y");
 }

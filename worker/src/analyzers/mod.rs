@@ -12,6 +12,8 @@
 //! - [`rpm`] reads `rpmdb.sqlite` and BerkeleyDB `Packages` under `/var/lib/rpm/`
 //!   or `/usr/lib/sysimage/rpm/`; NDB `Packages.db` only yields a warning.
 //! - [`os_release`] reads `/etc/os-release`, `/usr/lib/os-release`, distro files.
+//! - [`python`] reads installed distributions anywhere: `*.dist-info/METADATA`,
+//!   `*.egg-info/PKG-INFO`, `EGG-INFO/PKG-INFO`, `*.egg-info` files.
 //!
 //! Every one is checked by the conformance suite (`conformance.rs`: empty,
 //! garbage, truncated and mutated input) and, where real tools' output
@@ -25,7 +27,10 @@ pub mod dpkg;
 #[cfg(test)]
 mod expected;
 pub mod os_release;
+pub mod python;
 pub mod rpm;
+#[cfg(test)]
+mod testutil;
 
 use strata_proto::{OsRelease, Package};
 
@@ -82,6 +87,7 @@ pub fn all() -> Vec<Box<dyn Analyzer>> {
         Box::new(apk::Apk),
         Box::new(rpm::Rpm),
         Box::new(os_release::OsReleaseAnalyzer),
+        Box::new(python::Python),
     ]
 }
 

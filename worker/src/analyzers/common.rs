@@ -1,7 +1,7 @@
 //! Small helpers shared by the analysers: purls, line splitting, the caps
 //! every analyser applies to what the input controls, and for application
-//! ecosystems [`FileFinds`] (one file's packages, deduplicated and capped),
-//! [`oversized`] and [`json`].
+//! ecosystems [`FileFinds`] (one file's packages, deduplicated and capped)
+//! and [`oversized`].
 
 use std::collections::HashSet;
 
@@ -88,30 +88,6 @@ pub(crate) fn oversized(analyzer: &str, file: &LayerFile<'_>, max: u64, out: &mu
     true
 }
 
-/// `file` parsed as JSON into `T` (which names only the fields it reads), or
-/// a warning and `None`. serde_json stops at 128 levels of nesting, so
-/// hostile input cannot exhaust the stack; parsing is linear in its size.
-pub(crate) fn json<T: DeserializeOwned>(
-    analyzer: &str,
-    file: &LayerFile<'_>,
-    out: &mut Analysis,
-) -> Option<T> {
-    match serde_json::from_slice(file.data) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            warn(
-                &mut out.warnings,
-                format!(
-                    "{analyzer}: {}: not the JSON expected: {}",
-                    file.path,
-                    clip(&e.to_string())
-                ),
-            );
-            None
-        }
-    }
-}
-
 /// Whether `v` looks like a released version of a language package: it
 /// starts with a digit. What lockfiles write for git, file and tarball
 /// dependencies (`git+https://…`, `file:../x`) does not, and no advisory
@@ -144,6 +120,20 @@ impl<'a> FileFinds<'a> {
         }
     }
 
+    /// The file parsed as JSON into `T` (which names only the fields it
+    /// reads), or a warning (`what` the file should have been) and `None`.
+    /// serde_json stops at 128 levels of nesting, so hostile input cannot
+    /// exhaust the stack; parsing is linear in the input's size.
+    pub(crate) fn json<T: DeserializeOwned>(&mut self, data: &[u8], what: &str) -> Option<T> {
+        match serde_json::from_slice(data) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.warn(format_args!("not a {what}: {}", clip(&e.to_string())));
+                None
+            }
+        }
+    }
+
     /// A warning about this file.
     pub(crate) fn warn(&mut self, msg: impl std::fmt::Display) {
         warn(
@@ -155,8 +145,9 @@ impl<'a> FileFinds<'a> {
     /// Adds a package named and versioned as the file writes them (trimmed),
     /// unless this file already named it. The purl is built from the
     /// ecosystem's normalised name (PEP 503 for PyPI), `name` stays as
-    /// declared. An empty, overlong or control-character name or version,
-    /// or one the purl refuses, is a warning. Returns false once the cap is
+    /// declared. An empty or overlong name or version, one with whitespace
+    /// or control characters, or one whose purl would not read back as the
+    /// same package, is a warning. Returns false once the cap is
     /// reached: the caller stops reading the file.
     pub(crate) fn add(
         &mut self,
@@ -169,10 +160,12 @@ impl<'a> FileFinds<'a> {
             return false;
         }
         let (name, version) = (name.trim(), version.trim());
-        let bad = |s: &str| s.is_empty() || s.len() > MAX_FIELD_LEN || s.chars().any(char::is_control);
+        let bad = |s: &str| {
+            s.is_empty() || s.len() > MAX_FIELD_LEN || s.chars().any(|c| c.is_control() || c.is_whitespace())
+        };
         if bad(name) || bad(version) {
             self.warn(format!(
-                "package {:?} version {:?}: empty, too long or with control characters: skipped",
+                "package {:?} version {:?}: empty, too long, or with whitespace or control characters: skipped",
                 clip(name),
                 clip(version)
             ));
@@ -188,8 +181,8 @@ impl<'a> FileFinds<'a> {
             ));
             return false;
         }
-        let purl = match Purl::package(ecosystem, &ecosystem.normalise_name(name), version, None) {
-            Ok(p) => p.to_string(),
+        let purl = match canonical_purl(ecosystem, name, version) {
+            Ok(p) => p,
             Err(e) => {
                 self.warn(format!("{}@{}: {e}", clip(name), clip(version)));
                 return true;
@@ -209,6 +202,18 @@ impl<'a> FileFinds<'a> {
             evidence,
         });
         true
+    }
+}
+
+/// The purl of a language package, built from the ecosystem's normalised
+/// name, and checked to read back as itself (a version with a `/` would
+/// not: it would move into the name).
+fn canonical_purl(ecosystem: Ecosystem, name: &str, version: &str) -> Result<String, String> {
+    let name = ecosystem.normalise_name(name);
+    let purl = Purl::package(ecosystem, &name, version, None).map_err(|e| e.to_string())?;
+    match Purl::parse(purl.as_str()) {
+        Ok(back) if back == purl && back.version() == Some(version) => Ok(purl.to_string()),
+        _ => Err("no purl reads back as this package".into()),
     }
 }
 

@@ -30,6 +30,11 @@ const PATHS: &[&str] = &[
     "/usr/local/lib/python3.12/site-packages/Jinja2-3.1.2.dist-info/METADATA",
     "/usr/lib/python3/dist-packages/requests-2.28.1.egg-info/PKG-INFO",
     "/usr/lib/python3/dist-packages/python_apt-2.4.0.egg-info",
+    "/app/node_modules/@babel/core/package.json",
+    "/app/package.json",
+    "/srv/package-lock.json",
+    "/srv/yarn.lock",
+    "/srv/pnpm-lock.yaml",
 ];
 
 /// Real fixtures whose prefixes and mutations are fed to every analyser.
@@ -57,12 +62,6 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
             read("anchore+syft/syft/pkg/cataloger/debian/testdata/image-dpkg/etc/os-release"),
         ),
         (
-            "python METADATA",
-            read(
-                "aquasecurity+trivy/pkg/fanal/analyzer/language/python/pip/testdata/libs/python-dir/lib/python3.10/site-packages/annotated_types-0.7.0.dist-info/METADATA",
-            ),
-        ),
-        (
             "bdb Packages-512",
             std::fs::read(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -77,6 +76,30 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
                 "/src/analyzers/rpm/testdata/rpmdb.sqlite"
             ))
             .unwrap(),
+        ),
+        // Application ecosystems' fixtures last, so the mutations drawn for
+        // the ones above stay what they were.
+        (
+            "python METADATA",
+            read(
+                "aquasecurity+trivy/pkg/fanal/analyzer/language/python/pip/testdata/libs/python-dir/lib/python3.10/site-packages/annotated_types-0.7.0.dist-info/METADATA",
+            ),
+        ),
+        (
+            "package-lock.json v2",
+            read("google+osv-scalibr/annotator/misc/npmsource/testdata/package-lock.json"),
+        ),
+        (
+            "yarn.lock berry",
+            read("anchore+syft/syft/pkg/cataloger/javascript/testdata/yarn-berry/yarn.lock"),
+        ),
+        (
+            "yarn.lock v1",
+            read("aquasecurity+trivy/pkg/fanal/analyzer/language/nodejs/yarn/testdata/alias/yarn.lock"),
+        ),
+        (
+            "pnpm-lock.yaml v6",
+            read("anchore+syft/syft/pkg/cataloger/javascript/testdata/pnpm-v6/pnpm-lock.yaml"),
         ),
     ]
 }

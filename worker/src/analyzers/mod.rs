@@ -14,6 +14,10 @@
 //! - [`os_release`] reads `/etc/os-release`, `/usr/lib/os-release`, distro files.
 //! - [`python`] reads installed distributions anywhere: `*.dist-info/METADATA`,
 //!   `*.egg-info/PKG-INFO`, `EGG-INFO/PKG-INFO`, `*.egg-info` files.
+//! - [`npm`] reads `node_modules/[@scope/]name/package.json` at any depth,
+//!   and `package-lock.json`, `npm-shrinkwrap.json`, `yarn.lock`,
+//!   `pnpm-lock.yaml` where no `node_modules` is beside them in the layer
+//!   (evidence `lockfile`); a project's own `package.json` (evidence `app`).
 //!
 //! Every one is checked by the conformance suite (`conformance.rs`: empty,
 //! garbage, truncated and mutated input) and, where real tools' output
@@ -26,6 +30,7 @@ mod conformance;
 pub mod dpkg;
 #[cfg(test)]
 mod expected;
+pub mod npm;
 pub mod os_release;
 pub mod python;
 pub mod rpm;
@@ -88,6 +93,7 @@ pub fn all() -> Vec<Box<dyn Analyzer>> {
         Box::new(rpm::Rpm),
         Box::new(os_release::OsReleaseAnalyzer),
         Box::new(python::Python),
+        Box::new(npm::Npm),
     ]
 }
 

@@ -35,6 +35,8 @@ const PATHS: &[&str] = &[
     "/srv/package-lock.json",
     "/srv/yarn.lock",
     "/srv/pnpm-lock.yaml",
+    "/usr/local/bundle/specifications/rack-2.2.8.gemspec",
+    "/srv/Gemfile.lock",
 ];
 
 /// Real fixtures whose prefixes and mutations are fed to every analyser.
@@ -100,6 +102,10 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
         (
             "pnpm-lock.yaml v6",
             read("anchore+syft/syft/pkg/cataloger/javascript/testdata/pnpm-v6/pnpm-lock.yaml"),
+        ),
+        (
+            "Gemfile.lock",
+            read("anchore+syft/syft/pkg/cataloger/ruby/testdata/Gemfile.lock"),
         ),
     ]
 }

@@ -18,6 +18,8 @@
 //!   and `package-lock.json`, `npm-shrinkwrap.json`, `yarn.lock`,
 //!   `pnpm-lock.yaml` where no `node_modules` is beside them in the layer
 //!   (evidence `lockfile`); a project's own `package.json` (evidence `app`).
+//! - [`ruby`] reads installed `specifications/*.gemspec` (and `default/`) and
+//!   `Gemfile.lock` / `gems.locked`.
 //!
 //! Every one is checked by the conformance suite (`conformance.rs`: empty,
 //! garbage, truncated and mutated input) and, where real tools' output
@@ -34,6 +36,7 @@ pub mod npm;
 pub mod os_release;
 pub mod python;
 pub mod rpm;
+pub mod ruby;
 #[cfg(test)]
 mod testutil;
 
@@ -94,6 +97,7 @@ pub fn all() -> Vec<Box<dyn Analyzer>> {
         Box::new(os_release::OsReleaseAnalyzer),
         Box::new(python::Python),
         Box::new(npm::Npm),
+        Box::new(ruby::Ruby),
     ]
 }
 

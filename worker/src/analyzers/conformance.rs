@@ -37,6 +37,10 @@ const PATHS: &[&str] = &[
     "/srv/pnpm-lock.yaml",
     "/usr/local/bundle/specifications/rack-2.2.8.gemspec",
     "/srv/Gemfile.lock",
+    "/var/www/vendor/composer/installed.json",
+    "/srv/composer.lock",
+    "/app/MyApp.deps.json",
+    "/srv/Cargo.lock",
 ];
 
 /// Real fixtures whose prefixes and mutations are fed to every analyser.
@@ -106,6 +110,22 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
         (
             "Gemfile.lock",
             read("anchore+syft/syft/pkg/cataloger/ruby/testdata/Gemfile.lock"),
+        ),
+        (
+            "composer.lock",
+            read("anchore+syft/syft/pkg/cataloger/php/testdata/composer.lock"),
+        ),
+        (
+            "deps.json",
+            std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/analyzers/dotnet/testdata/MyApp.deps.json"
+            ))
+            .unwrap(),
+        ),
+        (
+            "Cargo.lock",
+            read("anchore+syft/syft/pkg/cataloger/rust/testdata/image-audit/Cargo.lock"),
         ),
     ]
 }

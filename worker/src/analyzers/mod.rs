@@ -20,20 +20,28 @@
 //!   (evidence `lockfile`); a project's own `package.json` (evidence `app`).
 //! - [`ruby`] reads installed `specifications/*.gemspec` (and `default/`) and
 //!   `Gemfile.lock` / `gems.locked`.
+//! - [`php`] reads `vendor/composer/installed.json` (Composer 1 and 2) and
+//!   `composer.lock` where no `vendor/` is beside it in the layer.
+//! - [`dotnet`] reads `*.deps.json` (`libraries` of type `package`).
+//! - [`cargo`] reads `Cargo.lock` (v1–v4; crates without a `source` are the
+//!   project's own: evidence `app`).
 //!
 //! Every one is checked by the conformance suite (`conformance.rs`: empty,
 //! garbage, truncated and mutated input) and, where real tools' output
 //! exists, against it (`expected.rs`: every `pkgdb-expected` file).
 
 pub mod apk;
+pub mod cargo;
 mod common;
 #[cfg(test)]
 mod conformance;
+pub mod dotnet;
 pub mod dpkg;
 #[cfg(test)]
 mod expected;
 pub mod npm;
 pub mod os_release;
+pub mod php;
 pub mod python;
 pub mod rpm;
 pub mod ruby;
@@ -98,6 +106,9 @@ pub fn all() -> Vec<Box<dyn Analyzer>> {
         Box::new(python::Python),
         Box::new(npm::Npm),
         Box::new(ruby::Ruby),
+        Box::new(php::Php),
+        Box::new(dotnet::Dotnet),
+        Box::new(cargo::Cargo),
     ]
 }
 

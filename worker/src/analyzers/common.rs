@@ -1,7 +1,7 @@
 //! Small helpers shared by the analysers: purls, line splitting, the caps
 //! every analyser applies to what the input controls, and for application
-//! ecosystems [`FileFinds`] (one file's packages, deduplicated and capped)
-//! and [`oversized`].
+//! ecosystems [`per_file`] (their loop over a layer's files) and
+//! [`FileFinds`] (one file's packages, deduplicated and capped).
 
 use std::collections::HashSet;
 
@@ -227,15 +227,27 @@ pub(crate) fn file_name(path: &str) -> &str {
     path.rsplit_once('/').map_or(path, |(_, f)| f)
 }
 
-/// `files` that `wants` accepts, in path order, so output does not depend
-/// on tar order.
-pub(crate) fn sorted<'f, 'a>(
-    files: &'f [LayerFile<'a>],
-    wants: impl Fn(&str) -> bool,
-) -> Vec<&'f LayerFile<'a>> {
-    let mut v: Vec<_> = files.iter().filter(|f| wants(f.path)).collect();
-    v.sort_by_key(|f| f.path);
-    v
+/// The loop every application analyser runs: each file `cap` takes
+/// (`Some(its largest size)`; `None` leaves it alone), in path order so the
+/// output does not depend on tar order, handed to `each` with the
+/// [`FileFinds`] of that file. A file over its cap is skipped with a warning.
+pub(crate) fn per_file(
+    analyzer: &'static str,
+    files: &[LayerFile<'_>],
+    cap: impl Fn(&str) -> Option<u64>,
+    mut each: impl FnMut(&LayerFile<'_>, &mut FileFinds<'_>),
+) -> Analysis {
+    let mut out = Analysis::default();
+    let mut taken: Vec<(&LayerFile<'_>, u64)> =
+        files.iter().filter_map(|f| Some((f, cap(f.path)?))).collect();
+    taken.sort_by_key(|(f, _)| f.path);
+    for (file, max) in taken {
+        if oversized(analyzer, file, max, &mut out) {
+            continue;
+        }
+        each(file, &mut FileFinds::new(analyzer, file.path, &mut out));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use strata_proto::Evidence;
 
-use super::Analysis;
+use super::{Analysis, Analyzer, LayerFile};
 
 /// A file of the shared real-world fixtures (`shared/testdata/pkgdb/`).
 pub(crate) fn fixture(rel: &str) -> Vec<u8> {
@@ -22,4 +22,23 @@ pub(crate) fn rows(a: &Analysis) -> Vec<(&str, &str, &str, Evidence)> {
         .iter()
         .map(|p| (p.name.as_str(), p.version.as_str(), p.purl.as_str(), p.evidence))
         .collect()
+}
+
+/// `a` run on one layer's `(path, data)` files; an error fails the test.
+pub(crate) fn run(a: &dyn Analyzer, files: &[(&str, &[u8])]) -> Analysis {
+    let layer: Vec<LayerFile<'_>> = files
+        .iter()
+        .map(|(path, data)| LayerFile { path, data })
+        .collect();
+    a.analyze(&layer).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `a` wants every path of `yes` and none of `no`.
+pub(crate) fn assert_wants(a: &dyn Analyzer, yes: &[&str], no: &[&str]) {
+    for p in yes {
+        assert!(a.wants(p), "{} should want {p}", a.name());
+    }
+    for p in no {
+        assert!(!a.wants(p), "{} should not want {p}", a.name());
+    }
 }

@@ -16,7 +16,7 @@
 use serde::Deserialize;
 use strata_proto::{Ecosystem, Evidence};
 
-use super::common::{FileFinds, clip, oversized, sorted};
+use super::common::{clip, per_file};
 use super::{Analysis, AnalyzeError, Analyzer, LayerFile};
 
 const NAME: &str = "cargo";
@@ -55,21 +55,14 @@ impl Analyzer for Cargo {
     }
 
     fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
-        let mut out = Analysis::default();
-        for file in sorted(files, |p| self.wants(p)) {
-            if oversized(NAME, file, MAX_FILE_BYTES, &mut out) {
-                continue;
-            }
-            let mut finds = FileFinds::new(NAME, file.path, &mut out);
+        let cap = |p: &str| self.wants(p).then_some(MAX_FILE_BYTES);
+        Ok(per_file(NAME, files, cap, |file, finds| {
             let lock: Lock = match std::str::from_utf8(file.data)
                 .map_err(|e| e.to_string())
                 .and_then(|s| toml::from_str(s).map_err(|e| e.to_string()))
             {
                 Ok(l) => l,
-                Err(e) => {
-                    finds.warn(format_args!("not a Cargo.lock: {}", clip(&e)));
-                    continue;
-                }
+                Err(e) => return finds.warn(format_args!("not a Cargo.lock: {}", clip(&e))),
             };
             for p in &lock.package {
                 let evidence = if p.source.is_some() {
@@ -81,8 +74,7 @@ impl Analyzer for Cargo {
                     break;
                 }
             }
-        }
-        Ok(out)
+        }))
     }
 }
 

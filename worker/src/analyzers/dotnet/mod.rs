@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use strata_proto::{Ecosystem, Evidence};
 
-use super::common::{FileFinds, oversized, sorted};
+use super::common::{clip, per_file};
 use super::{Analysis, AnalyzeError, Analyzer, LayerFile};
 
 const NAME: &str = "dotnet";
@@ -57,32 +57,24 @@ impl Analyzer for Dotnet {
     }
 
     fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
-        let mut out = Analysis::default();
-        for file in sorted(files, |p| self.wants(p)) {
-            if oversized(NAME, file, MAX_FILE_BYTES, &mut out) {
-                continue;
-            }
-            let mut finds = FileFinds::new(NAME, file.path, &mut out);
+        let cap = |p: &str| self.wants(p).then_some(MAX_FILE_BYTES);
+        Ok(per_file(NAME, files, cap, |file, finds| {
             let Some(deps) = finds.json::<DepsJson>(file.data, "deps.json") else {
-                continue;
+                return;
             };
             for (key, lib) in deps.libraries.unwrap_or_default() {
                 if lib.ty.as_deref() != Some("package") {
                     continue;
                 }
                 let Some((name, version)) = key.split_once('/') else {
-                    finds.warn(format_args!(
-                        "library {:?} is not Name/Version",
-                        super::common::clip(&key)
-                    ));
+                    finds.warn(format_args!("library {:?} is not Name/Version", clip(&key)));
                     continue;
                 };
                 if !finds.add(Ecosystem::NuGet, name, version, Evidence::Installed) {
                     break;
                 }
             }
-        }
-        Ok(out)
+        }))
     }
 }
 

@@ -45,7 +45,7 @@ use std::collections::HashSet;
 
 use strata_proto::{Ecosystem, Evidence};
 
-use super::common::{FileFinds, clip, oversized, parent, sorted};
+use super::common::{FileFinds, clip, parent, per_file};
 use super::{Analysis, AnalyzeError, Analyzer, LayerFile};
 
 const NAME: &str = "npm";
@@ -146,47 +146,37 @@ impl Analyzer for Npm {
     }
 
     fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
-        let mut out = Analysis::default();
-        let files: Vec<(&LayerFile<'_>, Kind)> = sorted(files, |p| self.wants(p))
-            .into_iter()
-            .filter_map(|f| Some((f, kind(f.path)?)))
-            .collect();
+        let kinds = || files.iter().filter_map(|f| Some((f.path, kind(f.path)?)));
         // Directories with an installed node_modules, and with a lockfile.
-        let installed_in: HashSet<&str> = files
-            .iter()
+        let installed_in: HashSet<&str> = kinds()
             .filter(|(_, k)| *k == Kind::Installed)
-            .map(|(f, _)| project_of(f.path))
+            .map(|(p, _)| project_of(p))
             .collect();
-        let locked_in: HashSet<&str> = files
-            .iter()
+        let locked_in: HashSet<&str> = kinds()
             .filter(|(_, k)| k.is_lockfile())
-            .map(|(f, _)| parent(f.path))
+            .map(|(p, _)| parent(p))
             .collect();
-        for (file, kind) in files {
-            let dir = parent(file.path);
-            let cap = match kind {
-                Kind::Installed | Kind::Project => MAX_MANIFEST_BYTES,
-                _ => MAX_FILE_BYTES,
-            };
+        let cap = |path: &str| {
+            let dir = parent(path);
+            match kind(path)? {
+                Kind::Installed => Some(MAX_MANIFEST_BYTES),
+                Kind::Project => {
+                    (installed_in.contains(dir) || locked_in.contains(dir)).then_some(MAX_MANIFEST_BYTES)
+                }
+                _ => (!installed_in.contains(dir)).then_some(MAX_FILE_BYTES),
+            }
+        };
+        Ok(per_file(NAME, files, cap, |file, finds| {
+            // `cap` took the file, so it has a kind.
+            let Some(kind) = kind(file.path) else { return };
             match kind {
-                Kind::Project if !installed_in.contains(dir) && !locked_in.contains(dir) => continue,
-                k if k.is_lockfile() && installed_in.contains(dir) => continue,
-                _ => {}
+                Kind::Installed => manifest::installed(file.data, finds),
+                Kind::Project => manifest::project(file.data, finds),
+                Kind::PackageLock => package_lock::parse(file.data, finds),
+                Kind::Yarn => yarn::parse(file.data, finds),
+                Kind::Pnpm => pnpm::parse(file.data, finds),
             }
-            if oversized(NAME, file, cap, &mut out) {
-                continue;
-            }
-            let mut finds = FileFinds::new(NAME, file.path, &mut out);
-            let data = file.data;
-            match kind {
-                Kind::Installed => manifest::installed(data, &mut finds),
-                Kind::Project => manifest::project(data, &mut finds),
-                Kind::PackageLock => package_lock::parse(data, &mut finds),
-                Kind::Yarn => yarn::parse(data, &mut finds),
-                Kind::Pnpm => pnpm::parse(data, &mut finds),
-            }
-        }
-        Ok(out)
+        }))
     }
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::analyzers::testutil::{fixture, local, rows};
+use crate::analyzers::testutil::{self, assert_wants, fixture, local, rows};
 use strata_proto::Evidence::{App, Installed, Lockfile};
 
 const SYFT: &str = "anchore+syft/syft/pkg/cataloger/javascript/testdata";
@@ -7,11 +7,7 @@ const TRIVY: &str = "aquasecurity+trivy/pkg/fanal/analyzer/language/nodejs";
 const SCALIBR: &str = "google+osv-scalibr";
 
 fn run(files: &[(&str, &[u8])]) -> Analysis {
-    let layer: Vec<LayerFile<'_>> = files
-        .iter()
-        .map(|(path, data)| LayerFile { path, data })
-        .collect();
-    Npm.analyze(&layer).unwrap()
+    testutil::run(&Npm, files)
 }
 
 fn one(path: &str, data: &[u8]) -> Analysis {
@@ -31,40 +27,39 @@ fn lock(kind: &str, rel: &str) -> Vec<Row> {
 
 #[test]
 fn wants_installed_manifests_and_lockfiles_only() {
-    for yes in [
-        "/app/node_modules/lodash/package.json",
-        "/app/node_modules/@babel/core/package.json",
-        "/app/node_modules/a/node_modules/b/package.json",
-        "/app/node_modules/a/node_modules/@s/b/package.json",
-        "/app/node_modules/.pnpm/x@1.0.0/node_modules/x/package.json",
-        "/node_modules/x/package.json",
-        "/usr/local/lib/node_modules/npm/node_modules/semver/package.json",
-        "/app/package.json",
-        "/package.json",
-        "/app/package-lock.json",
-        "/app/npm-shrinkwrap.json",
-        "/app/yarn.lock",
-        "/app/pnpm-lock.yaml",
-    ] {
-        assert!(Npm.wants(yes), "{yes}");
-    }
-    for no in [
-        "/app/node_modules/foo/test/fixtures/package.json",
-        "/app/node_modules/foo/lib/package.json",
-        "/app/node_modules/@babel/package.json",
-        "/app/node_modules/@/x/package.json",
-        "/app/node_modules/.cache/x/package.json",
-        "/app/node_modules/package.json",
-        "/app/node_modules/wrappy/package-lock.json",
-        "/app/node_modules/x/yarn.lock",
-        "/app/node_modules/.package-lock.json",
-        "/app/package.json5",
-        "/app/xpackage.json",
-        "/app/yarn.lock.bak",
-        "package.json",
-    ] {
-        assert!(!Npm.wants(no), "{no}");
-    }
+    assert_wants(
+        &Npm,
+        &[
+            "/app/node_modules/lodash/package.json",
+            "/app/node_modules/@babel/core/package.json",
+            "/app/node_modules/a/node_modules/b/package.json",
+            "/app/node_modules/a/node_modules/@s/b/package.json",
+            "/app/node_modules/.pnpm/x@1.0.0/node_modules/x/package.json",
+            "/node_modules/x/package.json",
+            "/usr/local/lib/node_modules/npm/node_modules/semver/package.json",
+            "/app/package.json",
+            "/package.json",
+            "/app/package-lock.json",
+            "/app/npm-shrinkwrap.json",
+            "/app/yarn.lock",
+            "/app/pnpm-lock.yaml",
+        ],
+        &[
+            "/app/node_modules/foo/test/fixtures/package.json",
+            "/app/node_modules/foo/lib/package.json",
+            "/app/node_modules/@babel/package.json",
+            "/app/node_modules/@/x/package.json",
+            "/app/node_modules/.cache/x/package.json",
+            "/app/node_modules/package.json",
+            "/app/node_modules/wrappy/package-lock.json",
+            "/app/node_modules/x/yarn.lock",
+            "/app/node_modules/.package-lock.json",
+            "/app/package.json5",
+            "/app/xpackage.json",
+            "/app/yarn.lock.bak",
+            "package.json",
+        ],
+    );
 }
 
 #[test]

@@ -27,7 +27,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use strata_proto::{Ecosystem, Evidence};
 
-use super::common::{FileFinds, file_name, is_version, oversized, parent, sorted};
+use super::common::{clip, file_name, is_version, parent, per_file};
 use super::{Analysis, AnalyzeError, Analyzer, LayerFile};
 
 const NAME: &str = "php";
@@ -57,25 +57,19 @@ impl Analyzer for Php {
     }
 
     fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
-        let mut out = Analysis::default();
-        let files = sorted(files, |p| self.wants(p));
         // Project directories whose vendor/ is in this layer.
         let vendored: HashSet<&str> = files
             .iter()
             .filter_map(|f| f.path.strip_suffix(INSTALLED))
             .collect();
-        for file in files {
-            let lock = is_lock(file.path);
-            if lock && vendored.contains(parent(file.path)) {
-                continue;
-            }
-            if oversized(NAME, file, MAX_FILE_BYTES, &mut out) {
-                continue;
-            }
-            let mut finds = FileFinds::new(NAME, file.path, &mut out);
-            let (packages, evidence) = if lock {
+        let cap = |p: &str| {
+            let beside_vendor = is_lock(p) && vendored.contains(parent(p));
+            (self.wants(p) && !beside_vendor).then_some(MAX_FILE_BYTES)
+        };
+        Ok(per_file(NAME, files, cap, |file, finds| {
+            let (packages, evidence) = if is_lock(file.path) {
                 let Some(l) = finds.json::<Lock>(file.data, "composer.lock") else {
-                    continue;
+                    return;
                 };
                 let mut all = l.packages.unwrap_or_default();
                 all.extend(l.packages_dev.unwrap_or_default());
@@ -92,7 +86,7 @@ impl Analyzer for Php {
                         .json::<Installed>(file.data, what)
                         .map(|i| i.packages.unwrap_or_default())
                 };
-                let Some(packages) = packages else { continue };
+                let Some(packages) = packages else { return };
                 (packages, Evidence::Installed)
             };
             for p in packages {
@@ -108,18 +102,14 @@ impl Analyzer for Php {
                     continue;
                 }
                 if !name.contains('/') {
-                    finds.warn(format_args!(
-                        "{:?} is not vendor/name: skipped",
-                        super::common::clip(&name)
-                    ));
+                    finds.warn(format_args!("{:?} is not vendor/name: skipped", clip(&name)));
                     continue;
                 }
                 if !finds.add(Ecosystem::Packagist, &name, version, evidence) {
                     break;
                 }
             }
-        }
-        Ok(out)
+        }))
     }
 }
 

@@ -1,33 +1,28 @@
 use super::*;
-use crate::analyzers::testutil::{fixture, local, rows};
+use crate::analyzers::testutil::{self, assert_wants, fixture, local, rows};
 use strata_proto::Evidence::{Installed, Lockfile};
 
 fn run(files: &[(&str, &[u8])]) -> Analysis {
-    let layer: Vec<LayerFile<'_>> = files
-        .iter()
-        .map(|(path, data)| LayerFile { path, data })
-        .collect();
-    Php.analyze(&layer).unwrap()
+    testutil::run(&Php, files)
 }
 
 #[test]
 fn wants_installed_json_and_project_lockfiles() {
-    for yes in [
-        "/var/www/html/vendor/composer/installed.json",
-        "/app/composer.lock",
-        "/composer.lock",
-    ] {
-        assert!(Php.wants(yes), "{yes}");
-    }
-    for no in [
-        "/app/vendor/monolog/monolog/composer.lock",
-        "/app/vendor/composer/installed.php",
-        "/app/composer.json",
-        "/app/vendor/composer/installed.json.bak",
-        "/app/composer.lock.orig",
-    ] {
-        assert!(!Php.wants(no), "{no}");
-    }
+    assert_wants(
+        &Php,
+        &[
+            "/var/www/html/vendor/composer/installed.json",
+            "/app/composer.lock",
+            "/composer.lock",
+        ],
+        &[
+            "/app/vendor/monolog/monolog/composer.lock",
+            "/app/vendor/composer/installed.php",
+            "/app/composer.json",
+            "/app/vendor/composer/installed.json.bak",
+            "/app/composer.lock.orig",
+        ],
+    );
 }
 
 #[test]

@@ -30,7 +30,7 @@
 
 use strata_proto::{Ecosystem, Evidence};
 
-use super::common::{FileFinds, field_str, file_name, lines, oversized, parent, sorted};
+use super::common::{field_str, file_name, lines, parent, per_file};
 use super::{Analysis, AnalyzeError, Analyzer, LayerFile};
 
 const NAME: &str = "python";
@@ -72,20 +72,15 @@ impl Analyzer for Python {
     }
 
     fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
-        let mut out = Analysis::default();
-        for file in sorted(files, |p| self.wants(p)) {
-            if oversized(NAME, file, MAX_FILE_BYTES, &mut out) {
-                continue;
-            }
-            let mut finds = FileFinds::new(NAME, file.path, &mut out);
+        let cap = |p: &str| self.wants(p).then_some(MAX_FILE_BYTES);
+        Ok(per_file(NAME, files, cap, |file, finds| {
             match header(file.data) {
                 Ok((name, version)) => {
                     finds.add(Ecosystem::PyPI, name, version, Evidence::Installed);
                 }
                 Err(why) => finds.warn(why),
             }
-        }
-        Ok(out)
+        }))
     }
 }
 

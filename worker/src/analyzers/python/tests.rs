@@ -1,34 +1,32 @@
 use super::*;
-use crate::analyzers::testutil::{fixture, rows};
+use crate::analyzers::testutil::{assert_wants, fixture, rows};
 
 const TRIVY: &str = "aquasecurity+trivy/pkg/fanal/analyzer/language/python";
 const SYFT: &str = "anchore+syft";
 
 #[test]
 fn wants_metadata_files_only() {
-    let p = Python;
-    for yes in [
-        "/usr/local/lib/python3.12/site-packages/Jinja2-3.1.2.dist-info/METADATA",
-        "/usr/lib/python3/dist-packages/requests-2.28.1.egg-info/PKG-INFO",
-        "/opt/venv/lib/python3.11/site-packages/six-1.16.0.egg/EGG-INFO/PKG-INFO",
-        "/usr/lib/python3/dist-packages/python_apt-2.4.0.egg-info",
-        "/x/Pygments-2.6.1.DIST-INFO/METADATA",
-    ] {
-        assert!(p.wants(yes), "{yes}");
-    }
-    for no in [
-        "/usr/lib/python3/dist-packages/requests-2.28.1.dist-info/RECORD",
-        "/usr/lib/python3/dist-packages/requests-2.28.1.egg-info/SOURCES.txt",
-        "/src/app/PKG-INFO",
-        "/src/app/METADATA",
-        "/x/.egg-info",
-        "/x/foo.egg-info.bak",
-        "METADATA",
-        "/",
-        "",
-    ] {
-        assert!(!p.wants(no), "{no}");
-    }
+    assert_wants(
+        &Python,
+        &[
+            "/usr/local/lib/python3.12/site-packages/Jinja2-3.1.2.dist-info/METADATA",
+            "/usr/lib/python3/dist-packages/requests-2.28.1.egg-info/PKG-INFO",
+            "/opt/venv/lib/python3.11/site-packages/six-1.16.0.egg/EGG-INFO/PKG-INFO",
+            "/usr/lib/python3/dist-packages/python_apt-2.4.0.egg-info",
+            "/x/Pygments-2.6.1.DIST-INFO/METADATA",
+        ],
+        &[
+            "/usr/lib/python3/dist-packages/requests-2.28.1.dist-info/RECORD",
+            "/usr/lib/python3/dist-packages/requests-2.28.1.egg-info/SOURCES.txt",
+            "/src/app/PKG-INFO",
+            "/src/app/METADATA",
+            "/x/.egg-info",
+            "/x/foo.egg-info.bak",
+            "METADATA",
+            "/",
+            "",
+        ],
+    );
 }
 
 #[test]

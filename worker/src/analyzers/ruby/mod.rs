@@ -27,7 +27,7 @@ mod gemspec;
 
 use strata_proto::Ecosystem;
 
-use super::common::{FileFinds, file_name, oversized, parent, sorted};
+use super::common::{file_name, parent, per_file};
 use super::{Analysis, AnalyzeError, Analyzer, LayerFile};
 
 const NAME: &str = "ruby";
@@ -40,9 +40,10 @@ pub(crate) const MAX_FILE_BYTES: u64 = 8 << 20;
 pub struct Ruby;
 
 fn is_gemspec(path: &str) -> bool {
-    let dir = parent(path);
-    path.ends_with(".gemspec")
-        && (dir.ends_with("/specifications") || dir.ends_with("/specifications/default"))
+    path.ends_with(".gemspec") && {
+        let dir = parent(path);
+        dir.ends_with("/specifications") || dir.ends_with("/specifications/default")
+    }
 }
 
 fn is_lock(path: &str) -> bool {
@@ -63,19 +64,14 @@ impl Analyzer for Ruby {
     }
 
     fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
-        let mut out = Analysis::default();
-        for file in sorted(files, |p| self.wants(p)) {
-            if oversized(NAME, file, MAX_FILE_BYTES, &mut out) {
-                continue;
-            }
-            let mut finds = FileFinds::new(NAME, file.path, &mut out);
+        let cap = |p: &str| self.wants(p).then_some(MAX_FILE_BYTES);
+        Ok(per_file(NAME, files, cap, |file, finds| {
             if is_lock(file.path) {
-                gemfile_lock::parse(file.data, &mut finds);
+                gemfile_lock::parse(file.data, finds);
             } else {
-                gemspec::parse(file_name(file.path), file.data, &mut finds);
+                gemspec::parse(file_name(file.path), file.data, finds);
             }
-        }
-        Ok(out)
+        }))
     }
 }
 

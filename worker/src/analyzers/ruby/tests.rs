@@ -1,37 +1,32 @@
 use super::*;
-use crate::analyzers::testutil::{fixture, local, rows};
+use crate::analyzers::testutil::{self, assert_wants, fixture, local, rows};
 use strata_proto::Evidence::{App, Installed, Lockfile};
 
 const SPECS: &str = "/usr/local/lib/ruby/gems/3.2.0/specifications";
 
 fn run(files: &[(&str, &[u8])]) -> Analysis {
-    let layer: Vec<LayerFile<'_>> = files
-        .iter()
-        .map(|(path, data)| LayerFile { path, data })
-        .collect();
-    Ruby.analyze(&layer).unwrap()
+    testutil::run(&Ruby, files)
 }
 
 #[test]
 fn wants_installed_specifications_and_lockfiles() {
-    for yes in [
-        "/usr/local/lib/ruby/gems/3.2.0/specifications/rack-2.2.8.gemspec",
-        "/usr/local/lib/ruby/gems/3.2.0/specifications/default/json-2.6.3.gemspec",
-        "/app/vendor/bundle/ruby/3.2.0/specifications/nokogiri-1.15.4-x86_64-linux.gemspec",
-        "/app/Gemfile.lock",
-        "/app/gems.locked",
-    ] {
-        assert!(Ruby.wants(yes), "{yes}");
-    }
-    for no in [
-        "/src/rack/rack.gemspec",
-        "/usr/local/lib/ruby/gems/3.2.0/gems/rack-2.2.8/rack.gemspec",
-        "/usr/local/lib/ruby/gems/3.2.0/specifications/rack-2.2.8.gemspec.bak",
-        "/app/Gemfile",
-        "/app/Gemfile.lock.orig",
-    ] {
-        assert!(!Ruby.wants(no), "{no}");
-    }
+    assert_wants(
+        &Ruby,
+        &[
+            "/usr/local/lib/ruby/gems/3.2.0/specifications/rack-2.2.8.gemspec",
+            "/usr/local/lib/ruby/gems/3.2.0/specifications/default/json-2.6.3.gemspec",
+            "/app/vendor/bundle/ruby/3.2.0/specifications/nokogiri-1.15.4-x86_64-linux.gemspec",
+            "/app/Gemfile.lock",
+            "/app/gems.locked",
+        ],
+        &[
+            "/src/rack/rack.gemspec",
+            "/usr/local/lib/ruby/gems/3.2.0/gems/rack-2.2.8/rack.gemspec",
+            "/usr/local/lib/ruby/gems/3.2.0/specifications/rack-2.2.8.gemspec.bak",
+            "/app/Gemfile",
+            "/app/Gemfile.lock.orig",
+        ],
+    );
 }
 
 #[test]

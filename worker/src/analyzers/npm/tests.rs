@@ -394,3 +394,24 @@ fn broken_files_are_warnings_and_oversized_files_skipped() {
     let a = one("/a/package-lock.json", &deep);
     assert!(a.packages.is_empty() && a.warnings.len() == 1);
 }
+
+#[test]
+fn large_lockfiles_are_read_in_one_pass() {
+    // 50,000 entries each: linear parsing, every entry kept (under the cap).
+    let n = 50_000;
+    let mut lock = String::from(r#"{"lockfileVersion":3,"packages":{"":{}"#);
+    let mut yarn = String::from("# yarn lockfile v1\n\n");
+    for i in 0..n {
+        lock.push_str(&format!(r#","node_modules/p{i}":{{"version":"1.0.{i}"}}"#));
+        yarn.push_str(&format!("p{i}@^1.0.0:\n  version \"1.0.{i}\"\n\n"));
+    }
+    lock.push_str("}}");
+    let start = std::time::Instant::now();
+    let a = run(&[
+        ("/a/package-lock.json", lock.as_bytes()),
+        ("/b/yarn.lock", yarn.as_bytes()),
+    ]);
+    assert_eq!(a.packages.len(), 2 * n);
+    assert!(a.warnings.is_empty());
+    assert!(start.elapsed().as_secs() < 60, "{:?}", start.elapsed());
+}

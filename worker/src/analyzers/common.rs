@@ -1,8 +1,15 @@
-//! Small helpers shared by the OS package analysers: purls, line splitting,
-//! and the caps every analyser applies to what the input controls.
+//! Small helpers shared by the analysers: purls, line splitting, the caps
+//! every analyser applies to what the input controls, and for application
+//! ecosystems [`per_file`] (their loop over a layer's files) and
+//! [`FileFinds`] (one file's packages, deduplicated and capped).
 
-use strata_proto::Ecosystem;
+use std::collections::HashSet;
+
+use serde::de::DeserializeOwned;
 use strata_proto::purl::Purl;
+use strata_proto::{Ecosystem, Evidence, Package};
+
+use super::{Analysis, LayerFile};
 
 /// Most packages one database may yield; more is treated as hostile input.
 pub(crate) const MAX_PACKAGES: usize = 200_000;
@@ -63,6 +70,186 @@ pub(crate) fn field_str<'a>(field: &str, value: &'a [u8]) -> Result<&'a str, Str
     Ok(s.trim())
 }
 
+/// True (after a warning) when `file` is larger than `max` bytes: the
+/// analyser skips it. A real manifest or lockfile is far smaller; a larger
+/// one is broken or hostile, and reading it would cost time for nothing.
+pub(crate) fn oversized(analyzer: &str, file: &LayerFile<'_>, max: u64, out: &mut Analysis) -> bool {
+    let len = file.data.len() as u64;
+    if len <= max {
+        return false;
+    }
+    warn(
+        &mut out.warnings,
+        format!(
+            "{analyzer}: {}: {len} bytes, more than the {max} this analyser reads: skipped",
+            file.path
+        ),
+    );
+    true
+}
+
+/// Whether `v` looks like a released version of a language package: it
+/// starts with a digit. What lockfiles write for git, file and tarball
+/// dependencies (`git+https://…`, `file:../x`) does not, and no advisory
+/// range could place it.
+pub(crate) fn is_version(v: &str) -> bool {
+    v.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// The packages of one application manifest or lockfile, as they are
+/// found: purls built from the ecosystem table, duplicates within the file
+/// dropped (a lockfile names a package once per dependant), every problem a
+/// warning naming the analyser and the file, and [`MAX_PACKAGES`] per
+/// analysis: past it the rest of the file is skipped with one warning.
+pub(crate) struct FileFinds<'a> {
+    analyzer: &'static str,
+    path: &'a str,
+    out: &'a mut Analysis,
+    seen: HashSet<(String, String)>,
+    full: bool,
+}
+
+impl<'a> FileFinds<'a> {
+    pub(crate) fn new(analyzer: &'static str, path: &'a str, out: &'a mut Analysis) -> Self {
+        FileFinds {
+            analyzer,
+            path,
+            out,
+            seen: HashSet::new(),
+            full: false,
+        }
+    }
+
+    /// The file parsed as JSON into `T` (which names only the fields it
+    /// reads), or a warning (`what` the file should have been) and `None`.
+    /// serde_json stops at 128 levels of nesting, so hostile input cannot
+    /// exhaust the stack; parsing is linear in the input's size.
+    pub(crate) fn json<T: DeserializeOwned>(&mut self, data: &[u8], what: &str) -> Option<T> {
+        match serde_json::from_slice(data) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.warn(format_args!("not a {what}: {}", clip(&e.to_string())));
+                None
+            }
+        }
+    }
+
+    /// A warning about this file.
+    pub(crate) fn warn(&mut self, msg: impl std::fmt::Display) {
+        warn(
+            &mut self.out.warnings,
+            format!("{}: {}: {msg}", self.analyzer, self.path),
+        );
+    }
+
+    /// Adds a package named and versioned as the file writes them (trimmed),
+    /// unless this file already named it. The purl is built from the
+    /// ecosystem's normalised name (PEP 503 for PyPI), `name` stays as
+    /// declared. An empty or overlong name or version, one with whitespace
+    /// or control characters, or one whose purl would not read back as the
+    /// same package, is a warning. Returns false once the cap is
+    /// reached: the caller stops reading the file.
+    pub(crate) fn add(
+        &mut self,
+        ecosystem: Ecosystem,
+        name: &str,
+        version: &str,
+        evidence: Evidence,
+    ) -> bool {
+        if self.full {
+            return false;
+        }
+        let (name, version) = (name.trim(), version.trim());
+        let bad = |s: &str| {
+            s.is_empty() || s.len() > MAX_FIELD_LEN || s.chars().any(|c| c.is_control() || c.is_whitespace())
+        };
+        if bad(name) || bad(version) {
+            self.warn(format!(
+                "package {:?} version {:?}: empty, too long, or with whitespace or control characters: skipped",
+                clip(name),
+                clip(version)
+            ));
+            return true;
+        }
+        if self.seen.contains(&(name.to_owned(), version.to_owned())) {
+            return true;
+        }
+        if self.out.packages.len() >= MAX_PACKAGES {
+            self.full = true;
+            self.warn(format!(
+                "more than {MAX_PACKAGES} packages: the rest of the file is skipped"
+            ));
+            return false;
+        }
+        let purl = match canonical_purl(ecosystem, name, version) {
+            Ok(p) => p,
+            Err(e) => {
+                self.warn(format!("{}@{}: {e}", clip(name), clip(version)));
+                return true;
+            }
+        };
+        self.seen.insert((name.to_owned(), version.to_owned()));
+        self.out.packages.push(Package {
+            ecosystem,
+            name: name.to_owned(),
+            version: version.to_owned(),
+            source_name: None,
+            source_version: None,
+            arch: None,
+            purl,
+            path: self.path.to_owned(),
+            layer: None,
+            evidence,
+        });
+        true
+    }
+}
+
+/// The purl of a language package, built from the ecosystem's normalised
+/// name, and checked to read back as itself (a version with a `/` would
+/// not: it would move into the name).
+fn canonical_purl(ecosystem: Ecosystem, name: &str, version: &str) -> Result<String, String> {
+    let name = ecosystem.normalise_name(name);
+    let purl = Purl::package(ecosystem, &name, version, None).map_err(|e| e.to_string())?;
+    match Purl::parse(purl.as_str()) {
+        Ok(back) if back == purl && back.version() == Some(version) => Ok(purl.to_string()),
+        _ => Err("no purl reads back as this package".into()),
+    }
+}
+
+/// The directory of an absolute path (`/app/yarn.lock` → `/app`; `/x` → ``).
+pub(crate) fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// The file name of a path (`/app/yarn.lock` → `yarn.lock`).
+pub(crate) fn file_name(path: &str) -> &str {
+    path.rsplit_once('/').map_or(path, |(_, f)| f)
+}
+
+/// The loop every application analyser runs: each file `cap` takes
+/// (`Some(its largest size)`; `None` leaves it alone), in path order so the
+/// output does not depend on tar order, handed to `each` with the
+/// [`FileFinds`] of that file. A file over its cap is skipped with a warning.
+pub(crate) fn per_file(
+    analyzer: &'static str,
+    files: &[LayerFile<'_>],
+    cap: impl Fn(&str) -> Option<u64>,
+    mut each: impl FnMut(&LayerFile<'_>, &mut FileFinds<'_>),
+) -> Analysis {
+    let mut out = Analysis::default();
+    let mut taken: Vec<(&LayerFile<'_>, u64)> =
+        files.iter().filter_map(|f| Some((f, cap(f.path)?))).collect();
+    taken.sort_by_key(|(f, _)| f.path);
+    for (file, max) in taken {
+        if oversized(analyzer, file, max, &mut out) {
+            continue;
+        }
+        each(file, &mut FileFinds::new(analyzer, file.path, &mut out));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +277,53 @@ mod tests {
         assert_eq!(got, vec![(1, &b"a"[..]), (2, b"b"), (3, b""), (4, b"c")]);
         assert_eq!(lines(b"").count(), 0);
         assert_eq!(lines(b"\n").count(), 0);
+    }
+
+    #[test]
+    fn file_finds_dedupes_normalises_the_purl_and_caps() {
+        let mut out = Analysis::default();
+        let mut f = FileFinds::new("t", "/x/METADATA", &mut out);
+        assert!(f.add(Ecosystem::PyPI, "Jinja2", "3.1.2", Evidence::Installed));
+        assert!(f.add(Ecosystem::PyPI, " Jinja2 ", "3.1.2", Evidence::Installed));
+        assert!(f.add(Ecosystem::PyPI, "zope.interface", "6.0", Evidence::Installed));
+        assert!(f.add(Ecosystem::PyPI, "", "1", Evidence::Installed));
+        assert!(f.add(Ecosystem::Npm, "a\nb", "1", Evidence::Installed));
+        let got: Vec<_> = out
+            .packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.purl.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("Jinja2", "pkg:pypi/jinja2@3.1.2"),
+                ("zope.interface", "pkg:pypi/zope-interface@6.0")
+            ]
+        );
+        assert_eq!(out.warnings.len(), 2, "{:?}", out.warnings);
+        assert!(
+            out.warnings[0].starts_with("t: /x/METADATA: "),
+            "{:?}",
+            out.warnings
+        );
+
+        let mut out = Analysis {
+            packages: vec![out.packages[0].clone(); MAX_PACKAGES],
+            ..Analysis::default()
+        };
+        let mut f = FileFinds::new("t", "/y", &mut out);
+        assert!(!f.add(Ecosystem::Npm, "a", "1", Evidence::Lockfile));
+        assert!(!f.add(Ecosystem::Npm, "b", "1", Evidence::Lockfile));
+        assert_eq!(out.warnings.len(), 1);
+    }
+
+    #[test]
+    fn paths_split() {
+        assert_eq!(
+            (parent("/app/yarn.lock"), file_name("/app/yarn.lock")),
+            ("/app", "yarn.lock")
+        );
+        assert_eq!((parent("/x"), file_name("/x")), ("", "x"));
+        assert!(is_version("1.0") && !is_version("git+https://x") && !is_version(""));
     }
 }

@@ -27,6 +27,19 @@
 //! - [`rpm`] reads `rpmdb.sqlite` and BerkeleyDB `Packages` under `/var/lib/rpm/`
 //!   or `/usr/lib/sysimage/rpm/`; NDB `Packages.db` only yields a warning.
 //! - [`os_release`] reads `/etc/os-release`, `/usr/lib/os-release`, distro files.
+//! - [`python`] reads installed distributions anywhere: `*.dist-info/METADATA`,
+//!   `*.egg-info/PKG-INFO`, `EGG-INFO/PKG-INFO`, `*.egg-info` files.
+//! - [`npm`] reads `node_modules/[@scope/]name/package.json` at any depth,
+//!   and `package-lock.json`, `npm-shrinkwrap.json`, `yarn.lock`,
+//!   `pnpm-lock.yaml` where no `node_modules` is beside them in the layer
+//!   (evidence `lockfile`); a project's own `package.json` (evidence `app`).
+//! - [`ruby`] reads installed `specifications/*.gemspec` (and `default/`) and
+//!   `Gemfile.lock` / `gems.locked`.
+//! - [`php`] reads `vendor/composer/installed.json` (Composer 1 and 2) and
+//!   `composer.lock` where no `vendor/` is beside it in the layer.
+//! - [`dotnet`] reads `*.deps.json` (`libraries` of type `package`).
+//! - [`cargo`] reads `Cargo.lock` (v1–v4; crates without a `source` are the
+//!   project's own: evidence `app`).
 //! - [`golang`] streams executables (ELF, Mach-O, PE) for Go build information:
 //!   the toolchain (`stdlib`), the main module and every dependency.
 //! - [`cargo_auditable`] streams executables for the dependency list
@@ -37,16 +50,24 @@
 //! exists, against it (`expected.rs`: every `pkgdb-expected` file).
 
 pub mod apk;
+pub mod cargo;
 pub mod cargo_auditable;
 mod common;
 #[cfg(test)]
 mod conformance;
+pub mod dotnet;
 pub mod dpkg;
 #[cfg(test)]
 mod expected;
 pub mod golang;
+pub mod npm;
 pub mod os_release;
+pub mod php;
+pub mod python;
 pub mod rpm;
+pub mod ruby;
+#[cfg(test)]
+mod testutil;
 
 use strata_proto::{OsRelease, Package};
 
@@ -130,9 +151,11 @@ pub trait Analyzer: Send + Sync {
     fn wants(&self, path: &str) -> bool;
     /// Turn the wanted files of one layer into packages.
     fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError>;
-    /// The largest file this analyser takes whole: a wanted file over it is
-    /// not captured for it, with a warning (the rest of the layer goes on).
-    fn max_file_bytes(&self) -> u64 {
+    /// The largest file at `path` (one it wants) this analyser takes whole:
+    /// a bigger one is not captured for it, with a warning (the rest of the
+    /// layer goes on). The layer's own `max_file_bytes` applies as well.
+    fn max_file_bytes(&self, path: &str) -> u64 {
+        let _ = path;
         u64::MAX
     }
     /// Whether [`Self::open`] can ever return a sink; only then is the
@@ -156,6 +179,12 @@ pub fn all() -> Vec<Box<dyn Analyzer>> {
         Box::new(apk::Apk),
         Box::new(rpm::Rpm),
         Box::new(os_release::OsReleaseAnalyzer),
+        Box::new(python::Python),
+        Box::new(npm::Npm),
+        Box::new(ruby::Ruby),
+        Box::new(php::Php),
+        Box::new(dotnet::Dotnet),
+        Box::new(cargo::Cargo),
         Box::new(golang::GoBinaries),
         Box::new(cargo_auditable::CargoAuditable),
     ]

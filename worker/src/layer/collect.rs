@@ -186,12 +186,12 @@ impl<'a> Collector<'a> {
             if !a.wants(path) {
                 continue;
             }
-            if size > a.max_file_bytes() {
+            let max = a.max_file_bytes(path);
+            if size > max {
                 self.warnings.push(Warning {
                     analyzer: Some(a.name()),
                     message: format!(
-                        "{path}: {size} bytes is over this analyser's {}-byte limit, skipped",
-                        a.max_file_bytes()
+                        "{path}: {size} bytes is over this analyser's {max}-byte limit, skipped"
                     ),
                 });
                 continue;

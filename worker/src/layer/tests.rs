@@ -968,7 +968,7 @@ impl Analyzer for Small {
             ..Analysis::default()
         })
     }
-    fn max_file_bytes(&self) -> u64 {
+    fn max_file_bytes(&self, _path: &str) -> u64 {
         8
     }
 }

@@ -64,6 +64,11 @@ pub struct PurlForm {
     pub also: &'static [&'static str],
     /// How the package name lies over the purl's namespace and name.
     pub name: PurlName,
+    /// Whether the purl spec has the name written normalised by the row's
+    /// [`NameRule`] (`pypi`: PEP 503; `composer`: lowercase), or as the
+    /// package declares it (`nuget`: case kept, as the spec's examples and
+    /// Syft write it, though NuGet compares names case-insensitively).
+    pub normalised: bool,
 }
 
 /// How a package name lies over a purl's namespace and name.
@@ -215,6 +220,7 @@ const fn purl(ty: &'static str, namespace: Option<&'static str>) -> PurlForm {
         namespace,
         also: &[],
         name: PurlName::Name,
+        normalised: true,
     }
 }
 
@@ -349,7 +355,7 @@ table! {
     },
     NuGet => Row {
         osv_name: "NuGet",
-        purl: purl("nuget", None),
+        purl: PurlForm { normalised: false, ..purl("nuget", None) },
         version_scheme: Some(VersionScheme::NuGet),
         name_rule: NameRule::Lowercase,
         ..DEFAULTS

@@ -38,16 +38,20 @@ pub(crate) fn clip(s: &str) -> String {
 
 /// The purl of an OS package (`pkg:deb/debian/NAME@VERSION?arch=ARCH`):
 /// type and namespace are the ecosystem's, from the ecosystem table, built
-/// by `strata_proto::purl`. The error is a message for a warning.
+/// by `strata_proto::purl`, and checked to read back as this package (a
+/// version with a `/`, which no package manager writes but a broken
+/// database may hold, would not). The error is a message for a warning.
 pub(crate) fn os_purl(
     ecosystem: Ecosystem,
     name: &str,
     version: &str,
     arch: Option<&str>,
 ) -> Result<String, String> {
-    Purl::package(ecosystem, name, version, arch)
-        .map(|p| p.to_string())
-        .map_err(|e| e.to_string())
+    let purl = Purl::package(ecosystem, name, version, arch).map_err(|e| e.to_string())?;
+    match Purl::parse(purl.as_str()) {
+        Ok(back) if back == purl && back.version() == Some(version) => Ok(purl.to_string()),
+        _ => Err(format!("{}: no purl reads back as this package", clip(name))),
+    }
 }
 
 /// Lines of `data` without their `\n` (and a `\r` before it), numbered
@@ -205,11 +209,16 @@ impl<'a> FileFinds<'a> {
     }
 }
 
-/// The purl of a language package, built from the ecosystem's normalised
-/// name, and checked to read back as itself (a version with a `/` would
-/// not: it would move into the name).
+/// The purl of a language package, built from the name as the purl spec
+/// writes it for the ecosystem (normalised or as declared: the table's
+/// `PurlForm::normalised`), and checked to read back as itself (a version
+/// with a `/` would not: it would move into the name).
 fn canonical_purl(ecosystem: Ecosystem, name: &str, version: &str) -> Result<String, String> {
-    let name = ecosystem.normalise_name(name);
+    let name = if ecosystem.row().purl.normalised {
+        ecosystem.normalise_name(name)
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    };
     let purl = Purl::package(ecosystem, &name, version, None).map_err(|e| e.to_string())?;
     match Purl::parse(purl.as_str()) {
         Ok(back) if back == purl && back.version() == Some(version) => Ok(purl.to_string()),

@@ -109,3 +109,28 @@ fn broken_audit_data_is_a_warning() {
     let a = run(&binary(&huge), 65536).unwrap();
     assert!(a.warnings[0].contains("over"), "{:?}", a.warnings);
 }
+
+#[test]
+fn a_real_cargo_auditable_binary() {
+    let file = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/analyzers/cargo_auditable/testdata/rustapp"
+    ))
+    .unwrap();
+    for chunk in [4096, 65536] {
+        let a = run(&file, chunk).expect("an ELF executable");
+        let got: Vec<_> = a
+            .packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str(), p.evidence))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("itoa", "1.0.1", Evidence::Installed),
+                ("rustapp", "0.1.0", Evidence::App),
+                ("smallvec", "1.6.0", Evidence::Installed),
+            ]
+        );
+    }
+}

@@ -29,6 +29,9 @@
 //! - [`os_release`] reads `/etc/os-release`, `/usr/lib/os-release`, distro files.
 //! - [`golang`] streams executables (ELF, Mach-O, PE) for Go build information:
 //!   the toolchain (`stdlib`), the main module and every dependency.
+//! - [`java`] streams Java archives (`.jar`, `.war`, `.ear`, `.jpi`, `.hpi`)
+//!   for Maven artifacts: every `pom.properties`, else the manifest, else
+//!   the file name (low confidence); nested archives to the nesting cap.
 //!
 //! Every one is checked by the conformance suite (`conformance.rs`: empty,
 //! garbage, truncated and mutated input) and, where real tools' output
@@ -42,6 +45,7 @@ pub mod dpkg;
 #[cfg(test)]
 mod expected;
 pub mod golang;
+pub mod java;
 pub mod os_release;
 pub mod rpm;
 
@@ -154,6 +158,7 @@ pub fn all() -> Vec<Box<dyn Analyzer>> {
         Box::new(rpm::Rpm),
         Box::new(os_release::OsReleaseAnalyzer),
         Box::new(golang::GoBinaries),
+        Box::new(java::JavaArchives),
     ]
 }
 

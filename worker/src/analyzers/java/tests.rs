@@ -846,3 +846,79 @@ fn garbage_after_the_magic_and_files_not_opened() {
         assert_eq!(a.packages.len(), 1, "{ext}");
     }
 }
+
+#[test]
+fn a_layer_with_jars_streams_them_and_reads_on() {
+    const STATUS: &[u8] = b"Package: libopensaml-java\nStatus: install ok installed\nVersion: 3.4.6-1\n\n";
+    use sha2::Digest as _;
+    let pom = opensaml();
+    let file = jar(
+        Writer::Streamed,
+        &[
+            (
+                "META-INF/maven/org.opensaml/opensaml-core/pom.properties",
+                &pom,
+                DEFLATED,
+            ),
+            ("org/opensaml/A.class", &[7; 100_000], DEFLATED),
+        ],
+    );
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        if let Some(link) = link {
+            h.set_link_name(link).unwrap();
+        }
+        layer.append_data(&mut h, name, data).unwrap();
+    };
+    add(
+        "usr/share/java/opensaml-core-3.4.6.jar",
+        tar::EntryType::Regular,
+        None,
+        &file,
+    );
+    // Debian's unversioned names are symlinks: never followed.
+    add(
+        "usr/share/java/opensaml-core.jar",
+        tar::EntryType::Symlink,
+        Some("opensaml-core-3.4.6.jar"),
+        b"",
+    );
+    add("var/lib/dpkg/status", tar::EntryType::Regular, None, STATUS);
+    let blob = layer.into_inner().unwrap();
+    let digest = strata_proto::Digest::sha256_from_hex(&hex::encode(sha2::Sha256::digest(&blob))).unwrap();
+    let out = crate::layer::analyze_layer(
+        &blob[..],
+        &digest,
+        None,
+        &crate::analyzers::all(),
+        &Limits::default(),
+    )
+    .unwrap();
+    let got: Vec<_> = out
+        .inventory
+        .packages
+        .iter()
+        .map(|p| (p.ecosystem, p.name.as_str(), p.path.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Ecosystem::Debian, "libopensaml-java", "/var/lib/dpkg/status"),
+            (
+                Ecosystem::Maven,
+                "org.opensaml:opensaml-core",
+                "/usr/share/java/opensaml-core-3.4.6.jar"
+            ),
+        ]
+    );
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    assert_eq!(
+        out.captured_bytes as usize,
+        STATUS.len(),
+        "the jar is streamed, not captured"
+    );
+}

@@ -123,7 +123,8 @@ impl Purl {
         Ok(Purl::from_package_url(ecosystem, &p))
     }
 
-    /// The purl of an installed package. OS packages get the row's type and
+    /// The purl of an installed package, checked to read back as the same
+    /// package. OS packages get the row's type and
     /// namespace (`pkg:deb/debian/NAME@VERSION?arch=ARCH`); a language
     /// package's name is split over namespace and name as its row says
     /// (`@babel/traverse` → `pkg:npm/%40babel/traverse`). `arch` becomes the
@@ -148,14 +149,27 @@ impl Purl {
             (None, PurlName::Name) => (None, name),
         };
         let arch = arch.filter(|a| !a.is_empty());
-        Purl::build(
+        let built = Purl::build(
             ecosystem,
             namespace,
             purl_name,
             Some(version),
             arch.map(|a| ("arch", a)),
             None,
-        )
+        )?;
+        // A name or version with a `/` or `@` in the wrong place would read
+        // back as another package: refuse it rather than write a purl that
+        // lies (package managers never write such values; broken or hostile
+        // metadata may).
+        match Purl::parse(built.as_str()) {
+            Ok(back) if back == built && back.version() == Some(version) => Ok(built),
+            _ => Err(PurlError::Build(format!(
+                "{} {:?} at {:?} does not make a purl that reads back as itself",
+                ecosystem,
+                short(name),
+                short(version)
+            ))),
+        }
     }
 
     /// The same package in a sibling distribution (same purl type): only the

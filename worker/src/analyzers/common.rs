@@ -38,20 +38,17 @@ pub(crate) fn clip(s: &str) -> String {
 
 /// The purl of an OS package (`pkg:deb/debian/NAME@VERSION?arch=ARCH`):
 /// type and namespace are the ecosystem's, from the ecosystem table, built
-/// by `strata_proto::purl`, and checked to read back as this package (a
-/// version with a `/`, which no package manager writes but a broken
-/// database may hold, would not). The error is a message for a warning.
+/// by `strata_proto::purl` (which refuses values that would not read back
+/// as this package). The error is a message for a warning.
 pub(crate) fn os_purl(
     ecosystem: Ecosystem,
     name: &str,
     version: &str,
     arch: Option<&str>,
 ) -> Result<String, String> {
-    let purl = Purl::package(ecosystem, name, version, arch).map_err(|e| e.to_string())?;
-    match Purl::parse(purl.as_str()) {
-        Ok(back) if back == purl && back.version() == Some(version) => Ok(purl.to_string()),
-        _ => Err(format!("{}: no purl reads back as this package", clip(name))),
-    }
+    Purl::package(ecosystem, name, version, arch)
+        .map(|p| p.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Lines of `data` without their `\n` (and a `\r` before it), numbered
@@ -211,19 +208,17 @@ impl<'a> FileFinds<'a> {
 
 /// The purl of a language package, built from the name as the purl spec
 /// writes it for the ecosystem (normalised or as declared: the table's
-/// `PurlForm::normalised`), and checked to read back as itself (a version
-/// with a `/` would not: it would move into the name).
+/// `PurlForm::normalised`); `Purl::package` refuses values that would not
+/// read back as this package.
 fn canonical_purl(ecosystem: Ecosystem, name: &str, version: &str) -> Result<String, String> {
     let name = if ecosystem.row().purl.normalised {
         ecosystem.normalise_name(name)
     } else {
         std::borrow::Cow::Borrowed(name)
     };
-    let purl = Purl::package(ecosystem, &name, version, None).map_err(|e| e.to_string())?;
-    match Purl::parse(purl.as_str()) {
-        Ok(back) if back == purl && back.version() == Some(version) => Ok(purl.to_string()),
-        _ => Err("no purl reads back as this package".into()),
-    }
+    Purl::package(ecosystem, &name, version, None)
+        .map(|p| p.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// The directory of an absolute path (`/app/yarn.lock` → `/app`; `/x` → ``).

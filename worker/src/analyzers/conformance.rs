@@ -261,13 +261,20 @@ const MAGICS: &[&[u8]] = &[
 ];
 
 /// Streams `data` (behind each magic) to `a` as the walk would, in chunks
-/// of `chunk` bytes, and checks what it finds like [`check`] does.
+/// of `chunk` bytes, and checks what it finds like [`check`] does. A file
+/// that starts like a zip is shown at a `.jar` path (archives are opened
+/// by name and magic), any other at an executable's.
 fn check_stream(a: &dyn Analyzer, what: &str, data: &[u8], chunk: usize) {
     let limits = Limits::default();
     for magic in MAGICS {
         let file = [magic, data].concat();
+        let path = if file.starts_with(b"PK\x03\x04") {
+            "/usr/share/java/x.jar"
+        } else {
+            "/usr/bin/x"
+        };
         let entry = EntryHead {
-            path: "/usr/bin/x",
+            path,
             mode: 0o755,
             size: file.len() as u64,
             head: &file[..file.len().min(HEAD_BYTES)],
@@ -291,12 +298,7 @@ fn check_stream(a: &dyn Analyzer, what: &str, data: &[u8], chunk: usize) {
                 "{} on {what}: {p:?}",
                 a.name()
             );
-            assert!(
-                p.path.starts_with("/usr/bin/x"),
-                "{} on {what}: {}",
-                a.name(),
-                p.path
-            );
+            assert!(p.path.starts_with(path), "{} on {what}: {}", a.name(), p.path);
             assert!(p.layer.is_none());
             check_purl(p, &format!("{} on {what}", a.name()));
         }
@@ -326,6 +328,63 @@ fn go_binary() -> Vec<u8> {
     b.extend_from_slice(&info);
     b.resize(b.len() + 8192, 0xcc);
     b
+}
+
+/// A WAR as Maven and Spring Boot write them (see `java/`): a manifest,
+/// `pom.properties`, class files, and a nested jar whose entries carry
+/// their sizes in data descriptors; streamed, truncated and mutated like
+/// the Go binary.
+fn jar() -> Vec<u8> {
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+    use zip::{CompressionMethod, ZipWriter};
+    let options = |m| SimpleFileOptions::default().compression_method(m);
+    let mut inner = ZipWriter::new_stream(Vec::new());
+    inner
+        .start_file("META-INF/MANIFEST.MF", options(CompressionMethod::Deflated))
+        .unwrap();
+    inner
+        .write_all(b"Manifest-Version: 1.0\r\nImplementation-Version: 1.2\r\n\r\n")
+        .unwrap();
+    inner
+        .start_file("org/x/A.class", options(CompressionMethod::Deflated))
+        .unwrap();
+    inner.write_all(&[0xca; 300]).unwrap();
+    inner
+        .start_file(
+            "META-INF/maven/org.x/lib/pom.properties",
+            options(CompressionMethod::Deflated),
+        )
+        .unwrap();
+    inner
+        .write_all(b"groupId=org.x\nartifactId=lib\nversion=1.2\n")
+        .unwrap();
+    let inner = inner.finish().unwrap().into_inner();
+    let mut outer = ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    outer
+        .start_file("META-INF/MANIFEST.MF", options(CompressionMethod::Deflated))
+        .unwrap();
+    outer
+        .write_all(b"Manifest-Version: 1.0\nBundle-SymbolicName: org.x.app\nBundle-Version: 3\n")
+        .unwrap();
+    outer
+        .start_file("WEB-INF/lib/lib-1.2.jar", options(CompressionMethod::Stored))
+        .unwrap();
+    outer.write_all(&inner).unwrap();
+    outer
+        .start_file("WEB-INF/lib/lib2-1.2.jar", options(CompressionMethod::Deflated))
+        .unwrap();
+    outer.write_all(&inner).unwrap();
+    outer
+        .start_file(
+            "META-INF/maven/org.x/app/pom.properties",
+            options(CompressionMethod::Stored),
+        )
+        .unwrap();
+    outer
+        .write_all(b"groupId=org.x\nartifactId=app\nversion=3\n")
+        .unwrap();
+    outer.finish().unwrap().into_inner()
 }
 
 #[test]
@@ -396,31 +455,83 @@ fn auditable_binary() -> Vec<u8> {
 #[test]
 fn streamed_binaries_cut_and_mutated_never_panic() {
     let mut rng = Rng(0x0bad_5eed_0000_0001);
+    // Each fixture, and where mutations mostly land: the Go build
+    // information; anywhere in the jar (headers are everywhere).
+    let jar = jar();
+    let auditable = auditable_binary();
+    let fixtures = [
+        ("go binary", go_binary(), 4096..4296),
+        (
+            "auditable binary",
+            auditable.clone(),
+            4096..auditable.len() - 8192,
+        ),
+        ("jar", jar.clone(), 0..jar.len()),
+    ];
     for a in all().into_iter().filter(|a| a.streams()) {
-        for binary in [go_binary(), auditable_binary()] {
+        for (name, binary, hot) in &fixtures {
             for n in (0..=binary.len()).step_by(31) {
-                check_stream(a.as_ref(), &format!("binary cut at {n}"), &binary[..n], 4096);
+                check_stream(a.as_ref(), &format!("{name} cut at {n}"), &binary[..n], 4096);
             }
             for round in 0..300 {
                 let mut d = binary.clone();
                 for _ in 0..1 + round % 8 {
-                    // Mostly the embedded data, sometimes anywhere.
                     let i = if round % 3 == 0 {
                         (rng.next() as usize) % d.len()
                     } else {
-                        4096 + (rng.next() as usize) % 200
+                        hot.start + (rng.next() as usize) % hot.len()
                     };
                     d[i] = rng.next() as u8;
                 }
                 check_stream(
                     a.as_ref(),
-                    &format!("binary mutation {round}"),
+                    &format!("{name} mutation {round}"),
                     &d,
                     1 + round % 300,
                 );
             }
         }
     }
+}
+
+#[test]
+fn jar_fixture_is_read() {
+    let a = all().into_iter().find(|a| a.name() == "java-archive").unwrap();
+    let limits = Limits::default();
+    let file = jar();
+    let entry = EntryHead {
+        path: "/srv/app.war",
+        mode: 0o644,
+        size: file.len() as u64,
+        head: &file[..HEAD_BYTES],
+        limits: &limits,
+    };
+    let mut sink = a.open(&entry).expect("a jar");
+    for piece in file.chunks(100) {
+        if !sink.write(piece) {
+            break;
+        }
+    }
+    let got: Vec<_> = sink
+        .finish(true)
+        .packages
+        .into_iter()
+        .map(|p| (p.path, p.name))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/srv/app.war".to_owned(), "org.x:app".to_owned()),
+            (
+                "/srv/app.war!/WEB-INF/lib/lib-1.2.jar".to_owned(),
+                "org.x:lib".to_owned()
+            ),
+            (
+                "/srv/app.war!/WEB-INF/lib/lib2-1.2.jar".to_owned(),
+                "org.x:lib".to_owned()
+            ),
+        ]
+    );
 }
 
 #[test]

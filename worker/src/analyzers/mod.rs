@@ -44,6 +44,9 @@
 //!   the toolchain (`stdlib`), the main module and every dependency.
 //! - [`cargo_auditable`] streams executables for the dependency list
 //!   `cargo auditable` embeds (crates.io packages of Rust binaries).
+//! - [`java`] streams Java archives (`.jar`, `.war`, `.ear`, `.jpi`, `.hpi`)
+//!   for Maven artifacts: every `pom.properties`, else the manifest, else
+//!   the file name (low confidence); nested archives to the nesting cap.
 //!
 //! Every one is checked by the conformance suite (`conformance.rs`: empty,
 //! garbage, truncated and mutated input) and, where real tools' output
@@ -60,6 +63,7 @@ pub mod dpkg;
 #[cfg(test)]
 mod expected;
 pub mod golang;
+pub mod java;
 pub mod npm;
 pub mod os_release;
 pub mod php;
@@ -187,6 +191,7 @@ pub fn all() -> Vec<Box<dyn Analyzer>> {
         Box::new(cargo::Cargo),
         Box::new(golang::GoBinaries),
         Box::new(cargo_auditable::CargoAuditable),
+        Box::new(java::JavaArchives),
     ]
 }
 

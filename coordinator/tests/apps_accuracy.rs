@@ -8,7 +8,9 @@
 //!   is listed in [`DIFFERENCES`] with why ours is right;
 //! - `strata scan` with the real advisories in `../shared/testdata/osv`
 //!   reports the known vulnerabilities of the old versions and nothing for
-//!   packages past every fix or deleted by the later layer.
+//!   packages past every fix or deleted by the later layer;
+//! - scanning Syft's CycloneDX SBOM of the image (`strata scan --sbom`)
+//!   gives the same findings as scanning the image.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -232,26 +234,37 @@ fn strata_finds_what_syft_finds_in_application_layers() {
     assert!(has("org.apache.logging.log4j:log4j-core", "2.19.0"));
 }
 
-#[test]
-fn strata_scan_reports_known_vulnerabilities_of_old_versions_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let reference = format!("oci-dir:{}:latest", layout().display());
-    let db = dir.path().join("vulndb");
-    let osv = workspace().join("../shared/testdata/osv");
-    run(strata().args(["db", "import", "--db"]).arg(&db).args([
-        osv.join("PyPI/all.zip"),
-        osv.join("Go/all.zip"),
-        osv.join("from-testdata"),
-    ]));
+/// Findings of `strata scan ARGS`: (package name, version) → ids and aliases.
+type Hits = BTreeMap<(String, String), BTreeSet<String>>;
+
+/// The database of the real advisories (PyPI, Go, and the records from
+/// other scanners' fixtures), built once.
+fn vulndb() -> &'static Path {
+    static DB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DB.get_or_init(|| {
+        let db = Path::new(env!("CARGO_TARGET_TMPDIR")).join("apps-accuracy-vulndb");
+        let osv = workspace().join("../shared/testdata/osv");
+        run(strata().args(["db", "import", "--db"]).arg(&db).args([
+            osv.join("PyPI/all.zip"),
+            osv.join("Go/all.zip"),
+            osv.join("from-testdata"),
+        ]));
+        db
+    })
+}
+
+fn scan(target: &[&str]) -> Hits {
     // The exit code says whether findings gate; the report is what is checked.
     let out = strata()
-        .args(["scan", &reference, "-f", "json", "--db"])
-        .arg(&db)
+        .arg("scan")
+        .args(target)
+        .args(["-f", "json", "--db"])
+        .arg(vulndb())
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    let mut hits: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut hits = Hits::new();
     for f in report["findings"].as_array().expect("findings") {
         let p = &f["package"];
         let key = (
@@ -267,6 +280,13 @@ fn strata_scan_reports_known_vulnerabilities_of_old_versions_only() {
         ids.insert(f["vulnerability_id"].as_str().unwrap_or_default().to_owned());
         hits.entry(key).or_default().extend(ids);
     }
+    hits
+}
+
+#[test]
+fn strata_scan_reports_known_vulnerabilities_of_old_versions_only() {
+    let reference = format!("oci-dir:{}:latest", layout().display());
+    let hits = scan(&[&reference]);
     let of = |name: &str, version: &str| hits.get(&(name.to_owned(), version.to_owned()));
     // requests < 2.20.0 sends credentials on an https→http redirect.
     let requests = of("requests", "2.19.1").expect("requests 2.19.1 has findings");
@@ -286,4 +306,43 @@ fn strata_scan_reports_known_vulnerabilities_of_old_versions_only() {
     assert!(of("urllib3", "1.23").is_none(), "a deleted package has findings");
     // The Debian build's main module is `(devel)`: nothing matches it.
     assert!(of("github.com/nats-io/nats-server", "(devel)").is_none());
+}
+
+#[test]
+fn scanning_syfts_cyclonedx_sbom_gives_the_image_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let sbom = dir.path().join("syft.cdx.json");
+    let out = run(Command::new(venv("syft"))
+        .args([
+            &format!("oci-dir:{}", layout().display()),
+            "-o",
+            "cyclonedx-json",
+            "-q",
+        ])
+        .env("SYFT_CHECK_FOR_APP_UPDATE", "false")
+        .env("HOME", dir.path()));
+    std::fs::write(&sbom, &out.stdout).unwrap();
+    let from_sbom = scan(&["--sbom", sbom.to_str().unwrap()]);
+    let from_image = scan(&[&format!("oci-dir:{}:latest", layout().display())]);
+    // Syft writes the Go toolchain as `go1.19.8`; OSV and Strata as `1.19.8`.
+    let normalise = |hits: Hits| -> Hits {
+        hits.into_iter()
+            .map(|((n, v), ids)| {
+                let v = if n == "stdlib" {
+                    v.trim_start_matches("go").to_owned()
+                } else {
+                    v
+                };
+                ((n, v), ids)
+            })
+            .collect()
+    };
+    let (from_sbom, from_image) = (normalise(from_sbom), normalise(from_image));
+    assert!(!from_image.is_empty());
+    assert_eq!(
+        from_sbom.keys().collect::<Vec<_>>(),
+        from_image.keys().collect::<Vec<_>>(),
+        "packages with findings differ"
+    );
+    assert_eq!(from_sbom, from_image);
 }

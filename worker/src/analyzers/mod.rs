@@ -151,10 +151,17 @@ pub trait Analyzer: Send + Sync {
     /// Bump when the output for the same input may change: part of the
     /// layer dedup key, so a new version re-analyses exactly what it must.
     fn version(&self) -> u32;
-    /// Cheap filter called for every regular file during the tar walk.
-    fn wants(&self, path: &str) -> bool;
+    /// Cheap filter called for every regular file during the tar walk
+    /// (none, for an analyser that only streams).
+    fn wants(&self, path: &str) -> bool {
+        let _ = path;
+        false
+    }
     /// Turn the wanted files of one layer into packages.
-    fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError>;
+    fn analyze(&self, files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
+        let _ = files;
+        Ok(Analysis::default())
+    }
     /// The largest file at `path` (one it wants) this analyser takes whole:
     /// a bigger one is not captured for it, with a warning (the rest of the
     /// layer goes on). The layer's own `max_file_bytes` applies as well.

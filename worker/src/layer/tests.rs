@@ -825,12 +825,6 @@ impl Analyzer for Counter {
     fn version(&self) -> u32 {
         1
     }
-    fn wants(&self, _path: &str) -> bool {
-        false
-    }
-    fn analyze(&self, _files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
-        Ok(Analysis::default())
-    }
     fn streams(&self) -> bool {
         true
     }

@@ -249,7 +249,7 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
                     if sinks.is_empty() || !sinks.write(&head) {
                         skip(&mut entry, &mut buf, already, layer)?;
                     } else {
-                        stream(&mut entry, &mut buf, already, &mut sinks, layer)?;
+                        stream(&mut entry, &mut buf, already, Some(&mut sinks), layer)?;
                     }
                     c.close(&path, sinks, true);
                 } else {
@@ -327,29 +327,16 @@ fn skip(
     already: u64,
     layer: &str,
 ) -> Result<(), Walk> {
-    let size = entry.size();
-    let mut seen = already;
-    loop {
-        let n = match entry.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Walk::Io(e)),
-        };
-        seen += n as u64;
-    }
-    if seen < size {
-        return Err(truncated(layer, seen, size));
-    }
-    Ok(())
+    stream(entry, buf, already, None, layer)
 }
 
-/// [`skip`], feeding the bytes to `sinks` until none of them reads on.
+/// Stream past an entry's data (`already` bytes of it read), feeding it to
+/// `sinks` until none of them reads on, and checking that all of it is there.
 fn stream(
     entry: &mut tar::Entry<'_, impl Read>,
     buf: &mut [u8],
     already: u64,
-    sinks: &mut Sinks,
+    mut sinks: Option<&mut Sinks>,
     layer: &str,
 ) -> Result<(), Walk> {
     let size = entry.size();
@@ -362,8 +349,10 @@ fn stream(
             Err(e) => return Err(Walk::Io(e)),
         };
         seen += n as u64;
-        if !sinks.write(&buf[..n]) {
-            return skip(entry, buf, seen, layer);
+        if let Some(s) = sinks.as_deref_mut()
+            && !s.write(&buf[..n])
+        {
+            sinks = None;
         }
     }
     if seen < size {

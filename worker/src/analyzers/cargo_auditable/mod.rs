@@ -20,7 +20,7 @@ use strata_proto::purl::Purl;
 use strata_proto::{Ecosystem, Evidence, Package};
 
 use super::common::{self, MAX_PACKAGES};
-use super::{Analysis, AnalyzeError, Analyzer, EntryHead, EntrySink, LayerFile};
+use super::{Analysis, Analyzer, EntryHead, EntrySink};
 
 /// What the audit data inflates to first.
 const PREFIX: &[u8] = br#"{"packages":["#;
@@ -42,14 +42,6 @@ impl Analyzer for CargoAuditable {
 
     fn version(&self) -> u32 {
         1
-    }
-
-    fn wants(&self, _path: &str) -> bool {
-        false
-    }
-
-    fn analyze(&self, _files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
-        Ok(Analysis::default())
     }
 
     fn streams(&self) -> bool {

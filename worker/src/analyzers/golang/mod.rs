@@ -24,7 +24,7 @@ use strata_proto::purl::Purl;
 use strata_proto::{Ecosystem, Package};
 
 use super::common::{self, MAX_PACKAGES};
-use super::{Analysis, AnalyzeError, Analyzer, EntryHead, EntrySink, LayerFile};
+use super::{Analysis, Analyzer, EntryHead, EntrySink};
 use buildinfo::{ALIGN, HEADER, Header, MAGIC, MAX_MODINFO, MAX_VERSION};
 
 pub struct GoBinaries;
@@ -36,14 +36,6 @@ impl Analyzer for GoBinaries {
 
     fn version(&self) -> u32 {
         1
-    }
-
-    fn wants(&self, _path: &str) -> bool {
-        false
-    }
-
-    fn analyze(&self, _files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
-        Ok(Analysis::default())
     }
 
     fn streams(&self) -> bool {

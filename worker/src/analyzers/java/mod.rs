@@ -55,7 +55,7 @@ use strata_proto::purl::Purl;
 use strata_proto::{Ecosystem, Evidence, Package};
 
 use super::common::{self, MAX_PACKAGES};
-use super::{Analysis, AnalyzeError, Analyzer, EntryHead, EntrySink, LayerFile};
+use super::{Analysis, Analyzer, EntryHead, EntrySink};
 use crate::layer::Nesting;
 use meta::Found;
 use zip::{Archive, Ctx, LOCAL};
@@ -73,14 +73,6 @@ impl Analyzer for JavaArchives {
 
     fn version(&self) -> u32 {
         1
-    }
-
-    fn wants(&self, _path: &str) -> bool {
-        false
-    }
-
-    fn analyze(&self, _files: &[LayerFile<'_>]) -> Result<Analysis, AnalyzeError> {
-        Ok(Analysis::default())
     }
 
     fn streams(&self) -> bool {

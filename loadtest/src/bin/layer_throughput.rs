@@ -405,12 +405,29 @@ fn text(len: usize, rng: &mut Rng) -> Vec<u8> {
     out
 }
 
-/// An ELF header, then about a third random bytes, the rest repeated
-/// structure and symbol-like text: gzip shrinks it about 2.5:1, as it does
-/// real shared objects; the streaming analysers open it and read it all.
+/// An ELF64 header whose program headers load code (70%), read-only data
+/// (20%) and writable data (5%), the last 5% unloaded (symbols), as real
+/// shared objects and executables lie; then about a third random bytes,
+/// the rest repeated structure and symbol-like text: gzip shrinks it about
+/// 2.5:1, as it does real shared objects. The streaming analysers open
+/// every one (the Go one searches its writable data, the Rust one what
+/// follows the loaded segments).
 fn binary(len: usize, rng: &mut Rng) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 8);
     out.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0\x3e\0");
+    out.resize(64, 0);
+    out[32..40].copy_from_slice(&64u64.to_le_bytes());
+    out[54..56].copy_from_slice(&56u16.to_le_bytes());
+    out[56..58].copy_from_slice(&3u16.to_le_bytes());
+    let at = |f: f64| (len as f64 * f) as u64;
+    for (flags, from, to) in [(5u32, 0.0, 0.7), (4, 0.7, 0.9), (6, 0.9, 0.95)] {
+        let mut ph = [0u8; 56];
+        ph[..4].copy_from_slice(&1u32.to_le_bytes());
+        ph[4..8].copy_from_slice(&flags.to_le_bytes());
+        ph[8..16].copy_from_slice(&at(from).to_le_bytes());
+        ph[32..40].copy_from_slice(&(at(to) - at(from)).to_le_bytes());
+        out.extend_from_slice(&ph);
+    }
     while out.len() < len {
         if rng.below(2) == 0 {
             for _ in 0..16 {

@@ -60,6 +60,7 @@ mod common;
 mod conformance;
 pub mod dotnet;
 pub mod dpkg;
+mod elf;
 #[cfg(test)]
 mod expected;
 pub mod golang;
@@ -107,8 +108,9 @@ pub struct AnalyzeError {
 }
 
 /// Bytes of a file's start shown to streaming analysers in [`EntryHead`]:
-/// enough for any magic number and an ELF or zip header.
-pub const HEAD_BYTES: usize = 512;
+/// enough for any magic number, a zip header, and an ELF header with its
+/// program headers (which say where the loaded segments lie).
+pub const HEAD_BYTES: usize = 4096;
 
 /// A regular file as the walk meets it, before its content streams past.
 #[derive(Debug, Clone, Copy)]

@@ -52,8 +52,13 @@ impl Analyzer for CargoAuditable {
         if entry.size < PREFIX.len() as u64 || !super::golang::is_executable(entry.head) {
             return None;
         }
+        // In an ELF file the audit data is a section that is not loaded:
+        // only what follows the loaded segments is searched.
+        let from = super::elf::segments(entry.head).map_or(0, |s| s.load_end);
         Some(Box::new(Sink {
             path: entry.path.to_owned(),
+            from,
+            seen: 0,
             tail: Vec::with_capacity(PROBE_BYTES),
             probe: Decompress::new(true),
             probes: 0,
@@ -64,6 +69,10 @@ impl Analyzer for CargoAuditable {
 
 struct Sink {
     path: String,
+    /// Bytes before this offset are not searched (an ELF's loaded segments).
+    from: u64,
+    /// Bytes given so far.
+    seen: u64,
     /// The last bytes searched: a candidate near a chunk's end is tried
     /// again with the next chunk's start.
     tail: Vec<u8>,
@@ -211,8 +220,15 @@ fn candidates(data: &[u8]) -> impl Iterator<Item = usize> + '_ {
 
 impl EntrySink for Sink {
     fn write(&mut self, chunk: &[u8]) -> bool {
+        let at = self.seen;
+        self.seen += chunk.len() as u64;
         match self.state {
-            State::Searching => self.search(chunk),
+            State::Searching => {
+                let skip = usize::try_from(self.from.saturating_sub(at))
+                    .unwrap_or(usize::MAX)
+                    .min(chunk.len());
+                self.search(&chunk[skip..]);
+            }
             State::Inflating { .. } => self.inflate(chunk),
             State::Done(_) => return false,
         }

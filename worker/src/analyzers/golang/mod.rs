@@ -47,7 +47,13 @@ impl Analyzer for GoBinaries {
         if entry.size < HEADER as u64 || !is_executable(entry.head) {
             return None;
         }
-        Some(Box::new(Sink::new(entry.path)))
+        // In an ELF file the header lies in the first writable segment
+        // (`.go.buildinfo` opens the data segment): only that is searched.
+        let window = match super::elf::segments(entry.head).and_then(|s| s.writable) {
+            Some((from, to)) => (from - from % ALIGN, to),
+            None => (0, u64::MAX),
+        };
+        Some(Box::new(Sink::new(entry.path, window)))
     }
 }
 
@@ -75,6 +81,8 @@ struct Sink {
     finder: memmem::Finder<'static>,
     /// Bytes given so far: the offset in the file of the next chunk.
     seen: u64,
+    /// The part of the file searched, `[from, to)`; the rest streams past.
+    window: (u64, u64),
     /// The last (up to [`TAIL`]) bytes searched, and the offset of the first.
     tail: Vec<u8>,
     tail_at: u64,
@@ -97,11 +105,12 @@ enum Parse {
 }
 
 impl Sink {
-    fn new(path: &str) -> Sink {
+    fn new(path: &str, window: (u64, u64)) -> Sink {
         Sink {
             path: path.to_owned(),
             finder: memmem::Finder::new(MAGIC).into_owned(),
             seen: 0,
+            window,
             tail: Vec::with_capacity(TAIL),
             tail_at: 0,
             collecting: None,
@@ -274,8 +283,22 @@ impl EntrySink for Sink {
     fn write(&mut self, chunk: &[u8]) -> bool {
         let at = self.seen;
         self.seen += chunk.len() as u64;
-        self.scan(chunk, at);
-        self.found.is_none()
+        let (from, to) = self.window;
+        let start = usize::try_from(from.saturating_sub(at))
+            .unwrap_or(usize::MAX)
+            .min(chunk.len());
+        // A header being read may run past the window: let it finish.
+        let end = if self.collecting.is_some() {
+            chunk.len()
+        } else {
+            usize::try_from(to.saturating_sub(at))
+                .unwrap_or(usize::MAX)
+                .min(chunk.len())
+        };
+        if start < end {
+            self.scan(&chunk[start..end], at + start as u64);
+        }
+        self.found.is_none() && (self.seen < to || self.collecting.is_some())
     }
 
     fn finish(self: Box<Self>, _complete: bool) -> Analysis {

@@ -205,3 +205,51 @@ fn hostile_input_is_bounded() {
     let a = run(&cut[..cut.len() - 4096 - 40], 512).unwrap();
     assert!(a.packages.is_empty(), "cut inside the module information");
 }
+
+/// An ELF64 head whose program headers load `[0, text)` read-execute and
+/// `[text, text + data)` read-write.
+fn elf_with_segments(text: u64, data: u64) -> Vec<u8> {
+    let mut h = vec![0u8; 64];
+    h[..4].copy_from_slice(b"\x7fELF");
+    h[4] = 2;
+    h[5] = 1;
+    h[32..40].copy_from_slice(&64u64.to_le_bytes());
+    h[54..56].copy_from_slice(&56u16.to_le_bytes());
+    h[56..58].copy_from_slice(&2u16.to_le_bytes());
+    for (flags, offset, size) in [(5u32, 0u64, text), (6, text, data)] {
+        let mut ph = vec![0u8; 56];
+        ph[..4].copy_from_slice(&1u32.to_le_bytes());
+        ph[4..8].copy_from_slice(&flags.to_le_bytes());
+        ph[8..16].copy_from_slice(&offset.to_le_bytes());
+        ph[32..40].copy_from_slice(&size.to_le_bytes());
+        h.extend_from_slice(&ph);
+    }
+    h
+}
+
+#[test]
+fn in_an_elf_only_the_writable_segment_is_searched() {
+    // A well-formed header in the code segment (a literal, as a program
+    // that reads build information carries), the real one opening the data.
+    let decoy = binary(16, "go1.2.3", "mod\texample.com/decoy\tv9.9.9\t\n");
+    let real = binary(16, "go1.19.8", MODINFO);
+    let mut file = elf_with_segments(8192, 4096);
+    file.resize(4096, 0x90);
+    file.extend_from_slice(&decoy[16..]);
+    file.resize(8192, 0x90);
+    file.extend_from_slice(&real[16..]);
+    for chunk in [1, 100, 4096, 65536] {
+        let a = run(&file, chunk).unwrap();
+        assert_eq!(
+            a.packages.first().map(|p| p.version.as_str()),
+            Some("1.19.8"),
+            "{chunk}"
+        );
+        assert!(a.packages.iter().all(|p| p.name != "example.com/decoy"));
+    }
+    // Without program headers every byte is searched: the decoy comes first.
+    let mut plain = file.clone();
+    plain[32..40].copy_from_slice(&0u64.to_le_bytes());
+    plain[56..58].copy_from_slice(&0u16.to_le_bytes());
+    assert_eq!(run(&plain, 4096).unwrap().packages[0].version, "1.2.3");
+}

@@ -8,6 +8,7 @@
 //! - [`compose`]: ordered layer inventories → the image's packages.
 //! - [`engine`]: the single-process pipeline: reference → layers analysed → composed.
 //! - [`metrics`]: the coordinator's metric instruments (on the process's provider).
+//! - [`notify`]: fleet events (findings new and resolved) and where they go.
 //! - [`output`]: report and SBOM formats (table, JSON, CycloneDX, SPDX, SARIF) and SBOM input.
 //! - [`suppress`]: ignore files and OpenVEX documents that remove findings from a report.
 //! - [`vulndb`]: OSV import (directories, `all.zip`, HTTP, object stores) and the local database file.
@@ -21,6 +22,7 @@ pub mod compose;
 pub mod engine;
 pub mod matching;
 pub mod metrics;
+pub mod notify;
 pub mod output;
 pub mod suppress;
 pub mod util;

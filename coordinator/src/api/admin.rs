@@ -73,6 +73,9 @@ impl AdminService for AdminApi {
             queues: Vec::new(),
             vulndb: None,
             layer_cache: None,
+            feeds: Vec::new(),
+            events: None,
+            gc: None,
         };
         if let Some(c) = &self.coordinator {
             let now = strata_proto::text::now_unix_ms();

@@ -50,6 +50,23 @@ fn severity_filter(value: i32) -> Result<Option<strata_proto::Severity>, Status>
 
 #[tonic::async_trait]
 impl FleetService for FleetApi {
+    type WatchEventsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<v1::FleetEvent, Status>> + Send + 'static>>;
+
+    async fn watch_events(
+        &self,
+        _request: Request<v1::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        Err(Status::unimplemented("WatchEvents: being built"))
+    }
+
+    async fn rematch(
+        &self,
+        _request: Request<v1::RematchRequest>,
+    ) -> Result<Response<v1::RematchResponse>, Status> {
+        Err(Status::unimplemented("Rematch: being built"))
+    }
+
     async fn register_images(
         &self,
         request: Request<v1::RegisterImagesRequest>,

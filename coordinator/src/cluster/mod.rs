@@ -138,6 +138,8 @@ struct Inner {
     /// Recent reports encoded, by scan id, with the vulnerability data
     /// version they were matched against (see [`Coordinator::report_encoded`]).
     encoded_reports: Mutex<HashMap<String, (String, Bytes)>>,
+    /// Fleet events (findings new and resolved): see [`crate::notify`].
+    fleet_events: crate::notify::EventLog,
 }
 
 impl Coordinator {
@@ -171,8 +173,25 @@ impl Coordinator {
                 heads: coalesce::Coalescer::default(),
                 known_digests: Mutex::new(HashMap::new()),
                 encoded_reports: Mutex::new(HashMap::new()),
+                fleet_events: crate::notify::EventLog::memory(),
             }),
         }
+    }
+
+    /// This coordinator with `log` as its fleet event log (a durable one:
+    /// JetStream in the cluster, the local store for `strata serve`).
+    /// Call right after [`Self::new`], before the coordinator is cloned.
+    pub fn with_event_log(mut self, log: crate::notify::EventLog) -> Coordinator {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.fleet_events = log,
+            None => tracing::error!("with_event_log on a shared coordinator: the memory log stays"),
+        }
+        self
+    }
+
+    /// The fleet event log.
+    pub fn event_log(&self) -> &crate::notify::EventLog {
+        &self.inner.fleet_events
     }
 
     pub fn config(&self) -> &CoordinatorConfig {

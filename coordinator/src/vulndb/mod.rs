@@ -8,6 +8,7 @@
 //!   everything skipped; CVSS scoring.
 //! - `source`: where records come from ([`Source`]), each read with bounds.
 //! - `store`: the database file format.
+//! - [`diff`]: what changed between two databases ([`ChangeSet`]).
 //!
 //! # Contract
 //! - A malformed record, an unknown ecosystem, or a range whose versions do
@@ -23,6 +24,7 @@
 //! - The same records give the same [`Db::version`], whatever their order or
 //!   source paths: the version is a hash of the normalised advisories.
 
+pub mod diff;
 mod normalize;
 mod osv;
 mod source;
@@ -38,6 +40,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use strata_proto::{Ecosystem, Severity};
 
+pub use diff::ChangeSet;
 pub use source::Source;
 
 /// The feeds `strata db update` fetches by default: every ecosystem Strata

@@ -38,12 +38,14 @@ mod index;
 mod load;
 mod page;
 mod query;
+mod rematch;
 #[cfg(test)]
 mod tests;
 mod watch;
 
 pub use index::FleetIndex;
 pub use query::{AffectedQuery, FleetSummary, ImageFilter, PackageQuery};
+pub use rematch::RematchSummary;
 pub(crate) use watch::check_reference_count;
 
 use serde::{Deserialize, Serialize};

@@ -143,6 +143,7 @@ impl RegistryProxyBuilder {
             throttled: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             in_flight_max: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             digests: Mutex::new(HashMap::new()),
         });
         // As registries do (Go's net/http sets it): the tail of a blob must
@@ -227,6 +228,12 @@ impl RegistryProxy {
         self.shared.counts(digest).requests
     }
 
+    /// Every request that reached the proxy (manifests, tag lists, blobs,
+    /// `/v2/`): a count that shows whether anything talked to the registry.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
     /// How many blob GETs were answered 429 by the proxy.
     pub fn throttled(&self) -> u64 {
         self.shared.throttled.load(Ordering::SeqCst)
@@ -289,6 +296,8 @@ struct Shared {
     throttled: AtomicU64,
     in_flight: AtomicU64,
     in_flight_max: AtomicU64,
+    /// Every request that arrived (manifests, tags, blobs, `/v2/`).
+    requests: AtomicU64,
     digests: Mutex<HashMap<String, Counts>>,
 }
 
@@ -349,6 +358,7 @@ fn blob_get_digest(method: &Method, path: &str) -> Option<String> {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
     let Some(digest) = blob_get_digest(request.method(), request.uri().path()) else {
         return match forward(&shared, request).await {
             Ok(upstream) => respond(upstream, &shared, None),

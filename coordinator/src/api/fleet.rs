@@ -62,9 +62,17 @@ impl FleetService for FleetApi {
 
     async fn rematch(
         &self,
-        _request: Request<v1::RematchRequest>,
+        request: Request<v1::RematchRequest>,
     ) -> Result<Response<v1::RematchResponse>, Status> {
-        Err(Status::unimplemented("Rematch: being built"))
+        let who = super::caller(&request);
+        tracing::info!(caller = %who, "full fleet re-match requested");
+        let s = self.coordinator.rematch_all().await.map_err(status_of)?;
+        Ok(Response::new(v1::RematchResponse {
+            images: s.images,
+            findings_new: s.findings_new,
+            findings_resolved: s.findings_resolved,
+            vulndb_version: s.vulndb_version,
+        }))
     }
 
     async fn register_images(

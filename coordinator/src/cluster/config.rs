@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use strata_worker::source::SourceConfig;
 
 use super::kv::{self, Kv, KvError};
-use super::records::{IMAGES_BUCKET, LAYERS_BUCKET, SCANS_BUCKET};
+use super::records::{FINDINGS_BUCKET, IMAGES_BUCKET, LAYERS_BUCKET, SCANS_BUCKET};
 use crate::matching::Matcher;
 use crate::vulndb::{Db, DbStatus};
 
@@ -71,6 +71,9 @@ pub struct Buckets {
     pub layers: Kv,
     pub scans: Kv,
     pub images: Kv,
+    /// Each registered image's open findings (first seen) and recently
+    /// resolved ones (when, why).
+    pub findings: Kv,
 }
 
 impl Buckets {
@@ -79,6 +82,7 @@ impl Buckets {
             layers: Kv::nats(js, LAYERS_BUCKET, replicas).await?,
             scans: Kv::nats(js, SCANS_BUCKET, replicas).await?,
             images: Kv::nats(js, IMAGES_BUCKET, replicas).await?,
+            findings: Kv::nats(js, FINDINGS_BUCKET, replicas).await?,
         })
     }
 
@@ -87,7 +91,8 @@ impl Buckets {
         Ok(Buckets {
             layers: Kv::Local(kv::LocalKv::new(db.clone(), LAYERS_BUCKET)),
             scans: Kv::Local(kv::LocalKv::new(db.clone(), SCANS_BUCKET)),
-            images: Kv::Local(kv::LocalKv::new(db, IMAGES_BUCKET)),
+            images: Kv::Local(kv::LocalKv::new(db.clone(), IMAGES_BUCKET)),
+            findings: Kv::Local(kv::LocalKv::new(db, FINDINGS_BUCKET)),
         })
     }
 }

@@ -140,6 +140,8 @@ struct Inner {
     encoded_reports: Mutex<HashMap<String, (String, Bytes)>>,
     /// Fleet events (findings new and resolved): see [`crate::notify`].
     fleet_events: crate::notify::EventLog,
+    /// Registered images' findings over time (`fleet/history.rs`).
+    histories: tokio::sync::Mutex<fleet::Histories>,
 }
 
 impl Coordinator {
@@ -174,6 +176,7 @@ impl Coordinator {
                 known_digests: Mutex::new(HashMap::new()),
                 encoded_reports: Mutex::new(HashMap::new()),
                 fleet_events: crate::notify::EventLog::memory(),
+                histories: tokio::sync::Mutex::new(fleet::Histories::default()),
             }),
         }
     }
@@ -211,8 +214,13 @@ impl Coordinator {
     }
 
     /// Replace the vulnerability data (reports are re-matched when read).
+    /// [`Self::apply_vulndb`] also re-matches the fleet and tells what changed.
     pub fn set_vulndb(&self, data: VulnData) {
-        *write(&self.inner.vulndb) = Arc::new(data);
+        self.set_vulndb_arc(Arc::new(data));
+    }
+
+    fn set_vulndb_arc(&self, data: Arc<VulnData>) {
+        *write(&self.inner.vulndb) = data;
     }
 
     pub fn cache_stats(&self) -> CacheStats {

@@ -17,6 +17,8 @@ use strata_proto::v1;
 pub const LAYERS_BUCKET: &str = "strata_layers";
 pub const SCANS_BUCKET: &str = "strata_scans";
 pub const IMAGES_BUCKET: &str = "strata_images";
+/// Findings history per registered image (`fleet/history.rs`).
+pub const FINDINGS_BUCKET: &str = "strata_findings";
 
 /// `<analyzer-set>.<algorithm>.<hex>`: the layer's dedup key.
 pub fn layer_key(analyzer_set: &str, digest: &str) -> String {

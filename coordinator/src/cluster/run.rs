@@ -21,7 +21,16 @@ impl Coordinator {
         if let Err(err) = self.recover().await {
             tracing::error!(error = %err, "recovering unfinished scans failed; they resume when resubmitted");
         }
-        tokio::spawn(self.clone().fleet_warm_up());
+        tokio::spawn({
+            let this = self.clone();
+            async move {
+                this.clone().fleet_warm_up().await;
+                // Changes made while the coordinator was away become events now.
+                if let Err(err) = this.fleet_reconcile_all().await {
+                    tracing::warn!(error = %err, "recording findings changes at start failed; the next change retries");
+                }
+            }
+        });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.clone().results_loop(stop_rx.clone()));

@@ -118,6 +118,8 @@ impl FleetMatches {
 pub struct Matcher {
     vulndb_version: String,
     advisories: Vec<AdvisoryInfo>,
+    /// Every advisory's id, to tell a withdrawn advisory from a changed one.
+    ids: rustc_hash::FxHashSet<Box<str>>,
     index: FxHashMap<Ecosystem, FxHashMap<Box<str>, Vec<Entry>>>,
     stats: IndexStats,
 }
@@ -136,6 +138,7 @@ impl Matcher {
         let mut m = Matcher {
             vulndb_version: vulndb_version.to_owned(),
             advisories: Vec::new(),
+            ids: rustc_hash::FxHashSet::default(),
             index: FxHashMap::default(),
             stats: IndexStats::default(),
         };
@@ -143,6 +146,7 @@ impl Matcher {
             let Ok(idx) = u32::try_from(m.advisories.len()) else {
                 break; // More than 4 billion advisories: not a real database.
             };
+            m.ids.insert(adv.id.as_str().into());
             m.advisories.push(AdvisoryInfo {
                 id: adv.id.clone(),
                 aliases: adv.aliases.clone(),
@@ -196,6 +200,11 @@ impl Matcher {
 
     pub fn stats(&self) -> IndexStats {
         self.stats
+    }
+
+    /// Whether the data has an advisory with this id.
+    pub fn has_advisory(&self, id: &str) -> bool {
+        self.ids.contains(id)
     }
 
     pub fn vulndb_version(&self) -> &str {

@@ -16,7 +16,7 @@ use strata_proto::text::now_unix_ms;
 
 /// A vulnerability as findings name it: one shared value per (id,
 /// aliases, severity) across the fleet.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct Vuln {
     pub(super) id: String,
     pub(super) aliases: Vec<String>,
@@ -25,7 +25,7 @@ pub(super) struct Vuln {
 
 /// One finding, compactly: the vulnerability, which of the scan's packages it
 /// hits, and the versions that fix it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Hit {
     pub(super) vuln: Arc<Vuln>,
     pub(super) package: usize,
@@ -36,7 +36,7 @@ pub(super) struct Hit {
 /// Packages (and vulnerabilities) are shared between scans through the
 /// index's interner: images built on one base hold its packages once, which
 /// is what keeps 10,000 images in memory affordable.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Matched {
     pub(super) os_release: Option<OsRelease>,
     pub(super) packages: Vec<Arc<Package>>,
@@ -303,6 +303,11 @@ impl State {
 
     pub(super) fn put_report(&mut self, id: &str, unshared: Unshared) {
         let matched = Arc::new(self.interner.intern(unshared));
+        self.put_matched(id, matched);
+    }
+
+    /// Puts a scan's (already interned) packages and findings in the index.
+    pub(super) fn put_matched(&mut self, id: &str, matched: Arc<Matched>) {
         let entry = self.scans.entry(id.to_owned()).or_insert_with(|| ScanEntry {
             status: ScanStatus::Complete,
             error: None,

@@ -19,9 +19,21 @@ use crate::cluster::records::{ImageRecord, ScanRecord, ScanStatus};
 use crate::cluster::{Coordinator, CoordinatorError};
 
 impl Coordinator {
-    /// An image record was written.
+    /// An image record was written. A registered reference now naming a
+    /// scan already matched (a new tag for a scanned digest, or a tag moved
+    /// back) has its findings changes recorded.
     pub(in crate::cluster) fn fleet_image_noted(&self, record: &ImageRecord) {
-        self.inner.fleet.write().put_image(record.clone());
+        let matched = {
+            let mut state = self.inner.fleet.write();
+            state.put_image(record.clone());
+            state
+                .scans
+                .get(&record.scan_id)
+                .is_some_and(|s| s.report.is_some())
+        };
+        if record.registered && matched {
+            self.fleet_reconcile_later(std::collections::BTreeSet::from([record.reference.clone()]));
+        }
     }
 
     /// A scan record was written.
@@ -32,10 +44,16 @@ impl Coordinator {
         }
     }
 
-    /// A report was stored (the scan record follows).
+    /// A report was stored (the scan record follows): the references whose
+    /// latest scan it is have their findings changes recorded.
     pub(in crate::cluster) fn fleet_report_stored(&self, scan_id: &str, report: &Report) {
         let unshared = Unshared::of_report(report);
-        self.inner.fleet.write().put_report(scan_id, unshared);
+        let references = {
+            let mut state = self.inner.fleet.write();
+            state.put_report(scan_id, unshared);
+            state.by_scan.get(scan_id).cloned().unwrap_or_default()
+        };
+        self.fleet_reconcile_later(references);
     }
 
     /// Fills the index at start, so the first query is fast (errors are

@@ -34,6 +34,7 @@
 //! page sizes, page tokens, tags per repository, `top_n`, version ranges
 //! (their length and comparisons by [`Conjunction`](crate::versions::constraint::Conjunction)).
 
+mod history;
 mod index;
 mod load;
 mod page;
@@ -43,6 +44,7 @@ mod rematch;
 mod tests;
 mod watch;
 
+pub use history::{Histories, History};
 pub use index::FleetIndex;
 pub use query::{AffectedQuery, FleetSummary, ImageFilter, PackageQuery};
 pub use rematch::RematchSummary;

@@ -85,6 +85,9 @@ impl Coordinator {
     async fn fleet_delete_image(&self, reference: &str) -> Result<bool, CoordinatorError> {
         let key = image_key(reference);
         let existed = self.inner.buckets.images.get(&key).await?.is_some();
+        // Its open findings are resolved first: a failure here leaves the
+        // image registered, so nothing is lost.
+        self.fleet_history_unregistered(&[reference.to_owned()]).await?;
         if existed {
             self.inner.buckets.images.delete(&key).await?;
         }

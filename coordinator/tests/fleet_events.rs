@@ -265,3 +265,74 @@ async fn a_moved_tag_costs_only_its_new_layers_and_its_findings_change() -> Resu
     s.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_nothing_references_is_removed_after_the_grace() -> Result<(), BoxError> {
+    use object_store::ObjectStoreExt as _;
+    let registry = Registry::start()?;
+    let db = Db::from_advisories(Vec::new(), Vec::new());
+    let first = image("2.19.1", "first")?;
+    first.push(&registry, "gc/app", "1").await?;
+    let s = sandbox(&registry.host(), &db).await?;
+    let c = s.coordinator();
+    let reference = format!("{}/gc/app:1", registry.host());
+    let (_, id) = c
+        .fleet_register(vec![reference.clone()], "", true)
+        .await?
+        .remove(0);
+    let old_scan = s.wait_scan(&id?, Duration::from_secs(60)).await?;
+    // The tag moves on: the first scan and its own layer are garbage now;
+    // the base layer the new image shares is not.
+    let second = image("2.31.0", "second")?;
+    second.push(&registry, "gc/app", "1").await?;
+    c.fleet_refresh().await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let images = c.fleet_images(&Default::default(), 0, "").await?.0;
+        if images
+            .iter()
+            .any(|i| i.digest == second.manifest_digest && i.status == v1::ScanStatus::Complete as i32)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the moved tag was not scanned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let inventory =
+        |digest: &str| strata_worker::job::inventory_key(&c.config().analyzer_set, &digest.parse().unwrap());
+    let store = s.store().clone();
+    let exists = |path: object_store::path::Path| {
+        let store = store.clone();
+        async move { store.head(&path).await.is_ok() }
+    };
+    let old_layer = first.layers[1].digest.clone();
+    let base = first.layers[0].digest.clone();
+    let report = old_scan.report_key.clone().expect("a report");
+    assert!(exists(inventory(&old_layer)).await && exists(report.as_str().into()).await);
+    // Within the grace: nothing goes.
+    let run = c.gc_once(Duration::from_secs(3600)).await?;
+    assert_eq!((run.reports, run.inventories), (0, 0));
+    // Past it (a zero grace): the old scan's report and its own layer go.
+    let run = c.gc_once(Duration::ZERO).await?;
+    assert_eq!((run.reports, run.inventories), (1, 1));
+    assert!(!exists(report.as_str().into()).await, "the old report is gone");
+    assert!(
+        !exists(inventory(&old_layer)).await,
+        "the old layer's inventory is gone"
+    );
+    assert!(exists(inventory(&base)).await, "the shared base layer stays");
+    assert!(c.scan(&old_scan.id).await?.is_none());
+    assert_eq!(
+        c.gc_stats()
+            .reports_removed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Unregistered: everything it used goes too.
+    c.fleet_unregister(&[reference]).await?;
+    let run = c.gc_once(Duration::ZERO).await?;
+    assert_eq!((run.reports, run.inventories), (1, 2));
+    assert!(!exists(inventory(&base)).await);
+    s.stop().await?;
+    Ok(())
+}

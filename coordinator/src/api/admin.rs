@@ -114,6 +114,14 @@ impl AdminService for AdminApi {
                 hits: stats.hits,
                 misses: stats.misses,
             });
+            let gc = c.gc_stats();
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            response.gc = Some(v1::GcStatus {
+                last_run_unix_ms: gc.last_run_unix_ms.load(relaxed),
+                inventories_removed: gc.inventories_removed.load(relaxed),
+                reports_removed: gc.reports_removed.load(relaxed),
+                grace_seconds: c.config().gc_grace.map_or(0, |g| g.as_secs()),
+            });
         }
         Ok(Response::new(response))
     }

@@ -35,6 +35,8 @@ use strata_worker::queue as jobs;
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Registered images are resolved again every six hours by default.
 pub const DEFAULT_REFRESH_SECS: u64 = 6 * 3600;
+/// Unreferenced reports and inventories are kept a week by default.
+pub const DEFAULT_GC_GRACE_SECS: u64 = 7 * 24 * 3600;
 
 /// `parsed` (what clap made of the flags, variables and defaults) with the
 /// config file at `file` laid under it: a file key replaces a value that
@@ -177,6 +179,10 @@ pub struct ServerSettings {
     /// repositories (moved tags are rescanned; 0: never).
     #[arg(long, env = "STRATA_REFRESH_INTERVAL_SECS", value_name = "SECS", default_value_t = DEFAULT_REFRESH_SECS)]
     pub refresh_interval_secs: u64,
+    /// Seconds a report or layer inventory that no image references any
+    /// more is kept before it is removed (0: never removed).
+    #[arg(long, env = "STRATA_GC_GRACE_SECS", value_name = "SECS", default_value_t = DEFAULT_GC_GRACE_SECS)]
+    pub gc_grace_secs: u64,
     #[command(flatten)]
     pub queue: QueueSettings,
     #[command(flatten)]
@@ -210,6 +216,12 @@ impl ServerSettings {
         config.source.insecure_registries = self.insecure_registries.clone();
         config.local_images_over_api = self.security.allow_local_images;
         config.refresh_interval = self.refresh_interval();
+        config.gc_grace = (self.gc_grace_secs > 0).then(|| Duration::from_secs(self.gc_grace_secs));
+        // Often enough that removal follows the grace closely, never more
+        // than hourly (a collection lists every record).
+        config.gc_interval = config
+            .gc_grace
+            .map(|g| (g / 24).clamp(Duration::from_secs(60), Duration::from_secs(3600)));
         config
     }
 }

@@ -32,6 +32,11 @@ pub struct CoordinatorConfig {
     /// How often registered images and watched repositories are resolved
     /// again (`None`: never; they are scanned when registered).
     pub refresh_interval: Option<Duration>,
+    /// How long a report or layer inventory nothing references any more is
+    /// kept before it is removed (`None`: never removed; `gc.rs`).
+    pub gc_grace: Option<Duration>,
+    /// How often the garbage collector runs (`None`: never).
+    pub gc_interval: Option<Duration>,
 }
 
 impl CoordinatorConfig {
@@ -44,6 +49,8 @@ impl CoordinatorConfig {
             finalize_concurrency: 4,
             local_images_over_api: false,
             refresh_interval: None,
+            gc_grace: Some(Duration::from_secs(7 * 24 * 3600)),
+            gc_interval: Some(Duration::from_secs(3600)),
         }
     }
 }

@@ -30,7 +30,11 @@
 //! - [`records`]: what is stored in them, and the keys.
 //! - [`events`]: per-scan event logs behind `WatchScan`.
 //! - [`fleet`]: the fleet index behind `FleetService`, its loading, watched
-//!   repositories and queries.
+//!   repositories and queries; new vulnerability data re-matched where it
+//!   touches (`rematch.rs`) and each registered image's findings history,
+//!   whose changes are the fleet events (`history.rs`).
+//! - [`gc`]: reports and layer inventories nothing references, removed
+//!   after a grace period.
 //!
 //! # How a scan moves
 //! 1. `submit` resolves the reference (bounded in time), derives the scan id
@@ -47,6 +51,10 @@
 //! 4. On start, every running scan is dispatched again (jobs re-published
 //!    under the same message id) before results are read, so nothing
 //!    submitted before a crash is lost.
+//! 5. A registered image's findings are compared with its history when its
+//!    report is stored, when its tag moves, when new vulnerability data is
+//!    put in force (`apply_vulndb`: only touched packages re-matched), and
+//!    when it is unregistered; each change is a fleet event.
 //!
 //! One coordinator is active per cluster: waiters live in its memory (two
 //! coordinators would split the results between them).
@@ -59,6 +67,7 @@ mod error;
 pub mod events;
 mod finalize;
 pub mod fleet;
+pub mod gc;
 pub mod kv;
 pub mod records;
 mod report;
@@ -142,6 +151,9 @@ struct Inner {
     fleet_events: crate::notify::EventLog,
     /// Registered images' findings over time (`fleet/history.rs`).
     histories: tokio::sync::Mutex<fleet::Histories>,
+    /// What is unreferenced, since when, and what was removed (`gc.rs`).
+    gc_candidates: Mutex<gc::Candidates>,
+    gc_stats: gc::GcStats,
 }
 
 impl Coordinator {
@@ -177,6 +189,8 @@ impl Coordinator {
                 encoded_reports: Mutex::new(HashMap::new()),
                 fleet_events: crate::notify::EventLog::memory(),
                 histories: tokio::sync::Mutex::new(fleet::Histories::default()),
+                gc_candidates: Mutex::new(gc::Candidates::default()),
+                gc_stats: gc::GcStats::default(),
             }),
         }
     }

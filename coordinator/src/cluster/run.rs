@@ -39,6 +39,7 @@ impl Coordinator {
         tasks.spawn(self.clone().lag_loop(stop_rx.clone()));
         tasks.spawn(self.clone().retry_loop(stop_rx.clone()));
         tasks.spawn(self.clone().refresh_loop(stop_rx.clone()));
+        tasks.spawn(self.clone().gc_loop(stop_rx.clone()));
         shutdown.await;
         let _ = stop_tx.send(true);
         // Each loop finishes what it holds (a result batch is acked only

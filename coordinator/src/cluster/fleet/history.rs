@@ -12,6 +12,12 @@
 //!   history. A crash in between finds the same changes again at the next
 //!   reconcile, and the event log drops the repeats (same event id).
 //! - Only registered images have a history; one-off submits (CI) do not.
+//! - An image's first matched scan is its baseline: its findings are
+//!   recorded (first seen then) without an event each — a newly registered
+//!   fleet of 10,000 images would otherwise announce millions of findings
+//!   nobody acts on one by one — and the image's highest severity is
+//!   announced (`IMAGE_SEVERITY`), so a new image carrying a critical is
+//!   still told. Every change after that is an event.
 //! - Histories are read from the `strata_findings` bucket once, then kept
 //!   in memory; every change is written through.
 
@@ -163,6 +169,7 @@ fn diff(
         );
     }
     let mut events = Vec::new();
+    let baseline = before.is_none();
     // Gone: resolved, and why.
     let gone: Vec<Key> = open
         .keys()
@@ -207,13 +214,15 @@ fn diff(
             fixed_versions: (*fixed).clone(),
             first_seen_unix_ms: now,
         };
-        events.push(event(
-            v1::EventKind::FindingNew,
-            reference,
-            digest,
-            &f,
-            vulndb_version,
-        ));
+        if !baseline {
+            events.push(event(
+                v1::EventKind::FindingNew,
+                reference,
+                digest,
+                &f,
+                vulndb_version,
+            ));
+        }
         open.insert(k.clone(), f);
     }
     let max_severity = open.values().map(|f| f.severity).max();
@@ -350,7 +359,7 @@ impl Coordinator {
 
     /// Reconciles every registered image (at start: changes made while the
     /// coordinator was away become events now).
-    pub(in crate::cluster) async fn fleet_reconcile_all(&self) -> Result<(u32, u32), CoordinatorError> {
+    pub async fn fleet_reconcile_all(&self) -> Result<(u32, u32), CoordinatorError> {
         self.fleet_ready().await?;
         let references: BTreeSet<String> = self
             .inner
@@ -458,7 +467,8 @@ mod tests {
     fn new_resolved_and_severity_events() {
         let (a, b) = (pkg("requests", "2.19.1"), pkg("jinja2", "2.10"));
         let none = |_: &str| false;
-        // First look: everything is new, and the image is now at HIGH.
+        // First look is the baseline: findings recorded, only the image's
+        // severity (HIGH) told.
         let m1 = matched(
             vec![
                 finding("A", Severity::Medium, &a),
@@ -470,14 +480,12 @@ mod tests {
         let new = v1::EventKind::FindingNew as i32;
         assert_eq!(
             kinds(&e1),
-            [
-                (new, "A".into(), 0),
-                (new, "B".into(), 0),
-                (v1::EventKind::ImageSeverity as i32, String::new(), 0)
-            ]
+            [(v1::EventKind::ImageSeverity as i32, String::new(), 0)]
         );
-        assert_eq!(e1[2].severity, v1::Severity::High as i32);
+        assert_eq!(e1[0].severity, v1::Severity::High as i32);
         assert_eq!(h1.max_severity, Some(Severity::High));
+        assert_eq!(h1.open.len(), 2);
+        assert!(h1.open.iter().all(|f| f.first_seen_unix_ms == 10));
         // The same findings again: nothing.
         let (e, h) = diff("r:1", Some(&h1), "sha256:1", &m1, "v1", &none, 20);
         assert!(e.is_empty());

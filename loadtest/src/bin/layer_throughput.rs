@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let limits = Limits::default();
 
     // ---- 1. peak memory while streaming a large layer -----------------------
-    let base_hwm = vm_hwm_kib();
+    let base_hwm = strata_loadtest::memory::peak_rss_kib();
     let gen_fast =
         || flate2::read::GzEncoder::new(LayerGen::new(memory_mib * MIB, 7), flate2::Compression::fast());
     let mut hasher = HashWriter(sha2::Sha256::new());
@@ -73,7 +73,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let started = Instant::now();
     let out = analyze_layer(gen_fast(), &digest, Some(GZ), &analyzers, &limits)?;
     let elapsed = started.elapsed();
-    let peak = vm_hwm_kib();
+    let peak = strata_loadtest::memory::peak_rss_kib();
     println!(
         "memory: {memory_mib} MiB uncompressed layer streamed (gzip generated on the fly): {} entries, \
          {} packages, {:.1} s incl. on-the-fly compression",
@@ -157,7 +157,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
     println!(
         "final peak RSS (VmHWM, includes the in-memory layer): {:.1} MiB",
-        vm_hwm_kib() as f64 / 1024.0
+        strata_loadtest::memory::peak_rss_kib() as f64 / 1024.0
     );
     Ok(())
 }
@@ -198,18 +198,6 @@ fn cpu() -> f64 {
         .filter_map(|v| v.parse().ok())
         .collect();
     f.iter().sum::<u64>() as f64 / 100.0
-}
-
-/// Peak resident set size of this process in KiB (Linux), 0 if unknown.
-fn vm_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 struct HashWriter(sha2::Sha256);

@@ -212,6 +212,7 @@ fn synth_advisories(n: usize, rng: &mut fastrand::Rng) -> Vec<Advisory> {
         }
         out.push(Advisory {
             id,
+            modified: String::new(),
             aliases: vec![format!("CVE-2024-{i}")],
             summary: format!("synthetic advisory {i} for {name}"),
             severity,

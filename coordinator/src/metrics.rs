@@ -81,7 +81,7 @@ impl CoordinatorMetrics {
                 .build(),
             vulndb_updates: meter
                 .u64_counter("strata_vulndb_updates")
-                .with_description("New vulnerability data put in force from the feeds.")
+                .with_description("Vulnerability data updates from the feeds, by outcome (applied, failed).")
                 .build(),
         }
     }
@@ -146,9 +146,10 @@ impl CoordinatorMetrics {
             .record(failures, &[KeyValue::new("feed", feed.to_owned())]);
     }
 
-    /// New data from the feeds put in force (`strata_vulndb_updates_total`).
-    pub fn vulndb_update(&self) {
-        self.vulndb_updates.add(1, &[]);
+    /// New data from the feeds put in force, or not for an error
+    /// (`strata_vulndb_updates_total{outcome="applied"|"failed"}`).
+    pub fn vulndb_update(&self, outcome: &'static str) {
+        self.vulndb_updates.add(1, &[KeyValue::new("outcome", outcome)]);
     }
 
     /// Scans by status went up or down (`strata_scans{status}`).
@@ -184,7 +185,7 @@ mod tests {
         m.feed_poll("https://h/PyPI/all.zip", "failed");
         m.feed_age("https://h/PyPI/all.zip", 90.0);
         m.feed_consecutive_failures("https://h/PyPI/all.zip", 2);
-        m.vulndb_update();
+        m.vulndb_update("applied");
         let text = metrics.render_prometheus();
         for line in [
             "# TYPE strata_jobs_queued_total counter",
@@ -208,7 +209,7 @@ mod tests {
             "# TYPE strata_feed_age_seconds gauge",
             "strata_feed_age_seconds{feed=\"https://h/PyPI/all.zip\"} 90",
             "strata_feed_consecutive_failures{feed=\"https://h/PyPI/all.zip\"} 2",
-            "strata_vulndb_updates_total 1",
+            "strata_vulndb_updates_total{outcome=\"applied\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }

@@ -714,7 +714,10 @@ async fn a_restarted_serve_starts_from_the_last_good_data_with_s3_and_http_feeds
         metrics.contains("strata_feed_polls_total{feed=\"s3://feeds/osv/all.zip\",outcome=\"changed\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("strata_vulndb_updates_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("strata_vulndb_updates_total{outcome=\"applied\"} 1"),
+        "{metrics}"
+    );
     let before = status.feeds.iter().map(|f| f.last_attempt_unix_ms).max().unwrap();
     // Killed between two polls: the round's state is written within
     // milliseconds of the status showing the new data.

@@ -304,7 +304,8 @@ impl Feeds {
             .min()
             .unwrap_or(i64::MAX);
         let wait = Duration::from_millis(next.saturating_sub(now).max(0) as u64);
-        if lock(&self.inner.data).dirty && self.every_feed_read() {
+        let dirty = lock(&self.inner.data).dirty;
+        if dirty && self.every_feed_read() {
             wait.min(FIRST_RETRY)
         } else {
             wait

@@ -114,7 +114,7 @@ impl Feeds {
             Ok(applied) => out.applied = applied,
             Err(err) => {
                 tracing::error!(error = %err, "new feed data not put in force; the data in force stays");
-                coordinator.metrics().feed_poll("(combined)", "failed");
+                coordinator.metrics().vulndb_update("failed");
                 out.error = Some(err);
             }
         }
@@ -254,6 +254,7 @@ impl Feeds {
                 s.last_modified = validators.last_modified;
                 s.content = content;
                 let n = records.len();
+                drop(states);
                 lock(&self.inner.records)[i] = Some(records);
                 lock(&self.inner.data).dirty = true;
                 replaced.push(i);
@@ -310,7 +311,7 @@ impl Feeds {
                 .apply_vulndb(index, &changes)
                 .await
                 .map_err(|e| format!("putting the new data in force: {e}"))?;
-            coordinator.metrics().vulndb_update();
+            coordinator.metrics().vulndb_update("applied");
             tracing::info!(
                 version = new.version(),
                 advisories = new.advisories().len(),
@@ -329,12 +330,12 @@ impl Feeds {
                 summary,
             })
         };
-        {
-            let records = lock(&self.inner.records);
-            let mut states = lock(&self.inner.states);
-            for (s, r) in states.iter_mut().zip(records.iter()) {
-                s.records = r.as_ref().map_or(0, |r| r.len() as u64);
-            }
+        let counts: Vec<u64> = lock(&self.inner.records)
+            .iter()
+            .map(|r| r.as_ref().map_or(0, |r| r.len() as u64))
+            .collect();
+        for (s, n) in lock(&self.inner.states).iter_mut().zip(counts) {
+            s.records = n;
         }
         let mut data = lock(&self.inner.data);
         data.db = new;

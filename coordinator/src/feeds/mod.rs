@@ -123,8 +123,11 @@ struct Inner {
     kv: Kv,
     store: Arc<dyn ObjectStore>,
     http: reqwest::Client,
-    /// Per feed, in the order of `feeds`.
+    /// Per feed, in the order of `feeds`: as the round in progress changes it.
     states: Mutex<Vec<FeedState>>,
+    /// As last written to the state bucket (at the end of each round): what
+    /// [`Feeds::status`] shows, so what it shows survives a restart.
+    published: Mutex<Vec<FeedState>>,
     /// Per feed: its last good records.
     records: Mutex<Vec<Option<Arc<FeedRecords>>>>,
     /// The data in force and where it came from.
@@ -232,6 +235,7 @@ impl Feeds {
                 kv,
                 store,
                 http: fetch::http_client().map_err(FeedError::Task)?,
+                published: Mutex::new(states.clone()),
                 states: Mutex::new(states),
                 records: Mutex::new(records),
                 data: Mutex::new(data),
@@ -254,8 +258,14 @@ impl Feeds {
         lock(&self.inner.data).db.clone()
     }
 
-    /// Every feed's state, in the configured order.
+    /// Every feed's state as of the last round (written to the state
+    /// bucket by then), in the configured order.
     pub fn status(&self) -> Vec<FeedState> {
+        lock(&self.inner.published).clone()
+    }
+
+    /// Every feed's state as the round in progress changes it.
+    fn current(&self) -> Vec<FeedState> {
         lock(&self.inner.states).clone()
     }
 
@@ -318,7 +328,7 @@ impl Feeds {
 
     fn record_ages(&self, coordinator: &Coordinator) {
         let now = strata_proto::text::now_unix_ms();
-        for s in lock(&self.inner.states).iter() {
+        for s in lock(&self.inner.published).iter() {
             if s.last_success_unix_ms > 0 {
                 let age = (now - s.last_success_unix_ms).max(0) as f64 / 1000.0;
                 coordinator.metrics().feed_age(&s.url, age);

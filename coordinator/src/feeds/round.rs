@@ -121,7 +121,7 @@ impl Feeds {
 
         // The state names records only once they are stored; what it no
         // longer names goes after it is written.
-        let states = self.status();
+        let states = self.current();
         let mut saved = vec![false; states.len()];
         let write: Vec<usize> = if out.applied.is_some() {
             (0..states.len()).collect()
@@ -135,12 +135,13 @@ impl Feeds {
                 Err(err) => tracing::warn!(feed = %feed.shown, error = %err, "feed state not saved"),
             }
         }
-        for i in replaced {
+        for &i in &replaced {
             if saved[i] {
                 let feed = &self.inner.feeds[i];
                 state::remove_other_records(&self.inner.store, &feed.key, &states[i].content).await;
             }
         }
+        *lock(&self.inner.published) = states;
         out
     }
 
@@ -287,7 +288,7 @@ impl Feeds {
         if present.is_empty() || (!every_feed && !started_empty) {
             return Ok(None);
         }
-        let names = sources(&self.inner.feeds, &self.status());
+        let names = sources(&self.inner.feeds, &self.current());
         let (new, changes) = tokio::task::spawn_blocking(move || {
             let refs: Vec<&FeedRecords> = present.iter().map(AsRef::as_ref).collect();
             let new = vulndb::combine(&refs, names);

@@ -6,6 +6,7 @@
 //! - [`cluster`]: the coordinator role: scans, layer dedup and dispatch over the job queue,
 //!   results, composition and matching into reports, state that survives restarts.
 //! - [`compose`]: ordered layer inventories → the image's packages.
+//! - [`feeds`]: advisory feeds polled live: conditional fetches, per-feed state, the data in force replaced.
 //! - [`engine`]: the single-process pipeline: reference → layers analysed → composed.
 //! - [`metrics`]: the coordinator's metric instruments (on the process's provider).
 //! - [`notify`]: fleet events (findings new and resolved) and where they go.
@@ -20,6 +21,7 @@ pub mod api;
 pub mod cluster;
 pub mod compose;
 pub mod engine;
+pub mod feeds;
 pub mod matching;
 pub mod metrics;
 pub mod notify;

@@ -1,5 +1,6 @@
 //! The coordinator's instruments: jobs queued, the queue's lag, the layer
-//! cache, scans by status, composition and matching time. Built on the
+//! cache, scans by status, composition and matching time, advisory feed
+//! polls, their age and failures, and vulnerability data updates. Built on the
 //! process's [`Metrics`] (the worker crate's provider and `/metrics`
 //! renderer), so `strata serve` shows the coordinator's and the worker's
 //! instruments on one endpoint.
@@ -20,6 +21,10 @@ pub struct CoordinatorMetrics {
     match_seconds: Histogram<f64>,
     compose_seconds: Histogram<f64>,
     scans: UpDownCounter<i64>,
+    feed_polls: Counter<u64>,
+    feed_age: Gauge<f64>,
+    feed_failures: Gauge<u64>,
+    vulndb_updates: Counter<u64>,
 }
 
 impl CoordinatorMetrics {
@@ -62,6 +67,22 @@ impl CoordinatorMetrics {
                 .i64_up_down_counter("strata_scans")
                 .with_description("Scans, by status.")
                 .build(),
+            feed_polls: meter
+                .u64_counter("strata_feed_polls")
+                .with_description("Advisory feed polls, by feed and outcome (unchanged, changed, failed).")
+                .build(),
+            feed_age: meter
+                .f64_gauge("strata_feed_age_seconds")
+                .with_description("Seconds since the feed's last successful poll.")
+                .build(),
+            feed_failures: meter
+                .u64_gauge("strata_feed_consecutive_failures")
+                .with_description("Failed polls of the feed since its last success.")
+                .build(),
+            vulndb_updates: meter
+                .u64_counter("strata_vulndb_updates")
+                .with_description("Vulnerability data updates from the feeds, by outcome (applied, failed).")
+                .build(),
         }
     }
 
@@ -101,6 +122,36 @@ impl CoordinatorMetrics {
         self.compose_seconds.record(secs, &[]);
     }
 
+    /// One poll of a feed (URL without credentials) and what it found
+    /// (`strata_feed_polls_total{feed,outcome}`).
+    pub fn feed_poll(&self, feed: &str, outcome: &'static str) {
+        self.feed_polls.add(
+            1,
+            &[
+                KeyValue::new("feed", feed.to_owned()),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+
+    /// Seconds since the feed's last success (`strata_feed_age_seconds{feed}`).
+    pub fn feed_age(&self, feed: &str, seconds: f64) {
+        self.feed_age
+            .record(seconds, &[KeyValue::new("feed", feed.to_owned())]);
+    }
+
+    /// Failed polls in a row (`strata_feed_consecutive_failures{feed}`).
+    pub fn feed_consecutive_failures(&self, feed: &str, failures: u64) {
+        self.feed_failures
+            .record(failures, &[KeyValue::new("feed", feed.to_owned())]);
+    }
+
+    /// New data from the feeds put in force, or not for an error
+    /// (`strata_vulndb_updates_total{outcome="applied"|"failed"}`).
+    pub fn vulndb_update(&self, outcome: &'static str) {
+        self.vulndb_updates.add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
     /// Scans by status went up or down (`strata_scans{status}`).
     pub fn scans(&self, status: &str, delta: i64) {
         self.scans
@@ -129,6 +180,12 @@ mod tests {
         m.scans("running", 2);
         m.scans("running", -1);
         m.scans("complete", 1);
+        m.feed_poll("https://h/PyPI/all.zip", "unchanged");
+        m.feed_poll("https://h/PyPI/all.zip", "failed");
+        m.feed_poll("https://h/PyPI/all.zip", "failed");
+        m.feed_age("https://h/PyPI/all.zip", 90.0);
+        m.feed_consecutive_failures("https://h/PyPI/all.zip", 2);
+        m.vulndb_update("applied");
         let text = metrics.render_prometheus();
         for line in [
             "# TYPE strata_jobs_queued_total counter",
@@ -146,6 +203,13 @@ mod tests {
             "# TYPE strata_scans gauge",
             "strata_scans{status=\"running\"} 1",
             "strata_scans{status=\"complete\"} 1",
+            "# TYPE strata_feed_polls_total counter",
+            "strata_feed_polls_total{feed=\"https://h/PyPI/all.zip\",outcome=\"unchanged\"} 1",
+            "strata_feed_polls_total{feed=\"https://h/PyPI/all.zip\",outcome=\"failed\"} 2",
+            "# TYPE strata_feed_age_seconds gauge",
+            "strata_feed_age_seconds{feed=\"https://h/PyPI/all.zip\"} 90",
+            "strata_feed_consecutive_failures{feed=\"https://h/PyPI/all.zip\"} 2",
+            "strata_vulndb_updates_total{outcome=\"applied\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }

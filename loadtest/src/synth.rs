@@ -198,6 +198,7 @@ pub fn advisories(n: usize, rng: &mut fastrand::Rng) -> Vec<Advisory> {
             severity,
             score: Some(5.0 + (i % 50) as f64 / 10.0),
             score_source: "CVSS:3.1".into(),
+            modified: String::new(),
             affected,
         });
     }

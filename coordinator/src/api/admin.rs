@@ -19,6 +19,7 @@ pub struct AdminApi {
     started: Instant,
     nats: Option<NatsHandle>,
     coordinator: Option<crate::cluster::Coordinator>,
+    feeds: Option<crate::feeds::Feeds>,
 }
 
 impl AdminApi {
@@ -28,7 +29,14 @@ impl AdminApi {
             started: Instant::now(),
             nats,
             coordinator: None,
+            feeds: None,
         }
+    }
+
+    /// Report the advisory feeds the server polls (`--feed`).
+    pub fn with_feeds(mut self, feeds: crate::feeds::Feeds) -> Self {
+        self.feeds = Some(feeds);
+        self
     }
 
     /// Report the coordinator's workers, queues, vulnerability data and layer cache too.
@@ -77,6 +85,9 @@ impl AdminService for AdminApi {
             events: None,
             gc: None,
         };
+        if let Some(feeds) = &self.feeds {
+            response.feeds = feeds.status().into_iter().map(feed_status).collect();
+        }
         if let Some(c) = &self.coordinator {
             let now = strata_proto::text::now_unix_ms();
             response.workers = c
@@ -124,5 +135,19 @@ impl AdminService for AdminApi {
             });
         }
         Ok(Response::new(response))
+    }
+}
+
+fn feed_status(s: crate::feeds::FeedState) -> v1::FeedStatus {
+    v1::FeedStatus {
+        url: s.url,
+        last_success_unix_ms: s.last_success_unix_ms,
+        last_attempt_unix_ms: s.last_attempt_unix_ms,
+        last_error: s.last_error,
+        consecutive_failures: s.consecutive_failures,
+        etag: s.etag,
+        last_modified: s.last_modified,
+        next_poll_unix_ms: s.next_poll_unix_ms,
+        records: s.records,
     }
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use strata_coordinator::api::{self, AdminApi, NatsHandle, Services};
 use strata_coordinator::cluster::{Buckets, Coordinator};
+use strata_coordinator::feeds::Feeds;
 use strata_worker::queue::{Queue, nats::NatsQueue};
 
 use super::roles::{self, Shutdown};
@@ -45,12 +46,20 @@ pub async fn run(
     let store_url = c.cluster.store_url()?.to_owned();
     let (listen, metrics_addr) = c.server.addresses()?;
     let queue_settings = c.server.queue.to_queue()?;
-    let db_path = c.server.db_path()?.to_owned();
+    let feeds_config = c.server.feeds_config()?;
+    // Without feeds the data is --db's: required, and read before connecting.
+    let db_path = match &feeds_config {
+        None => Some(c.server.db_path()?.to_owned()),
+        Some(_) => c.server.db.clone(),
+    };
     let _telemetry = roles::init_telemetry(global, "strata-coordinator", c.cluster.otlp_endpoint.as_deref())?;
     let metrics = roles::metrics("strata-coordinator", c.cluster.otlp_endpoint.as_deref())?;
     let security = roles::load_security(&c.server.security, listen)?;
 
-    let vulndb = roles::load_vulndb(&db_path).await?;
+    let vulndb = match (&feeds_config, &db_path) {
+        (None, Some(path)) => Some(roles::load_vulndb(path).await?),
+        _ => None,
+    };
     let store = roles::open_store(&store_url)?;
     let client = roles::connect_nats(&c.cluster.nats, "strata-coordinator").await?;
     let queue = loop {
@@ -72,6 +81,22 @@ pub async fn run(
             }
         }
     };
+    // With feeds, the data to start with is the feeds' last (in the store), else --db.
+    let (vulndb, feeds) = match (vulndb, feeds_config) {
+        (Some(vulndb), _) => (vulndb, None),
+        (None, Some(config)) => {
+            let feeds = Feeds::open(
+                &config,
+                buckets.images.clone(),
+                Arc::clone(&store),
+                db_path.as_deref(),
+            )
+            .await
+            .context("opening the advisory feeds")?;
+            (feeds.vuln_data().await?, Some(feeds))
+        }
+        (None, None) => anyhow::bail!("no vulnerability data"),
+    };
     let config = c.server.coordinator_config(&store_url);
     let coordinator = Coordinator::new(
         config,
@@ -87,10 +112,13 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the gRPC address {listen}"))?;
-    let admin = AdminApi::new(Some(NatsHandle {
+    let mut admin = AdminApi::new(Some(NatsHandle {
         client: client.clone(),
         url: roles::redact(&c.cluster.nats),
     }));
+    if let Some(feeds) = &feeds {
+        admin = admin.with_feeds(feeds.clone());
+    }
     let server = tokio::spawn(api::serve_all(
         listener,
         Services::of(&coordinator, admin),
@@ -98,7 +126,11 @@ pub async fn run(
         shutdown.clone().wait(),
     ));
     tracing::info!(grpc = %listen, metrics = %metrics_at, nats = %roles::redact(&c.cluster.nats), store = %store_url, "coordinator running");
+    let polling = feeds.map(|feeds| tokio::spawn(feeds.run(coordinator.clone(), shutdown.clone().wait())));
     coordinator.run(shutdown.clone().wait()).await;
+    if let Some(polling) = polling {
+        let _ = polling.await;
+    }
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => return Err(err.into()),

@@ -12,6 +12,7 @@ use clap::Args;
 use strata_coordinator::api::{self, AdminApi, Services};
 use strata_coordinator::cluster::records::{ScanRecord, ScanStatus};
 use strata_coordinator::cluster::{Buckets, Coordinator, SubmitRequest};
+use strata_coordinator::feeds::Feeds;
 use strata_worker::job::JobContext;
 use strata_worker::queue::Queue;
 use strata_worker::run::{self, WorkerOptions};
@@ -73,7 +74,12 @@ pub async fn run(
     anyhow::ensure!((1..=256).contains(&c.workers), "workers must be 1 to 256");
     let (listen, metrics_addr) = c.server.addresses()?;
     let queue_settings = c.server.queue.to_queue()?;
-    let db_path = c.server.db_path()?.to_owned();
+    let feeds_config = c.server.feeds_config()?;
+    // Without feeds the data is --db's: required.
+    let db_path = match &feeds_config {
+        None => Some(c.server.db_path()?.to_owned()),
+        Some(_) => c.server.db.clone(),
+    };
     let watch = match &c.watch {
         Some(path) => read_watch_file(path)?,
         None => Vec::new(),
@@ -86,7 +92,23 @@ pub async fn run(
     let store_url = roles::dir_url(&c.data_dir.join("store"))?;
     let store = roles::open_store(&store_url)?;
     let buckets = Buckets::local(&c.data_dir.join("state.redb"))?;
-    let vulndb = roles::load_vulndb(&db_path).await?;
+    // With feeds, the data to start with is the feeds' last (in the data
+    // directory's store), else --db.
+    let (vulndb, feeds) = match (feeds_config, &db_path) {
+        (None, Some(path)) => (roles::load_vulndb(path).await?, None),
+        (Some(config), _) => {
+            let feeds = Feeds::open(
+                &config,
+                buckets.images.clone(),
+                Arc::clone(&store),
+                db_path.as_deref(),
+            )
+            .await
+            .context("opening the advisory feeds")?;
+            (feeds.vuln_data().await?, Some(feeds))
+        }
+        (None, None) => anyhow::bail!("no vulnerability data"),
+    };
     let queue = Queue::memory(queue_settings);
 
     let config = c.server.coordinator_config(&store_url);
@@ -124,9 +146,13 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the gRPC address {listen}"))?;
+    let mut admin = AdminApi::new(None);
+    if let Some(feeds) = &feeds {
+        admin = admin.with_feeds(feeds.clone());
+    }
     let server = tokio::spawn(api::serve_all(
         listener,
-        Services::of(&coordinator, AdminApi::new(None)),
+        Services::of(&coordinator, admin),
         security,
         stop(),
     ));
@@ -144,6 +170,7 @@ pub async fn run(
         let stop = stop();
         async move { coordinator.run(stop).await }
     });
+    let polling = feeds.map(|feeds| tokio::spawn(feeds.run(coordinator.clone(), stop())));
     tracing::info!(grpc = %listen, metrics = %metrics_at, data = %c.data_dir.display(), workers = c.workers, "strata serve running");
 
     let mut code = super::EXIT_OK;
@@ -182,6 +209,9 @@ pub async fn run(
         let _ = done_tx.send(true);
     }
     let _ = background.await;
+    if let Some(polling) = polling {
+        let _ = polling.await;
+    }
     let _ = workers.await;
     if let Ok(Err(err)) = server.await {
         return Err(err.into());

@@ -29,6 +29,7 @@ use clap::parser::ValueSource;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use strata_coordinator::cluster::CoordinatorConfig;
+use strata_coordinator::feeds::{self, FeedsConfig};
 use strata_worker::queue as jobs;
 
 /// Bound on a config file.
@@ -170,8 +171,24 @@ pub struct ServerSettings {
     )]
     pub metrics_listen: String,
     /// The vulnerability database file (`strata db import` / `strata db update`).
+    /// With --feed: the data to start with until the feeds' own is stored.
     #[arg(long, env = "STRATA_DB", value_name = "FILE")]
     pub db: Option<PathBuf>,
+    /// An advisory feed polled live: an OSV `all.zip` or a directory of OSV
+    /// JSON at https://, http://, s3://, file:// (or a path), or `osv` for
+    /// osv.dev's per-ecosystem exports. Repeatable; `STRATA_FEEDS` takes a
+    /// comma-separated list.
+    #[arg(
+        long = "feed",
+        env = "STRATA_FEEDS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub feeds: Vec<String>,
+    /// Seconds between polls of each feed (a failed poll is retried sooner,
+    /// backing off up to this).
+    #[arg(long, env = "STRATA_FEED_INTERVAL_SECS", value_name = "SECS", default_value_t = feeds::DEFAULT_INTERVAL_SECS)]
+    pub feed_interval_secs: u64,
     /// A registry (`host[:port]`) to speak plain HTTP to. Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
@@ -196,9 +213,26 @@ impl ServerSettings {
     }
 
     pub fn db_path(&self) -> anyhow::Result<&Path> {
-        self.db
-            .as_deref()
-            .context("no vulnerability database: give --db FILE (build one with `strata db import`)")
+        self.db.as_deref().context(
+            "no vulnerability database: give --db FILE (build one with `strata db import`) or --feed URL",
+        )
+    }
+
+    /// The feeds to poll, checked (`None`: no `--feed`, the data is `--db`'s).
+    pub fn feeds_config(&self) -> anyhow::Result<Option<FeedsConfig>> {
+        if self.feeds.is_empty() {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            self.feed_interval_secs >= 1,
+            "feed_interval_secs must be at least 1"
+        );
+        let config = FeedsConfig {
+            urls: self.feeds.clone(),
+            interval: Duration::from_secs(self.feed_interval_secs),
+        };
+        feeds::expand(&config.urls)?;
+        Ok(Some(config))
     }
 
     /// The gRPC and metrics addresses, checked.
@@ -437,6 +471,28 @@ mod tests {
         assert_eq!(r.server.insecure_registries, ["a:5000"]);
         let r = parse(&["--insecure-registry", "b:5000"], Some(file)).unwrap();
         assert_eq!(r.server.insecure_registries, ["a:5000", "b:5000"]);
+    }
+
+    #[test]
+    fn feeds_are_flags_variables_and_keys() {
+        let r = parse(&[], None).unwrap();
+        assert!(r.server.feeds.is_empty() && r.server.feeds_config().unwrap().is_none());
+        assert_eq!(r.server.feed_interval_secs, feeds::DEFAULT_INTERVAL_SECS);
+        let file = "feeds = [\"osv\"]\nfeed_interval_secs = 60\n";
+        let r = parse(&["--feed", "file:///srv/osv"], Some(file)).unwrap();
+        assert_eq!(r.server.feeds, ["osv", "file:///srv/osv"]);
+        let config = r.server.feeds_config().unwrap().unwrap();
+        assert_eq!(config.interval, Duration::from_secs(60));
+        let r = parse(&["--feed", "gopher://x"], None).unwrap();
+        assert!(format!("{:#}", r.server.feeds_config().unwrap_err()).contains("unsupported scheme"));
+        let r = parse(&["--feed", "osv", "--feed-interval-secs", "0"], None).unwrap();
+        assert!(
+            r.server
+                .feeds_config()
+                .unwrap_err()
+                .to_string()
+                .contains("feed_interval_secs")
+        );
     }
 
     #[test]

@@ -44,12 +44,53 @@ fn nats_state(status: &v1::GetStatusResponse) -> (&'static str, String) {
 
 fn status_json(status: &v1::GetStatusResponse) -> serde_json::Value {
     let (state, url) = nats_state(status);
+    let vulndb = status.vulndb.as_ref().map(|db| {
+        serde_json::json!({
+            "version": db.version,
+            "built": rfc3339(db.built_unix_ms),
+            "records": db.records,
+        })
+    });
+    let feeds: Vec<serde_json::Value> = status
+        .feeds
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "url": f.url,
+                "last_success": rfc3339(f.last_success_unix_ms),
+                "last_attempt": rfc3339(f.last_attempt_unix_ms),
+                "last_error": f.last_error,
+                "consecutive_failures": f.consecutive_failures,
+                "etag": f.etag,
+                "last_modified": f.last_modified,
+                "next_poll": rfc3339(f.next_poll_unix_ms),
+                "records": f.records,
+            })
+        })
+        .collect();
     serde_json::json!({
         "version": status.version,
         "uptime_seconds": status.uptime_seconds,
         "nats": { "state": state, "url": url },
         "workers": status.workers.len(),
+        "vulndb": vulndb,
+        "feeds": feeds,
     })
+}
+
+/// A time for people and scripts; `null` for 0 (never).
+fn rfc3339(unix_ms: i64) -> Option<String> {
+    if unix_ms <= 0 {
+        return None;
+    }
+    time::OffsetDateTime::from_unix_timestamp(unix_ms / 1000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+}
+
+/// `-` for never.
+fn shown_time(unix_ms: i64) -> String {
+    rfc3339(unix_ms).unwrap_or_else(|| "-".to_owned())
 }
 
 fn status_text(status: &v1::GetStatusResponse) -> String {
@@ -62,5 +103,77 @@ fn status_text(status: &v1::GetStatusResponse) -> String {
         out.push_str(&format!(" ({url})"));
     }
     out.push_str(&format!("\nworkers   {}\n", status.workers.len()));
+    if let Some(db) = &status.vulndb {
+        out.push_str(&format!(
+            "vulndb    {} ({} records, built {})\n",
+            db.version,
+            db.records,
+            shown_time(db.built_unix_ms)
+        ));
+    }
+    if !status.feeds.is_empty() {
+        out.push_str(&format!(
+            "feeds\n  {:<60} {:>8} {:<20} {:<20} {:>5}  {}\n",
+            "URL", "RECORDS", "LAST SUCCESS", "NEXT POLL", "FAILS", "LAST ERROR"
+        ));
+        for f in &status.feeds {
+            out.push_str(&format!(
+                "  {:<60} {:>8} {:<20} {:<20} {:>5}  {}\n",
+                f.url,
+                f.records,
+                shown_time(f.last_success_unix_ms),
+                shown_time(f.next_poll_unix_ms),
+                f.consecutive_failures,
+                strata_proto::text::one_line(&f.last_error, 100)
+            ));
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> v1::GetStatusResponse {
+        v1::GetStatusResponse {
+            version: "0.1.0".into(),
+            vulndb: Some(v1::VulnDbInfo {
+                version: "osv-0123456789abcdef".into(),
+                built_unix_ms: 1_700_000_000_000,
+                records: 42,
+            }),
+            feeds: vec![v1::FeedStatus {
+                url: "https://feeds.example/PyPI/all.zip".into(),
+                last_success_unix_ms: 1_700_000_000_000,
+                last_attempt_unix_ms: 1_700_000_060_000,
+                last_error: "HTTP 500 Internal Server Error".into(),
+                consecutive_failures: 1,
+                etag: "\"v1\"".into(),
+                last_modified: String::new(),
+                next_poll_unix_ms: 1_700_000_075_000,
+                records: 42,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn feeds_and_the_data_in_force_are_printed() {
+        let text = status_text(&status());
+        assert!(
+            text.contains("vulndb    osv-0123456789abcdef (42 records, built 2023-11-14T22:13:20Z)"),
+            "{text}"
+        );
+        let row = text.lines().find(|l| l.contains("feeds.example")).unwrap();
+        for part in ["42", "2023-11-14T22:13:20Z", "2023-11-14T22:14:35Z", "HTTP 500"] {
+            assert!(row.contains(part), "{part}: {row}");
+        }
+        let json = status_json(&status());
+        assert_eq!(json["vulndb"]["records"], 42);
+        assert_eq!(json["feeds"][0]["etag"], "\"v1\"");
+        assert_eq!(json["feeds"][0]["consecutive_failures"], 1);
+        assert_eq!(json["feeds"][0]["last_success"], "2023-11-14T22:13:20Z");
+        assert_eq!(json["feeds"][0]["last_modified"], "");
+    }
 }

@@ -39,6 +39,7 @@ fn affected(eco: Ecosystem, release: Option<&str>, name: &str, ranges: Vec<EvalR
 fn adv(id: &str, severity: Severity, affected: Vec<AffectedEntry>) -> Advisory {
     Advisory {
         id: id.into(),
+        modified: String::new(),
         aliases: vec![format!("CVE-{id}")],
         summary: format!("summary of {id}"),
         severity,

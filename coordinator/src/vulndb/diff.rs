@@ -1,5 +1,7 @@
 //! What changed between two versions of the vulnerability data: the
-//! advisories added, changed and removed (by id, then content), and from
+//! advisories added, changed and removed (by id, then `modified` and
+//! content: a record republished with a new `modified` is a change even
+//! when nothing Strata evaluates moved), and from
 //! them the (ecosystem, package name) pairs whose matches may differ — the
 //! only packages an update needs to match again.
 
@@ -14,7 +16,8 @@ use super::{Advisory, Db};
 pub struct ChangeSet {
     /// Ids only the new data has.
     pub added: BTreeSet<String>,
-    /// Ids both have, with different content (ranges, severity, aliases…).
+    /// Ids both have, with a different `modified` or content (ranges,
+    /// severity, aliases…).
     pub changed: BTreeSet<String>,
     /// Ids only the old data has: withdrawn, or dropped by the feed.
     pub removed: BTreeSet<String>,
@@ -133,6 +136,20 @@ mod tests {
             ])
         );
         assert!(diff(&new, &new).is_empty());
+        // The same content republished with a new `modified` is a change.
+        let mut later = advisory("A", Ecosystem::PyPI, "Requests", "2.20.0");
+        later.modified = "2025-01-01T00:00:00Z".into();
+        let republished = Db::from_advisories(vec![later], Vec::new());
+        let only_a = Db::from_advisories(
+            vec![advisory("A", Ecosystem::PyPI, "Requests", "2.20.0")],
+            Vec::new(),
+        );
+        let d = diff(&only_a, &republished);
+        assert_eq!(d.changed, BTreeSet::from(["A".to_owned()]));
+        assert_eq!(
+            d.touched,
+            BTreeSet::from([(Ecosystem::PyPI, "requests".to_owned())])
+        );
         let all = ChangeSet::everything(&old, &new);
         assert!(
             all.touched.contains(&(Ecosystem::PyPI, "requests".to_owned())),

@@ -8,6 +8,8 @@
 //!   everything skipped; CVSS scoring.
 //! - `source`: where records come from ([`Source`]), each read with bounds.
 //! - `store`: the database file format.
+//! - `feed`: one feed's records kept between polls ([`FeedRecords`]) and
+//!   the database built from every feed's ([`combine`]).
 //! - [`diff`]: what changed between two databases ([`ChangeSet`]).
 //!
 //! # Contract
@@ -16,6 +18,9 @@
 //!   [`ImportSummary`] with its id and reason; it never aborts the import.
 //!   Only the bad part is dropped: a record with one bad affected entry keeps
 //!   its good ones.
+//! - A record that cannot be read at all (malformed JSON, no id, an
+//!   unreadable or oversized zip entry) is counted as `unreadable` too: an
+//!   import goes on, a feed poll fails on it ([`FeedRecords`]).
 //! - Withdrawn records are ignored (counted). GIT ranges are skipped (counted).
 //! - Records linked by `aliases` / `upstream` (CVE ↔ GHSA ↔ PYSEC ↔ DSA …)
 //!   become ONE [`Advisory`]. Its id is the smallest record id that is not a
@@ -25,9 +30,10 @@
 //!   source paths: the version is a hash of the normalised advisories.
 
 pub mod diff;
+mod feed;
 mod normalize;
 mod osv;
-mod source;
+pub(crate) mod source;
 mod store;
 
 #[cfg(test)]
@@ -41,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use strata_proto::{Ecosystem, Severity};
 
 pub use diff::ChangeSet;
+pub use feed::{FeedRecords, combine};
 pub use source::Source;
 
 /// The feeds `strata db update` fetches by default: every ecosystem Strata
@@ -71,6 +78,10 @@ pub const OSV_EXPORT_BASE: &str = "https://osv-vulnerabilities.storage.googleapi
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Advisory {
     pub id: String,
+    /// The newest OSV `modified` (RFC 3339, as written) of the records merged
+    /// into this advisory; empty when none had one. With the id, what a feed
+    /// update is compared by: a new `modified` is a change.
+    pub modified: String,
     /// Every other id of the same vulnerability, sorted.
     pub aliases: Vec<String>,
     pub summary: String,
@@ -131,6 +142,9 @@ pub struct ImportSummary {
     pub withdrawn: u64,
     pub git_ranges_skipped: u64,
     pub skipped_total: u64,
+    /// Of `skipped_total`: records that could not be read at all (malformed
+    /// JSON, no id, an unreadable or oversized file or zip entry).
+    pub unreadable: u64,
     pub skipped: Vec<Skip>,
     pub per_ecosystem: BTreeMap<String, u64>,
     pub version: String,
@@ -139,6 +153,12 @@ pub struct ImportSummary {
 pub const MAX_SKIPS_KEPT: usize = 10_000;
 
 impl ImportSummary {
+    /// A record that could not be read at all: skipped, and counted as unreadable.
+    pub(crate) fn unreadable(&mut self, source: &str, reason: impl Into<String>) {
+        self.unreadable += 1;
+        self.skip("?", source, reason);
+    }
+
     pub(crate) fn skip(&mut self, id: &str, source: &str, reason: impl Into<String>) {
         self.skipped_total += 1;
         if self.skipped.len() < MAX_SKIPS_KEPT {
@@ -249,6 +269,16 @@ impl Db {
         store::write(path, &self.status, &self.advisories)
     }
 
+    /// This database as the bytes of its file (for an object store).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, VulnDbError> {
+        store::encode("(in memory)", &self.status, &self.advisories)
+    }
+
+    /// A database from the bytes of its file; `name` says where they came from.
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Db, VulnDbError> {
+        store::decode(bytes, name)
+    }
+
     pub fn version(&self) -> &str {
         &self.status.version
     }
@@ -268,15 +298,22 @@ pub async fn import(sources: &[Source], out: &Path) -> Result<ImportSummary, Vul
     for source in sources {
         source.read_into(&mut records, &mut summary).await?;
     }
+    let names = sources.iter().map(ToString::to_string).collect();
+    let db = build(&records, names);
+    summary.advisories = db.status.advisories;
+    summary.per_ecosystem = db.status.records_per_ecosystem.clone();
+    summary.version = db.status.version.clone();
+    db.write(out)?;
+    Ok(summary)
+}
+
+/// Records (of one import or of every feed) → a database: aliases merged,
+/// canonical order, built now.
+fn build<'a>(records: impl IntoIterator<Item = &'a normalize::Record>, sources: Vec<String>) -> Db {
     let mut advisories = normalize::merge(records);
     store::canonicalise(&mut advisories);
-    let names = sources.iter().map(ToString::to_string).collect();
-    let status = store::status_for(&advisories, names, strata_proto::text::now_unix_ms());
-    summary.advisories = advisories.len() as u64;
-    summary.per_ecosystem = status.records_per_ecosystem.clone();
-    summary.version = status.version.clone();
-    store::write(out, &status, &advisories)?;
-    Ok(summary)
+    let status = store::status_for(&advisories, sources, strata_proto::text::now_unix_ms());
+    Db { status, advisories }
 }
 
 /// Fetch osv.dev's `<feed>/all.zip` for each feed and import them.
@@ -286,17 +323,25 @@ pub async fn update(feeds: &[String], out: &Path) -> Result<ImportSummary, VulnD
 
 /// [`update`] from another base URL (a mirror, or a test server).
 pub async fn update_from(base: &str, feeds: &[String], out: &Path) -> Result<ImportSummary, VulnDbError> {
-    let sources: Vec<Source> = feeds
+    let sources: Vec<Source> = osv_export_urls(base, feeds)
         .iter()
-        .map(|feed| {
-            Source::parse(&format!(
-                "{}/{}/all.zip",
-                base.trim_end_matches('/'),
-                url_path_segment(feed)
-            ))
-        })
+        .map(|url| Source::parse(url))
         .collect::<Result<_, _>>()?;
     import(&sources, out).await
+}
+
+/// `<base>/<feed>/all.zip` for each feed (osv.dev's export layout).
+pub fn osv_export_urls(base: &str, feeds: &[impl AsRef<str>]) -> Vec<String> {
+    feeds
+        .iter()
+        .map(|feed| {
+            format!(
+                "{}/{}/all.zip",
+                base.trim_end_matches('/'),
+                url_path_segment(feed.as_ref())
+            )
+        })
+        .collect()
 }
 
 /// Percent-encodes what a feed name may hold that a URL path may not (`Red Hat`).

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
 use strata_proto::{Ecosystem, Severity};
 
 use super::osv::{self, Vulnerability};
@@ -17,10 +18,13 @@ const MAX_EVENTS: usize = 10_000;
 const MAX_VERSIONS: usize = 100_000;
 const MAX_ALIASES: usize = 1_000;
 
-/// A record as read, before merging.
-#[derive(Debug)]
+/// A record as read, before merging. Serialisable: the feed poller keeps
+/// each feed's records (see [`super::FeedRecords`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Record {
     pub id: String,
+    /// The record's `modified` as written (RFC 3339), empty when absent.
+    pub modified: String,
     /// `aliases` and `upstream`: ids of the same vulnerability.
     pub linked: Vec<String>,
     pub summary: String,
@@ -29,7 +33,7 @@ pub(crate) struct Record {
 }
 
 /// A severity with the score and where it came from.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Rated {
     pub severity: Severity,
     pub score: Option<f64>,
@@ -43,12 +47,12 @@ pub(crate) fn record(bytes: &[u8], origin: &str, summary: &mut ImportSummary) ->
     let vuln: Vulnerability = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(err) => {
-            summary.skip("?", origin, format!("malformed JSON: {err}"));
+            summary.unreadable(origin, format!("malformed JSON: {err}"));
             return None;
         }
     };
     if vuln.id.is_empty() || vuln.id.len() > 200 {
-        summary.skip("?", origin, "record has no valid id");
+        summary.unreadable(origin, "record has no valid id");
         return None;
     }
     if vuln.withdrawn.is_some() {
@@ -82,8 +86,11 @@ pub(crate) fn record(bytes: &[u8], origin: &str, summary: &mut ImportSummary) ->
         .unwrap_or_default();
     let mut linked: Vec<String> = vuln.aliases.iter().chain(&vuln.upstream).cloned().collect();
     linked.retain(|l| !l.is_empty() && l.len() <= 200 && *l != vuln.id);
+    // Bounded like the ids: a timestamp, not a payload.
+    let modified = vuln.modified.filter(|m| m.len() <= 64).unwrap_or_default();
     Some(Record {
         id: vuln.id,
+        modified,
         linked,
         summary: cut_marked(&summary_text, 500),
         severity,
@@ -357,7 +364,10 @@ fn from_score(score: f64) -> Severity {
 // ---- merging aliases --------------------------------------------------------
 
 /// Records linked by aliases become one advisory each (union-find over ids).
-pub(crate) fn merge(records: Vec<Record>) -> Vec<Advisory> {
+/// Takes references: the feed poller merges the records it keeps per feed
+/// without copying them.
+pub(crate) fn merge<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<Advisory> {
+    let records: Vec<&Record> = records.into_iter().collect();
     let mut uf = UnionFind::default();
     for r in &records {
         let a = uf.id(&r.id);
@@ -366,7 +376,7 @@ pub(crate) fn merge(records: Vec<Record>) -> Vec<Advisory> {
             uf.union(a, b);
         }
     }
-    let mut groups: BTreeMap<usize, Vec<Record>> = BTreeMap::new();
+    let mut groups: BTreeMap<usize, Vec<&Record>> = BTreeMap::new();
     for r in records {
         let root = uf.find_name(&r.id);
         groups.entry(root).or_default().push(r);
@@ -389,6 +399,7 @@ pub(crate) fn merge(records: Vec<Record>) -> Vec<Advisory> {
                 })
                 .then_with(|| a.affected.cmp(&b.affected))
                 .then_with(|| a.linked.cmp(&b.linked))
+                .then_with(|| a.modified.cmp(&b.modified))
         });
         let affected: BTreeSet<AffectedEntry> =
             group.iter().flat_map(|r| r.affected.iter().cloned()).collect();
@@ -422,9 +433,11 @@ pub(crate) fn merge(records: Vec<Record>) -> Vec<Advisory> {
             })
             .cloned()
             .unwrap_or_default();
+        let modified = newest(group.iter().map(|r| r.modified.as_str()));
         out.push(Advisory {
             aliases: ids.into_iter().filter(|i| *i != primary).collect(),
             id: primary,
+            modified,
             summary,
             severity: rated.severity,
             score: rated.score,
@@ -433,6 +446,19 @@ pub(crate) fn merge(records: Vec<Record>) -> Vec<Advisory> {
         });
     }
     out
+}
+
+/// The newest of RFC 3339 timestamps (`2021-07-05T00:01:17.388273Z`), as
+/// written; compared as instants, since text order puts `…17Z` after
+/// `…17.388Z`. One that does not parse counts as older than any that do.
+fn newest<'a>(stamps: impl Iterator<Item = &'a str>) -> String {
+    let instant =
+        |s: &str| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok();
+    stamps
+        .filter(|s| !s.is_empty())
+        .max_by(|a, b| instant(a).cmp(&instant(b)).then_with(|| a.cmp(b)))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[derive(Default)]
@@ -522,6 +548,14 @@ mod tests {
             score: "not a vector".into(),
         };
         assert!(rate_entry(&junk).is_none());
+    }
+
+    #[test]
+    fn the_newest_modified_is_compared_as_an_instant() {
+        let stamps = ["2021-07-05T00:01:17.388Z", "2021-07-05T00:01:17Z", "", "junk"];
+        assert_eq!(newest(stamps.into_iter()), "2021-07-05T00:01:17.388Z");
+        assert_eq!(newest(["", "junk"].into_iter()), "junk");
+        assert_eq!(newest(std::iter::empty()), "");
     }
 
     #[test]

@@ -12,15 +12,17 @@ use super::normalize::{self, Record};
 use super::{ImportSummary, VulnDbError};
 
 /// Bytes of one OSV record.
-const MAX_RECORD_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_RECORD_BYTES: u64 = 16 * 1024 * 1024;
 /// Entries of one zip (osv.dev's largest export holds a few hundred thousand).
 const MAX_ZIP_ENTRIES: usize = 2_000_000;
 /// Bytes of one download or object (an `all.zip`).
-const MAX_DOWNLOAD_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+pub(crate) const MAX_DOWNLOAD_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// JSON files of one directory tree, and its depth.
-const MAX_DIR_FILES: usize = 2_000_000;
-const MAX_DIR_DEPTH: usize = 32;
-const HTTP_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const MAX_DIR_FILES: usize = 2_000_000;
+pub(crate) const MAX_DIR_DEPTH: usize = 32;
+/// One download, whole (an `all.zip` of a large ecosystem takes minutes on a slow link).
+pub(crate) const HTTP_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The blocking part of reading one source.
 type ReadWork = Box<dyn FnOnce(&mut Vec<Record>, &mut ImportSummary) -> Result<(), String> + Send>;
@@ -128,7 +130,7 @@ impl Source {
 }
 
 /// A zip of records, or one JSON record, told apart by the zip magic.
-fn read_blob<R: Read + Seek>(
+pub(crate) fn read_blob<R: Read + Seek>(
     mut reader: R,
     origin: &str,
     records: &mut Vec<Record>,
@@ -185,7 +187,7 @@ fn read_zip<R: Read + Seek>(
         let mut entry = match zip.by_index(i) {
             Ok(e) => e,
             Err(e) => {
-                summary.skip("?", origin, format!("zip entry {i}: {e}"));
+                summary.unreadable(origin, format!("zip entry {i}: {e}"));
                 continue;
             }
         };
@@ -195,8 +197,7 @@ fn read_zip<R: Read + Seek>(
         }
         let entry_origin = format!("{origin}!{name}");
         if entry.size() > MAX_RECORD_BYTES {
-            summary.skip(
-                "?",
+            summary.unreadable(
                 &entry_origin,
                 format!("{} bytes is over the record limit", entry.size()),
             );
@@ -206,16 +207,20 @@ fn read_zip<R: Read + Seek>(
         // The declared size can lie: bound the read itself too.
         match (&mut entry).take(MAX_RECORD_BYTES + 1).read_to_end(&mut buf) {
             Ok(_) if buf.len() as u64 > MAX_RECORD_BYTES => {
-                summary.skip("?", &entry_origin, "over the record size limit");
+                summary.unreadable(&entry_origin, "over the record size limit");
             }
             Ok(_) => records.extend(normalize::record(&buf, &entry_origin, summary)),
-            Err(e) => summary.skip("?", &entry_origin, format!("cannot read zip entry: {e}")),
+            Err(e) => summary.unreadable(&entry_origin, format!("cannot read zip entry: {e}")),
         }
     }
     Ok(())
 }
 
-fn read_dir(root: &Path, records: &mut Vec<Record>, summary: &mut ImportSummary) -> Result<(), String> {
+pub(crate) fn read_dir(
+    root: &Path,
+    records: &mut Vec<Record>,
+    summary: &mut ImportSummary,
+) -> Result<(), String> {
     let mut stack = vec![(root.to_path_buf(), 0usize)];
     let mut files = 0usize;
     while let Some((dir, depth)) = stack.pop() {
@@ -244,13 +249,13 @@ fn read_dir(root: &Path, records: &mut Vec<Record>, summary: &mut ImportSummary)
                         let mut bytes = Vec::new();
                         match f.take(MAX_RECORD_BYTES + 1).read_to_end(&mut bytes) {
                             Ok(_) if bytes.len() as u64 > MAX_RECORD_BYTES => {
-                                summary.skip("?", &origin, "over the record size limit")
+                                summary.unreadable(&origin, "over the record size limit")
                             }
                             Ok(_) => records.extend(normalize::record(&bytes, &origin, summary)),
-                            Err(e) => summary.skip("?", &origin, format!("cannot read: {e}")),
+                            Err(e) => summary.unreadable(&origin, format!("cannot read: {e}")),
                         }
                     }
-                    Err(e) => summary.skip("?", &origin, format!("cannot open: {e}")),
+                    Err(e) => summary.unreadable(&origin, format!("cannot open: {e}")),
                 }
             }
         }
@@ -261,7 +266,7 @@ fn read_dir(root: &Path, records: &mut Vec<Record>, summary: &mut ImportSummary)
 async fn fetch_http(url: &str) -> Result<Vec<u8>, String> {
     let client = reqwest::Client::builder()
         .timeout(HTTP_TIMEOUT)
-        .connect_timeout(Duration::from_secs(30))
+        .connect_timeout(CONNECT_TIMEOUT)
         .build()
         .map_err(|e| e.to_string())?;
     let mut response = client.get(url).send().await.map_err(|e| e.to_string())?;

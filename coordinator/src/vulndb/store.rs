@@ -16,11 +16,12 @@ use sha2::{Digest as _, Sha256};
 use super::{Advisory, Db, DbStatus, VulnDbError};
 
 const MAGIC: &[u8; 8] = b"STRATADB";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: advisories carry `modified`.
+pub const FORMAT_VERSION: u32 = 2;
 /// Bound on the decompressed database (hostile or corrupt files).
 const MAX_DECOMPRESSED: usize = 8 * 1024 * 1024 * 1024;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Body {
     status: DbStatus,
     advisories: Vec<Advisory>,
@@ -68,29 +69,41 @@ fn content_version(advisories: &[Advisory]) -> String {
     format!("osv-{}", &hex::encode(hasher.finalize())[..16])
 }
 
+/// The file's bytes: magic, format version, compressed body.
+pub(crate) fn encode(name: &str, status: &DbStatus, advisories: &[Advisory]) -> Result<Vec<u8>, VulnDbError> {
+    #[derive(Serialize)]
+    struct BodyRef<'a> {
+        status: &'a DbStatus,
+        advisories: &'a [Advisory],
+    }
+    let encoded = postcard::to_stdvec(&BodyRef { status, advisories }).map_err(|e| VulnDbError::File {
+        path: name.to_owned(),
+        reason: format!("encoding: {e}"),
+    })?;
+    let compressed = zstd::encode_all(&encoded[..], 3).map_err(|source| VulnDbError::Io {
+        path: name.to_owned(),
+        source,
+    })?;
+    let mut out = Vec::with_capacity(12 + compressed.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&compressed);
+    Ok(out)
+}
+
 pub(crate) fn write(out: &Path, status: &DbStatus, advisories: &[Advisory]) -> Result<(), VulnDbError> {
     let path = out.display().to_string();
     let io = |source| VulnDbError::Io {
         path: path.clone(),
         source,
     };
-    let body = Body {
-        status: status.clone(),
-        advisories: advisories.to_vec(),
-    };
-    let encoded = postcard::to_stdvec(&body).map_err(|e| VulnDbError::File {
-        path: path.clone(),
-        reason: format!("encoding: {e}"),
-    })?;
-    let compressed = zstd::encode_all(&encoded[..], 3).map_err(io)?;
+    let bytes = encode(&path, status, advisories)?;
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(MAGIC).map_err(io)?;
-    tmp.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io)?;
-    tmp.write_all(&compressed).map_err(io)?;
+    tmp.write_all(&bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(out).map_err(|e| io(e.error))?;
     Ok(())
@@ -98,14 +111,18 @@ pub(crate) fn write(out: &Path, status: &DbStatus, advisories: &[Advisory]) -> R
 
 pub(crate) fn read(path: &Path) -> Result<Db, VulnDbError> {
     let name = path.display().to_string();
-    let bad = |reason: String| VulnDbError::File {
-        path: name.clone(),
-        reason,
-    };
     let bytes = std::fs::read(path).map_err(|source| VulnDbError::Io {
         path: name.clone(),
         source,
     })?;
+    decode(&bytes, &name)
+}
+
+pub(crate) fn decode(bytes: &[u8], name: &str) -> Result<Db, VulnDbError> {
+    let bad = |reason: String| VulnDbError::File {
+        path: name.to_owned(),
+        reason,
+    };
     if bytes.len() < 12 || &bytes[..8] != MAGIC {
         return Err(bad("not a Strata vulnerability database (bad magic)".into()));
     }
@@ -114,7 +131,7 @@ pub(crate) fn read(path: &Path) -> Result<Db, VulnDbError> {
     let version = u32::from_le_bytes(version);
     if version != FORMAT_VERSION {
         return Err(bad(format!(
-            "format version {version}, this strata reads {FORMAT_VERSION}: rebuild it with `strata db import` or `strata db update`"
+            "format version {version}, this strata reads {FORMAT_VERSION}: re-import it (`strata db import` or `strata db update`)"
         )));
     }
     let mut decoder = zstd::Decoder::new(&bytes[12..]).map_err(|e| bad(format!("decompressing: {e}")))?;

@@ -309,6 +309,7 @@ async fn http_object_store_and_update_sources_give_the_same_database() {
 fn in_memory_databases_are_canonical() {
     let a = Advisory {
         id: "X-1".into(),
+        modified: String::new(),
         aliases: vec!["B".into(), "A".into(), "A".into()],
         summary: String::new(),
         severity: Severity::High,
@@ -319,4 +320,86 @@ fn in_memory_databases_are_canonical() {
     let db = Db::from_advisories(vec![a], vec![]);
     assert_eq!(db.advisories()[0].aliases, ["A", "B"]);
     assert!(db.version().starts_with("osv-"));
+}
+
+#[test]
+fn a_database_of_the_old_format_says_to_re_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let mut bytes = b"STRATADB".to_vec();
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(b"whatever followed");
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Db::open(&path).unwrap_err().to_string();
+    assert!(err.contains("format version 1"), "{err}");
+    assert!(err.contains("re-import"), "{err}");
+    // Bytes round-trip as the file does.
+    let db = Db::from_advisories(Vec::new(), vec!["x".into()]);
+    let back = Db::from_bytes(&db.to_bytes().unwrap(), "mem").unwrap();
+    assert_eq!(back.status(), db.status());
+}
+
+/// `modified` is the newest of the records merged into an advisory.
+#[tokio::test]
+async fn advisories_carry_the_newest_modified_of_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, db) = import_to(&[src("PyPI/all.zip")], dir.path(), "db").await;
+    // PYSEC-2006-1 is one record: its own `modified`.
+    assert_eq!(
+        advisory(&db, "PYSEC-2006-1").modified,
+        "2021-07-05T00:01:17.388273Z"
+    );
+    assert!(db.advisories().iter().all(|a| !a.modified.is_empty()));
+}
+
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in entries {
+        zip.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// A feed is read strictly: an unreadable record or a truncated zip fails
+/// it whole; withdrawn records are left out; combining feeds merges aliases
+/// across them as one import would.
+#[test]
+fn feed_records_are_strict_and_combine_like_one_import() {
+    let good = br#"{"id":"GHSA-1","modified":"2024-01-01T00:00:00Z","aliases":["CVE-1"],
+        "affected":[{"package":{"ecosystem":"PyPI","name":"a"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.0"}]}]}]}"#;
+    let withdrawn = br#"{"id":"GHSA-2","withdrawn":"2024-01-01T00:00:00Z","affected":[]}"#;
+    let other = br#"{"id":"PYSEC-1","modified":"2024-02-01T00:00:00Z","aliases":["CVE-1"],
+        "affected":[{"package":{"ecosystem":"PyPI","name":"a"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.1"}]}]}]}"#;
+    let zip = zip_of(&[("GHSA-1.json", good), ("GHSA-2.json", withdrawn)]);
+    let (a, summary) = FeedRecords::from_bytes(&zip, "feed-a").unwrap();
+    assert_eq!((a.len(), summary.withdrawn), (1, 1));
+
+    let broken = zip_of(&[("GHSA-1.json", good), ("bad.json", b"{not json")]);
+    let err = FeedRecords::from_bytes(&broken, "feed-a")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("1 unreadable records") && err.contains("malformed JSON"),
+        "{err}"
+    );
+    let err = FeedRecords::from_bytes(&zip[..zip.len() / 2], "feed-a")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad zip"), "{err}");
+
+    let (b, _) = FeedRecords::from_bytes(other, "feed-b").unwrap();
+    let back = FeedRecords::decode(&b.encode().unwrap(), "b").unwrap();
+    assert_eq!(back, b);
+    assert!(FeedRecords::decode(b"STRATAFD\x09\0\0\0", "b").is_err());
+
+    let db = combine(&[&a, &b], vec!["a".into(), "b".into()]);
+    assert_eq!(db.advisories().len(), 1, "{:?}", db.advisories());
+    let merged = &db.advisories()[0];
+    assert_eq!(merged.id, "GHSA-1");
+    assert_eq!(merged.aliases, ["CVE-1", "PYSEC-1"]);
+    assert_eq!(merged.modified, "2024-02-01T00:00:00Z");
+    assert_eq!(db.status().sources, ["a", "b"]);
 }

@@ -240,6 +240,7 @@ fn updated(advisories: &[Advisory], names: &[(Ecosystem, String)], u: usize) -> 
             severity: Severity::Critical,
             score: Some(9.8),
             score_source: "CVSS:3.1".into(),
+            modified: String::new(),
             affected: releases
                 .into_iter()
                 .map(|release| AffectedEntry {

@@ -238,6 +238,7 @@ async fn a_new_advisory_hits_stored_scans_without_rescanning() {
     let db = Db::from_advisories(
         vec![Advisory {
             id: "DSA-9999-1".into(),
+            modified: String::new(),
             aliases: vec!["CVE-2099-0001".into()],
             summary: String::new(),
             severity: Severity::High,

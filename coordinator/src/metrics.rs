@@ -1,5 +1,6 @@
 //! The coordinator's instruments: jobs queued, the queue's lag, the layer
-//! cache, scans by status, composition and matching time. Built on the
+//! cache, scans by status, composition and matching time, fleet events
+//! published and webhook deliveries. Built on the
 //! process's [`Metrics`] (the worker crate's provider and `/metrics`
 //! renderer), so `strata serve` shows the coordinator's and the worker's
 //! instruments on one endpoint.
@@ -20,6 +21,10 @@ pub struct CoordinatorMetrics {
     match_seconds: Histogram<f64>,
     compose_seconds: Histogram<f64>,
     scans: UpDownCounter<i64>,
+    events_published: Counter<u64>,
+    webhook_deliveries: Counter<u64>,
+    webhook_failures: Counter<u64>,
+    webhook_dead_letters: Counter<u64>,
 }
 
 impl CoordinatorMetrics {
@@ -61,6 +66,22 @@ impl CoordinatorMetrics {
             scans: meter
                 .i64_up_down_counter("strata_scans")
                 .with_description("Scans, by status.")
+                .build(),
+            events_published: meter
+                .u64_counter("strata_events_published")
+                .with_description("Fleet events appended to the event log (duplicates dropped), by kind.")
+                .build(),
+            webhook_deliveries: meter
+                .u64_counter("strata_webhook_deliveries")
+                .with_description("Events a webhook accepted.")
+                .build(),
+            webhook_failures: meter
+                .u64_counter("strata_webhook_failures")
+                .with_description("Webhook requests that failed (each try).")
+                .build(),
+            webhook_dead_letters: meter
+                .u64_counter("strata_webhook_dead_letters")
+                .with_description("Events a webhook was given up on after its tries.")
                 .build(),
         }
     }
@@ -106,6 +127,26 @@ impl CoordinatorMetrics {
         self.scans
             .add(delta, &[KeyValue::new("status", status.to_owned())]);
     }
+
+    /// A fleet event was published (`strata_events_published_total{kind}`).
+    pub fn event_published(&self, kind: &'static str) {
+        self.events_published.add(1, &[KeyValue::new("kind", kind)]);
+    }
+
+    /// A webhook accepted an event (`strata_webhook_deliveries_total`).
+    pub fn webhook_delivered(&self) {
+        self.webhook_deliveries.add(1, &[]);
+    }
+
+    /// One webhook request failed (`strata_webhook_failures_total`).
+    pub fn webhook_failed(&self) {
+        self.webhook_failures.add(1, &[]);
+    }
+
+    /// A webhook was given up on for one event (`strata_webhook_dead_letters_total`).
+    pub fn webhook_dead_letter(&self) {
+        self.webhook_dead_letters.add(1, &[]);
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +170,12 @@ mod tests {
         m.scans("running", 2);
         m.scans("running", -1);
         m.scans("complete", 1);
+        m.event_published("finding_new");
+        m.event_published("finding_new");
+        m.webhook_delivered();
+        m.webhook_failed();
+        m.webhook_failed();
+        m.webhook_dead_letter();
         let text = metrics.render_prometheus();
         for line in [
             "# TYPE strata_jobs_queued_total counter",
@@ -146,6 +193,11 @@ mod tests {
             "# TYPE strata_scans gauge",
             "strata_scans{status=\"running\"} 1",
             "strata_scans{status=\"complete\"} 1",
+            "# TYPE strata_events_published_total counter",
+            "strata_events_published_total{kind=\"finding_new\"} 2",
+            "strata_webhook_deliveries_total 1",
+            "strata_webhook_failures_total 2",
+            "strata_webhook_dead_letters_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }

@@ -29,6 +29,7 @@ use clap::parser::ValueSource;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use strata_coordinator::cluster::CoordinatorConfig;
+use strata_coordinator::notify::webhook::WebhookConfig;
 use strata_worker::queue as jobs;
 
 /// Bound on a config file.
@@ -110,11 +111,13 @@ fn lay_under(
             (Value::Object(table), Value::Object(value)) => lay_under(table, value, matches, &keys, written)?,
             (Value::Object(_), _) => anyhow::bail!("{path} must be a table ([{path}])"),
             (slot, value) => {
-                // Clap's ids are the field names, unique across a role's settings.
-                let given = matches!(
-                    matches.value_source(&key),
-                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-                );
+                // Clap's ids are the field names, unique across a role's
+                // settings; a file-only field (`#[arg(skip)]`) has none.
+                let given = matches!(matches.try_contains_id(&key), Ok(true))
+                    && matches!(
+                        matches.value_source(&key),
+                        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                    );
                 match (slot, value) {
                     (Value::Array(flags), Value::Array(mut listed)) if given => {
                         listed.append(flags);
@@ -181,6 +184,13 @@ pub struct ServerSettings {
     pub queue: QueueSettings,
     #[command(flatten)]
     pub security: SecuritySettings,
+    /// Where fleet events are POSTed: `[[webhooks]]` tables of the config
+    /// file only (url, secret_file, min_severity, repositories, kinds,
+    /// max_attempts; see `notify::webhook`), never flags: each names a
+    /// file holding its HMAC key.
+    #[arg(skip)]
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl ServerSettings {
@@ -425,6 +435,36 @@ mod tests {
         assert_eq!(r.server.insecure_registries, ["a:5000"]);
         let r = parse(&["--insecure-registry", "b:5000"], Some(file)).unwrap();
         assert_eq!(r.server.insecure_registries, ["a:5000", "b:5000"]);
+    }
+
+    #[test]
+    fn webhooks_come_from_the_file_only() {
+        assert!(parse(&[], None).unwrap().server.webhooks.is_empty());
+        let file = "[[webhooks]]\nurl = \"https://a.example/hook\"\nsecret_file = \"/etc/strata/a.key\"\n\
+                    min_severity = \"high\"\nkinds = [\"finding_new\"]\n\
+                    [[webhooks]]\nurl = \"http://b.example/\"\nsecret_file = \"/etc/strata/b.key\"\n\
+                    repositories = [\"ghcr.io/acme/**\"]\nmax_attempts = 3\n";
+        let hooks = parse(&["--listen", "127.0.0.1:9"], Some(file))
+            .unwrap()
+            .server
+            .webhooks;
+        assert_eq!(hooks.len(), 2);
+        assert_eq!(hooks[0].url, "https://a.example/hook");
+        assert_eq!(hooks[0].min_severity.as_deref(), Some("high"));
+        assert_eq!(hooks[0].kinds, ["finding_new"]);
+        assert_eq!(hooks[1].secret_file, Path::new("/etc/strata/b.key"));
+        assert_eq!(hooks[1].repositories, ["ghcr.io/acme/**"]);
+        assert_eq!(hooks[1].max_attempts, Some(3));
+        // A key a webhook does not have is named.
+        let err = format!(
+            "{:#}",
+            parse(
+                &[],
+                Some("[[webhooks]]\nurl = \"http://x/\"\nsecret_file = \"/k\"\nsecret = \"s\"\n")
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("secret"), "{err}");
     }
 
     #[test]

@@ -183,10 +183,13 @@ async fn watch_events_resumes_filters_and_ends() {
 
     // Server shutdown closes the log: open streams end, so the server's
     // graceful shutdown is not held open.
-    log.close();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), sandbox.stop())
+        .await
+        .expect("the sandbox stops with a watch open");
+    stopped.unwrap();
+    assert!(log.is_closed());
     let end = tokio::time::timeout(Duration::from_secs(20), stream.message())
         .await
         .expect("the stream ends");
-    assert!(matches!(end, Ok(None)), "{end:?}");
-    sandbox.stop().await.unwrap();
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
 }

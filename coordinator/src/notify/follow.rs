@@ -95,7 +95,7 @@ mod tests {
     fn event(i: usize) -> v1::FleetEvent {
         v1::FleetEvent {
             kind: v1::EventKind::FindingNew.into(),
-            severity: if i % 2 == 0 {
+            severity: if i.is_multiple_of(2) {
                 v1::Severity::High
             } else {
                 v1::Severity::Low

@@ -114,7 +114,7 @@ struct Shared {
 
 enum Backend {
     Memory(memory::MemoryLog),
-    JetStream(jetstream::JetStreamLog),
+    JetStream(Box<jetstream::JetStreamLog>),
     Local(local::LocalLog),
 }
 
@@ -154,7 +154,7 @@ impl EventLog {
     ) -> Result<EventLog, NotifyError> {
         let live = broadcast::channel(LIVE_BUFFER).0;
         let log = jetstream::JetStreamLog::open(js.clone(), replicas, live.clone()).await?;
-        Ok(EventLog::build(Backend::JetStream(log), live))
+        Ok(EventLog::build(Backend::JetStream(Box::new(log)), live))
     }
 
     /// `strata serve`'s log: tables of its embedded `redb` state file.

@@ -22,7 +22,8 @@ use super::settings::{self, ClusterSettings, ServerSettings};
 #[derive(Args, Debug)]
 pub struct CoordinatorArgs {
     /// A TOML file with any of the settings below; flags and `STRATA_*`
-    /// variables override it ([queue] and [security] are tables).
+    /// variables override it ([queue] and [security] are tables;
+    /// [[webhooks]] an array of tables, in the file only).
     #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(flatten)]

@@ -32,7 +32,8 @@ const MAX_WATCH_IMAGES: usize = 100_000;
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// A TOML file with any of the settings below; flags and `STRATA_*`
-    /// variables override it ([queue] and [security] are tables).
+    /// variables override it ([queue] and [security] are tables;
+    /// [[webhooks]] an array of tables, in the file only).
     #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Scan the watched images, print a fleet summary, and exit.

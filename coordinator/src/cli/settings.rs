@@ -4,7 +4,8 @@
 //! file: a field is a flag (clap: `--the-name`, its `STRATA_*` variable and
 //! its default, shown in `--help`) and a key of the TOML `--config` file
 //! (serde: the field's name; [`QueueSettings`] and [`SecuritySettings`] are
-//! the nested tables `[queue]` and `[security]`). [`resolve`] lays the file
+//! the nested tables `[queue]` and `[security]`; `webhooks`, an array of
+//! `[[webhooks]]` tables, is a file key only). [`resolve`] lays the file
 //! under the flags in one generic pass, so no setting is written again as a
 //! file field, a default or an overlay:
 //!
@@ -151,7 +152,8 @@ fn set(table: &mut Map<String, Value>, keys: &[String], value: Value) {
 }
 
 /// What the API-serving roles (`coordinator`, `serve`) share: keys at the
-/// top level of their config files, and the `[queue]` and `[security]` tables.
+/// top level of their config files, the `[queue]` and `[security]` tables,
+/// and the `[[webhooks]]` array of tables.
 #[derive(clap::Args, Serialize, Deserialize, Debug, Clone)]
 pub struct ServerSettings {
     /// gRPC address.

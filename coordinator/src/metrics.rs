@@ -1,6 +1,7 @@
 //! The coordinator's instruments: jobs queued, the queue's lag, the layer
 //! cache, scans by status, composition and matching time, advisory feed
-//! polls, their age and failures, and vulnerability data updates. Built on the
+//! polls, their age and failures, vulnerability data updates, fleet events
+//! published and webhook deliveries. Built on the
 //! process's [`Metrics`] (the worker crate's provider and `/metrics`
 //! renderer), so `strata serve` shows the coordinator's and the worker's
 //! instruments on one endpoint.
@@ -25,6 +26,10 @@ pub struct CoordinatorMetrics {
     feed_age: Gauge<f64>,
     feed_failures: Gauge<u64>,
     vulndb_updates: Counter<u64>,
+    events_published: Counter<u64>,
+    webhook_deliveries: Counter<u64>,
+    webhook_failures: Counter<u64>,
+    webhook_dead_letters: Counter<u64>,
 }
 
 impl CoordinatorMetrics {
@@ -82,6 +87,22 @@ impl CoordinatorMetrics {
             vulndb_updates: meter
                 .u64_counter("strata_vulndb_updates")
                 .with_description("Vulnerability data updates from the feeds, by outcome (applied, failed).")
+                .build(),
+            events_published: meter
+                .u64_counter("strata_events_published")
+                .with_description("Fleet events appended to the event log (duplicates dropped), by kind.")
+                .build(),
+            webhook_deliveries: meter
+                .u64_counter("strata_webhook_deliveries")
+                .with_description("Events a webhook accepted.")
+                .build(),
+            webhook_failures: meter
+                .u64_counter("strata_webhook_failures")
+                .with_description("Webhook requests that failed (each try).")
+                .build(),
+            webhook_dead_letters: meter
+                .u64_counter("strata_webhook_dead_letters")
+                .with_description("Events a webhook was given up on after its tries.")
                 .build(),
         }
     }
@@ -157,6 +178,26 @@ impl CoordinatorMetrics {
         self.scans
             .add(delta, &[KeyValue::new("status", status.to_owned())]);
     }
+
+    /// A fleet event was published (`strata_events_published_total{kind}`).
+    pub fn event_published(&self, kind: &'static str) {
+        self.events_published.add(1, &[KeyValue::new("kind", kind)]);
+    }
+
+    /// A webhook accepted an event (`strata_webhook_deliveries_total`).
+    pub fn webhook_delivered(&self) {
+        self.webhook_deliveries.add(1, &[]);
+    }
+
+    /// One webhook request failed (`strata_webhook_failures_total`).
+    pub fn webhook_failed(&self) {
+        self.webhook_failures.add(1, &[]);
+    }
+
+    /// A webhook was given up on for one event (`strata_webhook_dead_letters_total`).
+    pub fn webhook_dead_letter(&self) {
+        self.webhook_dead_letters.add(1, &[]);
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +227,12 @@ mod tests {
         m.feed_age("https://h/PyPI/all.zip", 90.0);
         m.feed_consecutive_failures("https://h/PyPI/all.zip", 2);
         m.vulndb_update("applied");
+        m.event_published("finding_new");
+        m.event_published("finding_new");
+        m.webhook_delivered();
+        m.webhook_failed();
+        m.webhook_failed();
+        m.webhook_dead_letter();
         let text = metrics.render_prometheus();
         for line in [
             "# TYPE strata_jobs_queued_total counter",
@@ -210,6 +257,11 @@ mod tests {
             "strata_feed_age_seconds{feed=\"https://h/PyPI/all.zip\"} 90",
             "strata_feed_consecutive_failures{feed=\"https://h/PyPI/all.zip\"} 2",
             "strata_vulndb_updates_total{outcome=\"applied\"} 1",
+            "# TYPE strata_events_published_total counter",
+            "strata_events_published_total{kind=\"finding_new\"} 2",
+            "strata_webhook_deliveries_total 1",
+            "strata_webhook_failures_total 2",
+            "strata_webhook_dead_letters_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }

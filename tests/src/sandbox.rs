@@ -29,7 +29,8 @@
 //!      (`serve_all`: scan, fleet and admin services, health, reflection) on
 //!      `127.0.0.1:0`, plain HTTP/2 without tokens:
 //!      [`ClusterSandbox::grpc_url`]. No other port is opened (the NATS
-//!      server's aside).
+//!      server's aside). Its shutdown closes the coordinator's event log
+//!      first, so open `WatchEvents` streams end.
 //!
 //!   A step that fails stops what the earlier ones started and returns
 //!   [`HarnessError::Sandbox`].
@@ -290,6 +291,13 @@ impl ClusterSandboxBuilder {
             );
             let services = Services::of(&sandbox.coordinator, admin);
             let stopped = sandbox.stopped();
+            // As the roles do: open `WatchEvents` streams end on shutdown
+            // (the event log is closed), or graceful shutdown waits on them.
+            let events = sandbox.coordinator.event_log().clone();
+            let stopped = async move {
+                stopped.await;
+                events.close();
+            };
             sandbox.spawn("grpc".into(), async move {
                 api::serve_all(listener, services, Security::default(), stopped)
                     .await

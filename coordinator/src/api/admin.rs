@@ -119,6 +119,17 @@ impl AdminService for AdminApi {
                 built_unix_ms: db.status.built_unix_ms,
                 records: db.status.advisories,
             });
+            let log = c.event_log();
+            let kept = log.stats().await.unwrap_or_default();
+            let deliveries = log.deliveries().snapshot();
+            response.events = Some(v1::EventsStatus {
+                last_sequence: kept.last_sequence,
+                events: kept.kept,
+                webhooks: deliveries.webhooks,
+                webhook_delivered: deliveries.delivered,
+                webhook_retries: deliveries.retries,
+                webhook_dead_letters: deliveries.dead_letters,
+            });
             let stats = c.cache_stats();
             response.layer_cache = Some(v1::LayerCacheInfo {
                 layers: c.layer_count().await.unwrap_or(0),

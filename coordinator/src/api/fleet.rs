@@ -3,26 +3,66 @@
 //! images a vulnerability (or a package) hits, and in which layer.
 //!
 //! The work is in [`crate::cluster::fleet`]; this file checks the shape of
-//! requests and converts to and from the wire.
+//! requests and converts to and from the wire. `WatchEvents` follows the
+//! coordinator's event log ([`crate::notify::follow`]): from the client's
+//! sequence, then live, ending when the client goes or the log is closed
+//! (the server shutting down).
+
+use std::sync::Arc;
 
 use strata_proto::v1::{self, fleet_service_server::FleetService, list_affected_request::Query};
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use super::status_of;
 use crate::cluster::Coordinator;
 use crate::cluster::fleet::{AffectedQuery, ImageFilter, PackageQuery};
 use crate::cluster::records::ScanStatus;
+use crate::notify::EventFilter;
+
+/// Bound on `WatchEvents` calls open at once (each holds a task, a
+/// subscription and up to [`WATCH_BUFFER`] events plus one page of the log).
+const MAX_WATCHERS: usize = 1024;
+/// Events buffered per `WatchEvents` call ahead of its client.
+const WATCH_BUFFER: usize = 64;
+/// Bound on `kinds` in a `WatchEventsRequest` (there are three).
+const MAX_KINDS: usize = 16;
 
 /// State behind `FleetService`. Cheap to clone.
 #[derive(Clone)]
 pub struct FleetApi {
     coordinator: Coordinator,
+    watchers: Arc<Semaphore>,
 }
 
 impl FleetApi {
     pub fn new(coordinator: Coordinator) -> Self {
-        FleetApi { coordinator }
+        FleetApi {
+            coordinator,
+            watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+        }
     }
+}
+
+/// The filter a `WatchEventsRequest` asks for.
+fn events_filter(req: &v1::WatchEventsRequest) -> Result<EventFilter, Status> {
+    if req.kinds.len() > MAX_KINDS {
+        return Err(Status::invalid_argument(format!("kinds: at most {MAX_KINDS}")));
+    }
+    let kinds = req
+        .kinds
+        .iter()
+        .map(|k| {
+            v1::EventKind::try_from(*k)
+                .map_err(|_| Status::invalid_argument(format!("kinds: unknown value {k}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let globs: Vec<String> = if req.repository_glob.trim().is_empty() {
+        Vec::new()
+    } else {
+        vec![req.repository_glob.clone()]
+    };
+    EventFilter::new(severity_filter(req.min_severity)?, kinds, &globs).map_err(Status::invalid_argument)
 }
 
 /// A `ScanStatus` filter from the wire (`UNSPECIFIED`: all).
@@ -55,9 +95,39 @@ impl FleetService for FleetApi {
 
     async fn watch_events(
         &self,
-        _request: Request<v1::WatchEventsRequest>,
+        request: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        Err(Status::unimplemented("WatchEvents: being built"))
+        let who = super::caller(&request);
+        let req = request.into_inner();
+        let filter = events_filter(&req)?;
+        let log = self.coordinator.event_log().clone();
+        let last = log
+            .last_sequence()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if req.after_sequence > last {
+            return Err(Status::out_of_range(format!(
+                "after_sequence {} is past the newest event ({last}): was the event log reset?",
+                req.after_sequence
+            )));
+        }
+        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_WATCHERS} WatchEvents calls are open: try again later"
+            ))
+        })?;
+        tracing::info!(caller = %who, after = req.after_sequence, "watching events");
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(err) = crate::notify::follow(&log, req.after_sequence, &filter, &tx, Ok).await {
+                // The client resumes after the last sequence it got.
+                let _ = tx.send(Err(Status::unavailable(err.to_string()))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn rematch(

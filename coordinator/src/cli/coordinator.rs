@@ -1,6 +1,7 @@
 //! `strata coordinator`: the cluster's coordinator role. Jobs and results
-//! over NATS JetStream, state in JetStream key-value buckets, inventories
-//! and reports in object storage, the gRPC API for clients.
+//! over NATS JetStream, state in JetStream key-value buckets, fleet events
+//! in the stream `STRATA_EVENTS` (and to the configured webhooks),
+//! inventories and reports in object storage, the gRPC API for clients.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,8 +9,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use strata_coordinator::api::{self, AdminApi, NatsHandle, Services};
+use strata_coordinator::cluster::kv::Kv;
 use strata_coordinator::cluster::{Buckets, Coordinator};
 use strata_coordinator::feeds::Feeds;
+use strata_coordinator::notify::EventLog;
+use strata_coordinator::notify::webhook::{self, Webhook};
 use strata_worker::queue::{Queue, nats::NatsQueue};
 
 use super::roles::{self, Shutdown};
@@ -19,7 +23,8 @@ use super::settings::{self, ClusterSettings, ServerSettings};
 #[derive(Args, Debug)]
 pub struct CoordinatorArgs {
     /// A TOML file with any of the settings below; flags and `STRATA_*`
-    /// variables override it ([queue] and [security] are tables).
+    /// variables override it ([queue] and [security] are tables;
+    /// [[webhooks]] an array of tables, in the file only).
     #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -55,6 +60,7 @@ pub async fn run(
     let _telemetry = roles::init_telemetry(global, "strata-coordinator", c.cluster.otlp_endpoint.as_deref())?;
     let metrics = roles::metrics("strata-coordinator", c.cluster.otlp_endpoint.as_deref())?;
     let security = roles::load_security(&c.server.security, listen)?;
+    let webhooks = Webhook::load_all(&c.server.webhooks)?;
 
     let vulndb = match (&feeds_config, &db_path) {
         (None, Some(path)) => Some(roles::load_vulndb(path).await?),
@@ -97,6 +103,24 @@ pub async fn run(
         }
         (None, None) => anyhow::bail!("no vulnerability data"),
     };
+    let events = loop {
+        match EventLog::jetstream(&js, queue_settings.replicas).await {
+            Ok(log) => break log,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot set up the event stream yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let cursors = loop {
+        match Kv::nats(&js, webhook::WEBHOOKS_BUCKET, queue_settings.replicas).await {
+            Ok(kv) => break kv,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot open the webhook cursors yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
     let config = c.server.coordinator_config(&store_url);
     let coordinator = Coordinator::new(
         config,
@@ -105,7 +129,8 @@ pub async fn run(
         Arc::clone(&store),
         vulndb,
         metrics.clone(),
-    );
+    )
+    .with_event_log(events);
 
     let shutdown = Shutdown::on_signal();
     let metrics_at = roles::spawn_metrics(metrics_addr, metrics, shutdown.clone()).await?;
@@ -123,6 +148,21 @@ pub async fn run(
         listener,
         Services::of(&coordinator, admin),
         security,
+        {
+            // Open event watches end first, or the server's graceful
+            // shutdown would wait on them forever.
+            let shutdown = shutdown.clone();
+            let log = coordinator.event_log().clone();
+            async move {
+                shutdown.wait().await;
+                log.close();
+            }
+        },
+    ));
+    let deliveries = tokio::spawn(webhook::run(
+        webhooks,
+        coordinator.event_log().clone(),
+        cursors,
         shutdown.clone().wait(),
     ));
     tracing::info!(grpc = %listen, metrics = %metrics_at, nats = %roles::redact(&c.cluster.nats), store = %store_url, "coordinator running");
@@ -131,6 +171,7 @@ pub async fn run(
     if let Some(polling) = polling {
         let _ = polling.await;
     }
+    let _ = deliveries.await;
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => return Err(err.into()),

@@ -1,6 +1,9 @@
 //! `strata fleet …`: what security teams ask of a coordinator's
 //! `FleetService`: which images a vulnerability hits, a summary of the
-//! fleet, the registered images, and registering or removing them.
+//! fleet, the registered images, registering or removing them, and the
+//! fleet's events as they happen (`watch`).
+
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
@@ -32,6 +35,42 @@ pub enum FleetCommand {
     Remove(RemoveArgs),
     /// The registered images with their status and finding counts.
     List(ListArgs),
+    /// Print fleet events (findings new and resolved) as they happen,
+    /// resuming after the last one printed when the connection drops.
+    Watch(WatchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Start after this event sequence (0: from the oldest event kept).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub after: u64,
+    /// Only events at or above this severity.
+    #[arg(long, value_name = "SEVERITY")]
+    pub min_severity: Option<Severity>,
+    /// Only events of this kind (finding_new, finding_resolved, image_severity). Repeatable.
+    #[arg(long = "kind", value_name = "KIND", value_parser = parse_event_kind)]
+    pub kinds: Vec<v1::EventKind>,
+    /// Only images of repositories matching this glob (`*` within a path
+    /// segment, `**` across them), e.g. 'ghcr.io/acme/**'.
+    #[arg(long, value_name = "GLOB")]
+    pub repository: Option<String>,
+    /// table: one line per event; json: one JSON object per line (with its sequence).
+    #[arg(short = 'f', long = "format", value_enum, default_value_t = WatchFormat::Table)]
+    pub format: WatchFormat,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchFormat {
+    Table,
+    Json,
+}
+
+fn parse_event_kind(s: &str) -> Result<v1::EventKind, String> {
+    strata_coordinator::notify::parse_kind(s)
+        .ok_or_else(|| format!("{s:?}: one of finding_new, finding_resolved, image_severity"))
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +183,7 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<u8> {
         FleetCommand::Add(a) => add(a).await,
         FleetCommand::Remove(a) => remove(a).await,
         FleetCommand::List(a) => list(a).await,
+        FleetCommand::Watch(a) => watch(a).await,
     }
 }
 
@@ -508,6 +548,136 @@ async fn list(args: ListArgs) -> anyhow::Result<u8> {
     Ok(super::EXIT_OK)
 }
 
+/// The first pause before reconnecting a watch (doubling up to [`RECONNECT_MAX`]).
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// Answers that no retry changes: the watch ends with the error.
+fn is_final(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        InvalidArgument | Unauthenticated | PermissionDenied | Unimplemented | OutOfRange | NotFound
+    )
+}
+
+async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+    let conn = args.connect.connect().await?;
+    let request = v1::WatchEventsRequest {
+        after_sequence: args.after,
+        min_severity: args
+            .min_severity
+            .map(v1::Severity::from)
+            .unwrap_or_default()
+            .into(),
+        kinds: args.kinds.iter().map(|k| i32::from(*k)).collect(),
+        repository_glob: args.repository.clone().unwrap_or_default(),
+    };
+    let mut out = std::io::stdout();
+    if args.format == WatchFormat::Table {
+        print_line(&mut out, &watch_header())?;
+    }
+    // The last sequence printed: a reconnect resumes after it, and nothing
+    // at or below it is printed again.
+    let mut last = args.after;
+    let mut pause = RECONNECT_FIRST;
+    loop {
+        // No deadline: the stream is endless (the connect timeout bounds the rest).
+        let mut client = conn.fleet();
+        let call = client.watch_events(tonic::Request::new(v1::WatchEventsRequest {
+            after_sequence: last,
+            ..request.clone()
+        }));
+        let lost = match tokio::time::timeout(conn.timeout(), call).await {
+            Err(_) => conn.deadline_error(),
+            Ok(Err(status)) if is_final(status.code()) => return Err(conn.status_error(&status)),
+            Ok(Err(status)) => conn.status_error(&status),
+            Ok(Ok(response)) => {
+                let mut events = response.into_inner();
+                loop {
+                    match events.message().await {
+                        Ok(Some(e)) if e.sequence <= last => {}
+                        Ok(Some(e)) => {
+                            let line = match args.format {
+                                WatchFormat::Json => {
+                                    serde_json::to_string(&strata_coordinator::notify::event_json(&e))?
+                                }
+                                WatchFormat::Table => watch_line(&e),
+                            };
+                            print_line(&mut out, &line)?;
+                            last = e.sequence;
+                            pause = RECONNECT_FIRST;
+                        }
+                        Ok(None) => break anyhow::anyhow!("the server ended the stream"),
+                        Err(status) if is_final(status.code()) => return Err(conn.status_error(&status)),
+                        Err(status) => break conn.status_error(&status),
+                    }
+                }
+            }
+        };
+        eprintln!(
+            "strata: {}; reconnecting in {:.1}s (resuming after event {last})",
+            one_line(&format!("{lost:#}"), 300),
+            pause.as_secs_f64()
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// Writes one line and flushes it (a pipe reader sees each event as it
+/// comes); a closed stdout ends the command quietly.
+fn print_line(out: &mut std::io::Stdout, line: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut lock = out.lock();
+    match writeln!(lock, "{line}").and_then(|()| lock.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(super::EXIT_OK.into()),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
+}
+
+fn watch_header() -> String {
+    format!(
+        "{:>8}  {:<20}  {:<16}  {:<8}  {}",
+        "SEQ", "TIME", "KIND", "SEVERITY", "IMAGE  VULNERABILITY  PACKAGE  DETAIL"
+    )
+}
+
+/// One event as a table line (cells flattened; columns after the image
+/// are as wide as they come).
+fn watch_line(e: &v1::FleetEvent) -> String {
+    let package = e
+        .package
+        .as_ref()
+        .map(|p| format!("{} {} ({})", p.name, p.version, p.ecosystem))
+        .unwrap_or_else(|| "-".to_owned());
+    let reason = strata_coordinator::notify::reason_name(e.reason);
+    let detail = if !reason.is_empty() {
+        reason.to_owned()
+    } else if !e.fixed_versions.is_empty() {
+        format!("fixed in {}", e.fixed_versions.join(","))
+    } else {
+        "-".to_owned()
+    };
+    let vulnerability = if e.vulnerability_id.is_empty() {
+        "-"
+    } else {
+        &e.vulnerability_id
+    };
+    format!(
+        "{:>8}  {:<20}  {:<16}  {:<8}  {}  {}  {}  {}",
+        e.sequence,
+        timestamp(e.at_unix_ms).unwrap_or_else(|| "-".to_owned()),
+        strata_coordinator::notify::kind_name(e.kind),
+        severity_word(e.severity),
+        one_line(&e.image_reference, 300),
+        one_line(vulnerability, 200),
+        one_line(&package, 300),
+        one_line(&detail, 300)
+    )
+}
+
 fn counts_json(c: &v1::SeverityCounts) -> serde_json::Value {
     serde_json::json!({
         "critical": c.critical,
@@ -605,6 +775,41 @@ mod tests {
         assert_eq!(pages, vec![1, 2, 3]);
         let looped = all_pages(|_| async { Ok((vec![1], "same".to_owned())) }).await;
         assert!(looped.is_err());
+    }
+
+    #[test]
+    fn watch_lines() {
+        let e = v1::FleetEvent {
+            sequence: 12,
+            at_unix_ms: 1_700_000_000_000,
+            kind: v1::EventKind::FindingResolved.into(),
+            severity: v1::Severity::High.into(),
+            image_reference: "r/a:1".into(),
+            vulnerability_id: "CVE-1".into(),
+            package: Some(v1::Package {
+                ecosystem: "Debian".into(),
+                name: "nginx".into(),
+                version: "1.2".into(),
+                ..Default::default()
+            }),
+            reason: v1::ResolvedReason::PackageUpgraded.into(),
+            ..Default::default()
+        };
+        let line = watch_line(&e);
+        assert!(
+            line.starts_with("      12  2023-11-14T22:13:20Z  finding_resolved"),
+            "{line}"
+        );
+        for part in [
+            "finding_resolved",
+            "high",
+            "r/a:1  CVE-1  nginx 1.2 (Debian)  package_upgraded",
+        ] {
+            assert!(line.contains(part), "{line}");
+        }
+        assert!(parse_event_kind("finding_new").is_ok());
+        assert!(parse_event_kind("new").is_err());
+        assert!(is_final(tonic::Code::InvalidArgument) && !is_final(tonic::Code::Unavailable));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `strata serve`: the embedded default. The coordinator, N worker slots
-//! and an in-process queue in one process; state (embedded `redb`) and
+//! and an in-process queue in one process; state and fleet events (embedded `redb`) and
 //! results (a local object store) under one directory; no broker. The same
 //! code paths as the cluster except the transport.
 
@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use strata_coordinator::api::{self, AdminApi, Services};
+use strata_coordinator::cluster::kv::{Kv, LocalKv};
 use strata_coordinator::cluster::records::{ScanRecord, ScanStatus};
 use strata_coordinator::cluster::{Buckets, Coordinator, SubmitRequest};
 use strata_coordinator::feeds::Feeds;
+use strata_coordinator::notify::EventLog;
+use strata_coordinator::notify::webhook::{self, Webhook};
 use strata_worker::job::JobContext;
 use strata_worker::queue::Queue;
 use strata_worker::run::{self, WorkerOptions};
@@ -30,7 +33,8 @@ const MAX_WATCH_IMAGES: usize = 100_000;
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// A TOML file with any of the settings below; flags and `STRATA_*`
-    /// variables override it ([queue] and [security] are tables).
+    /// variables override it ([queue] and [security] are tables;
+    /// [[webhooks]] an array of tables, in the file only).
     #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Scan the watched images, print a fleet summary, and exit.
@@ -88,6 +92,7 @@ pub async fn run(
     let _telemetry = roles::init_telemetry(global, "strata-serve", None)?;
     let metrics = roles::metrics("strata-serve", None)?;
     let security = roles::load_security(&c.server.security, listen)?;
+    let webhooks = Webhook::load_all(&c.server.webhooks)?;
     std::fs::create_dir_all(&c.data_dir).with_context(|| format!("creating {}", c.data_dir.display()))?;
     let store_url = roles::dir_url(&c.data_dir.join("store"))?;
     let store = roles::open_store(&store_url)?;
@@ -111,6 +116,14 @@ pub async fn run(
     };
     let queue = Queue::memory(queue_settings);
 
+    // Events and webhook cursors in the same state file.
+    let state = buckets
+        .scans
+        .local_db()
+        .context("the state buckets are not in a local file")?
+        .clone();
+    let events = EventLog::local(state.clone())?;
+    let cursors = Kv::Local(LocalKv::new(state, webhook::WEBHOOKS_BUCKET));
     let config = c.server.coordinator_config(&store_url);
     let coordinator = Coordinator::new(
         config,
@@ -119,7 +132,8 @@ pub async fn run(
         Arc::clone(&store),
         vulndb,
         metrics.clone(),
-    );
+    )
+    .with_event_log(events);
     let mut ctx = JobContext::new("serve", store);
     ctx.metrics = Some(WorkerMetrics::new(&metrics));
     ctx.source.insecure_registries = c.server.insecure_registries.clone();
@@ -154,6 +168,21 @@ pub async fn run(
         listener,
         Services::of(&coordinator, admin),
         security,
+        {
+            // Open event watches end first, or the server's graceful
+            // shutdown would wait on them forever.
+            let stop = stop();
+            let log = coordinator.event_log().clone();
+            async move {
+                stop.await;
+                log.close();
+            }
+        },
+    ));
+    let deliveries = tokio::spawn(webhook::run(
+        webhooks,
+        coordinator.event_log().clone(),
+        cursors,
         stop(),
     ));
     let workers = tokio::spawn(run::run(
@@ -213,6 +242,7 @@ pub async fn run(
         let _ = polling.await;
     }
     let _ = workers.await;
+    let _ = deliveries.await;
     if let Ok(Err(err)) = server.await {
         return Err(err.into());
     }

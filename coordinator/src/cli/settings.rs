@@ -4,7 +4,8 @@
 //! file: a field is a flag (clap: `--the-name`, its `STRATA_*` variable and
 //! its default, shown in `--help`) and a key of the TOML `--config` file
 //! (serde: the field's name; [`QueueSettings`] and [`SecuritySettings`] are
-//! the nested tables `[queue]` and `[security]`). [`resolve`] lays the file
+//! the nested tables `[queue]` and `[security]`; `webhooks`, an array of
+//! `[[webhooks]]` tables, is a file key only). [`resolve`] lays the file
 //! under the flags in one generic pass, so no setting is written again as a
 //! file field, a default or an overlay:
 //!
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use strata_coordinator::cluster::CoordinatorConfig;
 use strata_coordinator::feeds::{self, FeedsConfig};
+use strata_coordinator::notify::webhook::WebhookConfig;
 use strata_worker::queue as jobs;
 
 /// Bound on a config file.
@@ -113,11 +115,13 @@ fn lay_under(
             (Value::Object(table), Value::Object(value)) => lay_under(table, value, matches, &keys, written)?,
             (Value::Object(_), _) => anyhow::bail!("{path} must be a table ([{path}])"),
             (slot, value) => {
-                // Clap's ids are the field names, unique across a role's settings.
-                let given = matches!(
-                    matches.value_source(&key),
-                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-                );
+                // Clap's ids are the field names, unique across a role's
+                // settings; a file-only field (`#[arg(skip)]`) has none.
+                let given = matches!(matches.try_contains_id(&key), Ok(true))
+                    && matches!(
+                        matches.value_source(&key),
+                        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                    );
                 match (slot, value) {
                     (Value::Array(flags), Value::Array(mut listed)) if given => {
                         listed.append(flags);
@@ -151,7 +155,8 @@ fn set(table: &mut Map<String, Value>, keys: &[String], value: Value) {
 }
 
 /// What the API-serving roles (`coordinator`, `serve`) share: keys at the
-/// top level of their config files, and the `[queue]` and `[security]` tables.
+/// top level of their config files, the `[queue]` and `[security]` tables,
+/// and the `[[webhooks]]` array of tables.
 #[derive(clap::Args, Serialize, Deserialize, Debug, Clone)]
 pub struct ServerSettings {
     /// gRPC address.
@@ -204,6 +209,13 @@ pub struct ServerSettings {
     pub queue: QueueSettings,
     #[command(flatten)]
     pub security: SecuritySettings,
+    /// Where fleet events are POSTed: `[[webhooks]]` tables of the config
+    /// file only (url, secret_file, min_severity, repositories, kinds,
+    /// max_attempts; see `notify::webhook`), never flags: each names a
+    /// file holding its HMAC key.
+    #[arg(skip)]
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl ServerSettings {
@@ -493,6 +505,36 @@ mod tests {
                 .to_string()
                 .contains("feed_interval_secs")
         );
+    }
+
+    #[test]
+    fn webhooks_come_from_the_file_only() {
+        assert!(parse(&[], None).unwrap().server.webhooks.is_empty());
+        let file = "[[webhooks]]\nurl = \"https://a.example/hook\"\nsecret_file = \"/etc/strata/a.key\"\n\
+                    min_severity = \"high\"\nkinds = [\"finding_new\"]\n\
+                    [[webhooks]]\nurl = \"http://b.example/\"\nsecret_file = \"/etc/strata/b.key\"\n\
+                    repositories = [\"ghcr.io/acme/**\"]\nmax_attempts = 3\n";
+        let hooks = parse(&["--listen", "127.0.0.1:9"], Some(file))
+            .unwrap()
+            .server
+            .webhooks;
+        assert_eq!(hooks.len(), 2);
+        assert_eq!(hooks[0].url, "https://a.example/hook");
+        assert_eq!(hooks[0].min_severity.as_deref(), Some("high"));
+        assert_eq!(hooks[0].kinds, ["finding_new"]);
+        assert_eq!(hooks[1].secret_file, Path::new("/etc/strata/b.key"));
+        assert_eq!(hooks[1].repositories, ["ghcr.io/acme/**"]);
+        assert_eq!(hooks[1].max_attempts, Some(3));
+        // A key a webhook does not have is named.
+        let err = format!(
+            "{:#}",
+            parse(
+                &[],
+                Some("[[webhooks]]\nurl = \"http://x/\"\nsecret_file = \"/k\"\nsecret = \"s\"\n")
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("secret"), "{err}");
     }
 
     #[test]

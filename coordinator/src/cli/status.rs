@@ -75,6 +75,14 @@ fn status_json(status: &v1::GetStatusResponse) -> serde_json::Value {
         "workers": status.workers.len(),
         "vulndb": vulndb,
         "feeds": feeds,
+        "events": status.events.map(|e| serde_json::json!({
+            "last_sequence": e.last_sequence,
+            "kept": e.events,
+            "webhooks": e.webhooks,
+            "webhook_delivered": e.webhook_delivered,
+            "webhook_retries": e.webhook_retries,
+            "webhook_dead_letters": e.webhook_dead_letters,
+        })),
     })
 }
 
@@ -128,6 +136,17 @@ fn status_text(status: &v1::GetStatusResponse) -> String {
             ));
         }
     }
+    if let Some(e) = &status.events {
+        out.push_str(&format!(
+            "events    last sequence {}, {} kept\nwebhooks  {}: {} delivered, {} retries, {} dead letters\n",
+            e.last_sequence,
+            e.events,
+            e.webhooks,
+            e.webhook_delivered,
+            e.webhook_retries,
+            e.webhook_dead_letters
+        ));
+    }
     out
 }
 
@@ -175,5 +194,31 @@ mod tests {
         assert_eq!(json["feeds"][0]["consecutive_failures"], 1);
         assert_eq!(json["feeds"][0]["last_success"], "2023-11-14T22:13:20Z");
         assert_eq!(json["feeds"][0]["last_modified"], "");
+    }
+
+    #[test]
+    fn events_are_shown() {
+        let mut status = v1::GetStatusResponse {
+            version: "1".into(),
+            ..Default::default()
+        };
+        assert!(!status_text(&status).contains("events"));
+        status.events = Some(v1::EventsStatus {
+            last_sequence: 42,
+            events: 40,
+            webhooks: 2,
+            webhook_delivered: 30,
+            webhook_retries: 3,
+            webhook_dead_letters: 1,
+        });
+        let text = status_text(&status);
+        assert!(text.contains("events    last sequence 42, 40 kept\n"), "{text}");
+        assert!(
+            text.contains("webhooks  2: 30 delivered, 3 retries, 1 dead letters\n"),
+            "{text}"
+        );
+        let json = status_json(&status);
+        assert_eq!(json["events"]["webhook_dead_letters"], 1);
+        assert_eq!(json["events"]["last_sequence"], 42);
     }
 }

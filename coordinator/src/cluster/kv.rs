@@ -78,6 +78,15 @@ impl Kv {
         Ok(Kv::Nats(Box::new(store), bucket.to_owned()))
     }
 
+    /// The embedded database a local bucket lives in (`None` in the
+    /// cluster): `strata serve` keeps its event log in the same file.
+    pub fn local_db(&self) -> Option<&Arc<redb::Database>> {
+        match self {
+            Kv::Nats(..) => None,
+            Kv::Local(l) => Some(&l.db),
+        }
+    }
+
     fn name(&self) -> &str {
         match self {
             Kv::Nats(_, name) => name,

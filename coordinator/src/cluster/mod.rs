@@ -166,6 +166,9 @@ impl Coordinator {
         metrics: Metrics,
     ) -> Coordinator {
         let finalize = config.finalize_concurrency.max(1);
+        let metrics = CoordinatorMetrics::new(&metrics);
+        let fleet_events = crate::notify::EventLog::memory();
+        fleet_events.set_metrics(metrics.clone());
         Coordinator {
             inner: Arc::new(Inner {
                 config,
@@ -173,7 +176,7 @@ impl Coordinator {
                 buckets,
                 store,
                 vulndb: RwLock::new(Arc::new(vulndb)),
-                metrics: CoordinatorMetrics::new(&metrics),
+                metrics,
                 waiters: Mutex::new(HashMap::new()),
                 scan_locks: Mutex::new(HashMap::new()),
                 events: EventLogs::default(),
@@ -187,7 +190,7 @@ impl Coordinator {
                 heads: coalesce::Coalescer::default(),
                 known_digests: Mutex::new(HashMap::new()),
                 encoded_reports: Mutex::new(HashMap::new()),
-                fleet_events: crate::notify::EventLog::memory(),
+                fleet_events,
                 histories: tokio::sync::Mutex::new(fleet::Histories::default()),
                 gc_candidates: Mutex::new(gc::Candidates::default()),
                 gc_stats: gc::GcStats::default(),
@@ -200,7 +203,10 @@ impl Coordinator {
     /// Call right after [`Self::new`], before the coordinator is cloned.
     pub fn with_event_log(mut self, log: crate::notify::EventLog) -> Coordinator {
         match Arc::get_mut(&mut self.inner) {
-            Some(inner) => inner.fleet_events = log,
+            Some(inner) => {
+                log.set_metrics(inner.metrics.clone());
+                inner.fleet_events = log;
+            }
             None => tracing::error!("with_event_log on a shared coordinator: the memory log stays"),
         }
         self

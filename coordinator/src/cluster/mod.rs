@@ -236,11 +236,12 @@ impl Coordinator {
     /// Replace the vulnerability data (reports are re-matched when read).
     /// [`Self::apply_vulndb`] also re-matches the fleet and tells what changed.
     pub fn set_vulndb(&self, data: VulnData) {
-        self.set_vulndb_arc(Arc::new(data));
+        drop(self.swap_vulndb(Arc::new(data)));
     }
 
-    fn set_vulndb_arc(&self, data: Arc<VulnData>) {
-        *write(&self.inner.vulndb) = data;
+    /// Puts `data` in force; returns the data it replaces.
+    fn swap_vulndb(&self, data: Arc<VulnData>) -> Arc<VulnData> {
+        std::mem::replace(&mut *write(&self.inner.vulndb), data)
     }
 
     pub fn cache_stats(&self) -> CacheStats {

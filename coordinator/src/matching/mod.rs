@@ -41,7 +41,7 @@
 
 pub mod range;
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::HashMap;
 
 use rayon::prelude::*;
@@ -90,6 +90,19 @@ pub struct IndexStats {
 struct Hit {
     advisory: u32,
     fixed: Vec<String>,
+}
+
+/// One finding of a [`FleetMatches`], borrowed ([`Matcher::hits_of`]).
+#[derive(Clone, Copy, Debug)]
+pub struct MatchedHit<'a> {
+    /// The package's index in the image's list.
+    pub package: usize,
+    /// The advisory's index in the matcher: equal for the same advisory.
+    pub advisory: u32,
+    pub id: &'a str,
+    pub aliases: &'a [String],
+    pub severity: Severity,
+    pub fixed_versions: &'a [String],
 }
 
 /// A fleet matched by [`Matcher::match_fleet_compact`]: the hits of each
@@ -249,10 +262,16 @@ impl Matcher {
     /// Owned [`Finding`]s (a dozen allocations each) cost more than the
     /// matching itself; callers that only need some images' findings, counts,
     /// or a delta build them with [`Self::findings_of`].
-    pub fn match_fleet_compact(&self, images: &[(Option<OsRelease>, Vec<Package>)]) -> FleetMatches {
+    ///
+    /// Packages may be owned or shared (`Arc<Package>`, as the fleet index
+    /// holds them): anything that borrows as a [`Package`].
+    pub fn match_fleet_compact<P: Borrow<Package> + Sync>(
+        &self,
+        images: &[(Option<OsRelease>, Vec<P>)],
+    ) -> FleetMatches {
         let no_os = images
             .iter()
-            .filter(|(os, pkgs)| os.is_none() && pkgs.iter().any(|p| p.ecosystem.is_os()))
+            .filter(|(os, pkgs)| os.is_none() && pkgs.iter().any(|p| p.borrow().ecosystem.is_os()))
             .count();
         if no_os > 0 {
             tracing::warn!(
@@ -268,6 +287,7 @@ impl Matcher {
             .map(|(os, pkgs)| {
                 let mut r: Vec<(Ecosystem, Option<String>)> = Vec::new();
                 for p in pkgs {
+                    let p: &Package = p.borrow();
                     if p.ecosystem.is_os() && !r.iter().any(|(e, _)| *e == p.ecosystem) {
                         r.push((p.ecosystem, release_key(p.ecosystem, os.as_ref())));
                     }
@@ -293,6 +313,7 @@ impl Matcher {
                     .map(|((_, pkgs), rel)| {
                         pkgs.iter()
                             .map(|p| {
+                                let p: &Package = p.borrow();
                                 let release = rel
                                     .iter()
                                     .find(|(e, _)| *e == p.ecosystem)
@@ -351,6 +372,31 @@ impl Matcher {
         }
         sort_findings(&mut findings);
         findings
+    }
+
+    /// The findings of image `image` of a [`FleetMatches`] without building
+    /// them: per hit, the index of its package in the image's list as given
+    /// to [`Self::match_fleet_compact`], and borrowed advisory facts. In
+    /// package order; empty for an unknown image.
+    pub fn hits_of<'a>(
+        &'a self,
+        fm: &'a FleetMatches,
+        image: usize,
+    ) -> impl Iterator<Item = MatchedHit<'a>> + 'a {
+        let kids = fm.per_image.get(image).map_or(&[][..], Vec::as_slice);
+        kids.iter().enumerate().flat_map(move |(package, &k)| {
+            fm.hits[k as usize].iter().map(move |h| {
+                let a = &self.advisories[h.advisory as usize];
+                MatchedHit {
+                    package,
+                    advisory: h.advisory,
+                    id: &a.id,
+                    aliases: &a.aliases,
+                    severity: a.severity,
+                    fixed_versions: &h.fixed,
+                }
+            })
+        })
     }
 
     /// Every advisory hitting one key, one hit per advisory.

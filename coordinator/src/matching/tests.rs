@@ -647,6 +647,39 @@ fn fleet_equals_per_image() {
     );
     assert_eq!(fm.finding_count(99), 0);
     assert!(m.findings_of(&fm, 99, &images[0].1).is_empty());
+    // Borrowed hits say the same as the findings, by package index; shared
+    // packages (`Arc`, as the fleet index holds them) match as owned ones.
+    let shared: Vec<(Option<OsRelease>, Vec<std::sync::Arc<Package>>)> = images
+        .iter()
+        .map(|(os, p)| (os.clone(), p.iter().cloned().map(std::sync::Arc::new).collect()))
+        .collect();
+    let fm = m.match_fleet_compact(&shared);
+    for (i, (_, pkgs)) in images.iter().enumerate() {
+        let mut borrowed: Vec<(String, String, Vec<String>)> = m
+            .hits_of(&fm, i)
+            .map(|h| {
+                (
+                    h.id.to_owned(),
+                    pkgs[h.package].name.clone(),
+                    h.fixed_versions.to_vec(),
+                )
+            })
+            .collect();
+        let mut owned: Vec<(String, String, Vec<String>)> = fleet[i]
+            .iter()
+            .map(|f| {
+                (
+                    f.vulnerability_id.clone(),
+                    f.package.name.clone(),
+                    f.fixed_versions.clone(),
+                )
+            })
+            .collect();
+        borrowed.sort();
+        owned.sort();
+        assert_eq!(borrowed, owned, "image {i}");
+    }
+    assert_eq!(m.hits_of(&fm, 99).count(), 0);
 }
 
 /// NuGet ids and Composer names are case-insensitive; both now have a

@@ -57,7 +57,7 @@ const MAX_EVENT_BYTES: i32 = 256 << 10;
 /// server holds for it cost memory in proportion to an hour of events.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
 /// Events published before their acks are awaited.
-const PUBLISH_BATCH: usize = 256;
+const PUBLISH_BATCH: usize = 4096;
 /// Bound on waiting for the next message of an `after` read (the messages
 /// up to the last sequence exist: this only guards a deleted one).
 const READ_WAIT: Duration = Duration::from_secs(5);

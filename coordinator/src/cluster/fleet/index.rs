@@ -24,12 +24,13 @@ pub(super) struct Vuln {
 }
 
 /// One finding, compactly: the vulnerability, which of the scan's packages it
-/// hits, and the versions that fix it.
+/// hits, and the versions that fix it (shared: one advisory on one version
+/// has the same list in every image). 32 bytes.
 #[derive(Debug, Clone)]
 pub(super) struct Hit {
     pub(super) vuln: Arc<Vuln>,
     pub(super) package: usize,
-    pub(super) fixed_versions: Vec<String>,
+    pub(super) fixed_versions: Arc<[String]>,
 }
 
 /// A scan's packages and findings against one vulnerability data version.
@@ -55,6 +56,16 @@ pub(super) struct Unshared {
 }
 
 impl Unshared {
+    /// A report's packages and findings, taken (no copy).
+    pub(super) fn from_report(r: Report) -> Unshared {
+        Unshared {
+            os_release: r.os_release,
+            packages: r.packages,
+            findings: r.findings,
+            vulndb_version: r.vulndb_version,
+        }
+    }
+
     pub(super) fn of_report(r: &Report) -> Unshared {
         Unshared {
             os_release: r.os_release.clone(),
@@ -71,6 +82,7 @@ impl Unshared {
 pub(super) struct Interner {
     pub(super) packages: HashSet<Arc<Package>>,
     pub(super) vulns: HashSet<Arc<Vuln>>,
+    pub(super) fixed: HashSet<Arc<[String]>>,
     pub(super) swept_at: usize,
 }
 
@@ -90,6 +102,15 @@ impl Interner {
         }
         let shared = Arc::new(v);
         self.vulns.insert(shared.clone());
+        shared
+    }
+
+    pub(super) fn fixed(&mut self, v: &[String]) -> Arc<[String]> {
+        if let Some(shared) = self.fixed.get(v) {
+            return shared.clone();
+        }
+        let shared: Arc<[String]> = Arc::from(v);
+        self.fixed.insert(shared.clone());
         shared
     }
 
@@ -121,7 +142,7 @@ impl Interner {
             hits.push(Hit {
                 vuln,
                 package,
-                fixed_versions: f.fixed_versions,
+                fixed_versions: self.fixed(&f.fixed_versions),
             });
         }
         drop(position);
@@ -138,11 +159,12 @@ impl Interner {
     }
 
     pub(super) fn maybe_sweep(&mut self) {
-        let size = self.packages.len() + self.vulns.len();
+        let size = self.packages.len() + self.vulns.len() + self.fixed.len();
         if size > 2 * self.swept_at + 4096 {
             self.packages.retain(|p| Arc::strong_count(p) > 1);
             self.vulns.retain(|v| Arc::strong_count(v) > 1);
-            self.swept_at = self.packages.len() + self.vulns.len();
+            self.fixed.retain(|f| Arc::strong_count(f) > 1);
+            self.swept_at = self.packages.len() + self.vulns.len() + self.fixed.len();
         }
     }
 }
@@ -150,6 +172,9 @@ impl Interner {
 /// A scan as the fleet view needs it.
 #[derive(Debug)]
 pub(super) struct ScanEntry {
+    /// The scan's number in the package and vulnerability indexes (set by
+    /// [`State::insert_scan`]).
+    pub(super) no: u32,
     pub(super) status: ScanStatus,
     pub(super) error: Option<String>,
     pub(super) counts: SeverityCounts,
@@ -162,6 +187,7 @@ pub(super) struct ScanEntry {
 impl ScanEntry {
     pub(super) fn of(scan: &ScanRecord) -> ScanEntry {
         let mut entry = ScanEntry {
+            no: 0,
             status: scan.status,
             error: None,
             counts: SeverityCounts::default(),
@@ -188,6 +214,19 @@ impl ScanEntry {
         } else {
             scan.updated_unix_ms
         };
+    }
+
+    /// A pending scan (its record not read or not written yet).
+    pub(super) fn pending() -> ScanEntry {
+        ScanEntry {
+            no: 0,
+            status: ScanStatus::Pending,
+            error: None,
+            counts: SeverityCounts::default(),
+            last_scanned_unix_ms: 0,
+            report: None,
+            report_broken: false,
+        }
     }
 
     /// A complete scan whose report is not in memory yet.
@@ -219,6 +258,94 @@ pub(super) fn package_key(name: &str) -> String {
     out
 }
 
+/// Scans by number, sorted: 4 bytes an entry. The package and
+/// vulnerability indexes hold about 1,200 entries per image (12 M for
+/// 10,000 images), where a set of id strings cost 15 times as much.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct ScanSet(Vec<u32>);
+
+impl ScanSet {
+    pub(super) fn insert(&mut self, no: u32) {
+        // Loading numbers scans in order: appending is the common case.
+        match self.0.last() {
+            Some(&last) if last < no => self.0.push(no),
+            None => self.0.push(no),
+            _ => {
+                if let Err(at) = self.0.binary_search(&no) {
+                    self.0.insert(at, no);
+                }
+            }
+        }
+    }
+
+    pub(super) fn remove(&mut self, no: u32) {
+        if let Ok(at) = self.0.binary_search(&no) {
+            self.0.remove(at);
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+/// A vulnerability id compared and hashed as upper case, without making
+/// the upper-case copy (the vulnerability index's keys are upper case).
+#[derive(Clone, Copy)]
+struct AnyCase<'a>(&'a str);
+
+impl PartialEq for AnyCase<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_ignore_ascii_case(other.0)
+    }
+}
+
+impl Eq for AnyCase<'_> {}
+
+impl std::hash::Hash for AnyCase<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for b in self.0.bytes() {
+            state.write_u8(b.to_ascii_uppercase());
+        }
+        state.write_u8(0xff);
+    }
+}
+
+/// The distinct vulnerabilities of `m`'s findings (shared values: by address).
+fn vulns_of(m: Option<&Matched>) -> rustc_hash::FxHashMap<*const Vuln, &Vuln> {
+    m.map_or(&[][..], |m| m.hits.as_slice())
+        .iter()
+        .map(|h| (Arc::as_ptr(&h.vuln), &*h.vuln))
+        .collect()
+}
+
+/// Every id and alias of `vulns`.
+fn names_of<'a>(vulns: impl Iterator<Item = &'a Vuln>) -> rustc_hash::FxHashSet<AnyCase<'a>> {
+    vulns
+        .flat_map(|v| std::iter::once(&v.id).chain(&v.aliases))
+        .map(|n| AnyCase(n))
+        .collect()
+}
+
+/// The package-index keys of `m`'s packages (names and source names).
+fn package_names(m: Option<&Matched>) -> HashSet<String> {
+    m.map_or(&[][..], |m| m.packages.as_slice())
+        .iter()
+        .flat_map(|p| std::iter::once(&p.name).chain(p.source_name.as_ref()))
+        .map(|n| package_key(n))
+        .collect()
+}
+
+/// Whether two findings lists are of the same packages (a re-match keeps
+/// the list: the same shared values).
+fn same_packages(a: &Matched, b: &Matched) -> bool {
+    a.packages.len() == b.packages.len() && a.packages.iter().zip(&b.packages).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
 #[derive(Default)]
 pub(super) struct State {
     /// Reference → image, in the order pages are served.
@@ -229,10 +356,13 @@ pub(super) struct State {
     pub(super) by_scan: HashMap<String, BTreeSet<String>>,
     /// Latest scans of images (and scans just finalized).
     pub(super) scans: HashMap<String, ScanEntry>,
+    /// Scan number → id (`None`: free, in `free_numbers`).
+    pub(super) scan_ids: Vec<Option<String>>,
+    pub(super) free_numbers: Vec<u32>,
     /// Vulnerability id or alias, upper-case → scans with a finding of it.
-    pub(super) by_vuln: HashMap<String, HashSet<String>>,
+    pub(super) by_vuln: HashMap<String, ScanSet>,
     /// Package or source package name, lower-case → scans holding it.
-    pub(super) by_package: HashMap<String, HashSet<String>>,
+    pub(super) by_package: HashMap<String, ScanSet>,
     pub(super) repositories: BTreeMap<String, RepositoryRecord>,
     pub(super) interner: Interner,
 }
@@ -283,20 +413,51 @@ impl State {
     }
 
     pub(super) fn drop_scan(&mut self, id: &str) {
-        if let Some(entry) = self.scans.remove(id)
-            && let Some(m) = entry.report
-        {
-            self.unindex(id, &m);
+        let Some(entry) = self.scans.remove(id) else {
+            return;
+        };
+        if let Some(m) = entry.report {
+            self.reindex(entry.no, Some(&m), None);
             drop(m);
             self.interner.maybe_sweep();
         }
+        if let Some(slot) = self.scan_ids.get_mut(entry.no as usize) {
+            *slot = None;
+            self.free_numbers.push(entry.no);
+        }
+    }
+
+    /// Adds a scan not in the index yet, numbering it; returns its entry
+    /// (the one there if it was).
+    pub(super) fn insert_scan(&mut self, id: &str, mut entry: ScanEntry) -> &mut ScanEntry {
+        if !self.scans.contains_key(id) {
+            entry.no = match self.free_numbers.pop() {
+                Some(no) => {
+                    self.scan_ids[no as usize] = Some(id.to_owned());
+                    no
+                }
+                None => {
+                    self.scan_ids.push(Some(id.to_owned()));
+                    (self.scan_ids.len() - 1) as u32
+                }
+            };
+            self.scans.insert(id.to_owned(), entry);
+        }
+        self.scans
+            .get_mut(id)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    /// The id of scan number `no`.
+    pub(super) fn scan_id(&self, no: u32) -> Option<&str> {
+        self.scan_ids.get(no as usize)?.as_deref()
     }
 
     pub(super) fn put_scan(&mut self, scan: &ScanRecord) {
         match self.scans.get_mut(&scan.id) {
             Some(e) => e.update(scan),
             None => {
-                self.scans.insert(scan.id.clone(), ScanEntry::of(scan));
+                self.insert_scan(&scan.id, ScanEntry::of(scan));
             }
         }
     }
@@ -308,57 +469,93 @@ impl State {
 
     /// Puts a scan's (already interned) packages and findings in the index.
     pub(super) fn put_matched(&mut self, id: &str, matched: Arc<Matched>) {
-        let entry = self.scans.entry(id.to_owned()).or_insert_with(|| ScanEntry {
-            status: ScanStatus::Complete,
-            error: None,
-            counts: matched.counts,
-            last_scanned_unix_ms: now_unix_ms(),
-            report: None,
-            report_broken: false,
-        });
+        let entry = self.insert_scan(
+            id,
+            ScanEntry {
+                status: ScanStatus::Complete,
+                counts: matched.counts,
+                last_scanned_unix_ms: now_unix_ms(),
+                ..ScanEntry::pending()
+            },
+        );
+        let no = entry.no;
         let old = entry.report.replace(matched.clone());
         entry.counts = matched.counts;
+        self.reindex(no, old.as_deref(), Some(&matched));
         if let Some(old) = old {
-            self.unindex(id, &old);
             drop(old);
             self.interner.maybe_sweep();
         }
-        for h in &matched.hits {
-            for v in std::iter::once(&h.vuln.id).chain(&h.vuln.aliases) {
-                self.by_vuln
-                    .entry(v.to_ascii_uppercase())
-                    .or_default()
-                    .insert(id.to_owned());
-            }
-        }
-        for p in &matched.packages {
-            for n in std::iter::once(&p.name).chain(p.source_name.as_ref()) {
-                self.by_package
-                    .entry(package_key(n))
-                    .or_default()
-                    .insert(id.to_owned());
-            }
-        }
     }
 
-    pub(super) fn unindex(&mut self, id: &str, m: &Matched) {
-        let drop = |map: &mut HashMap<String, HashSet<String>>, key: String| {
-            if let Some(set) = map.get_mut(&key) {
-                set.remove(id);
-                if set.is_empty() {
-                    map.remove(&key);
-                }
-            }
-        };
-        for h in &m.hits {
-            for v in std::iter::once(&h.vuln.id).chain(&h.vuln.aliases) {
-                drop(&mut self.by_vuln, v.to_ascii_uppercase());
+    /// Moves scan `no` in the package and vulnerability indexes from what
+    /// `old` holds to what `new` does, touching only the difference (a
+    /// re-match changes a few findings of a scan and none of its packages).
+    pub(super) fn reindex(&mut self, no: u32, old: Option<&Matched>, new: Option<&Matched>) {
+        // Only the vulnerabilities one side has are looked at: a re-match
+        // keeps most of a scan's findings, the same shared values.
+        let (before, after) = (vulns_of(old), vulns_of(new));
+        let left: Vec<&Vuln> = before
+            .iter()
+            .filter(|(k, _)| !after.contains_key(*k))
+            .map(|(_, v)| *v)
+            .collect();
+        let came: Vec<&Vuln> = after
+            .iter()
+            .filter(|(k, _)| !before.contains_key(*k))
+            .map(|(_, v)| *v)
+            .collect();
+        // A name goes when no vulnerability after has it, comes when none before had it.
+        let mut was = names_of(left.into_iter());
+        let mut is = names_of(came.into_iter());
+        if !was.is_empty() {
+            for n in after
+                .values()
+                .flat_map(|v| std::iter::once(&v.id).chain(&v.aliases))
+            {
+                was.remove(&AnyCase(n));
             }
         }
-        for p in &m.packages {
-            for n in std::iter::once(&p.name).chain(p.source_name.as_ref()) {
-                drop(&mut self.by_package, package_key(n));
+        if !is.is_empty() {
+            for n in before
+                .values()
+                .flat_map(|v| std::iter::once(&v.id).chain(&v.aliases))
+            {
+                is.remove(&AnyCase(n));
             }
+        }
+        // Upper-cased copies made only for what changed.
+        for gone in &was {
+            let key = gone.0.to_ascii_uppercase();
+            if let Some(set) = self.by_vuln.get_mut(&key) {
+                set.remove(no);
+                if set.is_empty() {
+                    self.by_vuln.remove(&key);
+                }
+            }
+        }
+        for came in &is {
+            self.by_vuln
+                .entry(came.0.to_ascii_uppercase())
+                .or_default()
+                .insert(no);
+        }
+        if let (Some(a), Some(b)) = (old, new)
+            && same_packages(a, b)
+        {
+            return;
+        }
+        let (was, is) = (package_names(old), package_names(new));
+        for gone in was.difference(&is) {
+            if let Some(set) = self.by_package.get_mut(gone) {
+                set.remove(no);
+                if set.is_empty() {
+                    self.by_package.remove(gone);
+                }
+            }
+        }
+        for came in is.difference(&was) {
+            self.by_package.entry(came.clone()).or_default().insert(no);
         }
     }
 

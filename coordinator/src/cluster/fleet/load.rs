@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use futures::StreamExt as _;
 use object_store::{ObjectStoreExt as _, path::Path as StorePath};
-use strata_proto::{OsRelease, Package, Report, SeverityCounts};
+use strata_proto::Report;
 
 use super::index::{Matched, ScanEntry, Unshared};
 use super::{CONCURRENCY, IMAGE_PREFIX, REPOSITORY_PREFIX, RepositoryRecord};
@@ -158,14 +158,7 @@ impl Coordinator {
             let Some(scan) = scan else {
                 // The image names a scan that is not stored: pending until a
                 // submit writes it (the hook then fills it in).
-                state.scans.entry(id).or_insert_with(|| ScanEntry {
-                    status: ScanStatus::Pending,
-                    error: None,
-                    counts: SeverityCounts::default(),
-                    last_scanned_unix_ms: 0,
-                    report: None,
-                    report_broken: false,
-                });
+                state.insert_scan(&id, ScanEntry::pending());
                 continue;
             };
             if !state.scans.contains_key(&id) {
@@ -173,7 +166,7 @@ impl Coordinator {
             }
             match report {
                 Some(Ok(report)) if state.scans.get(&id).is_some_and(|e| e.report.is_none()) => {
-                    state.put_report(&id, Unshared::of_report(&report));
+                    state.put_report(&id, Unshared::from_report(report));
                 }
                 Some(Err(err)) => {
                     tracing::warn!(scan = %id, error = %err, "stored report unreadable: left out of fleet queries");
@@ -234,42 +227,18 @@ impl Coordinator {
         }
         let started = Instant::now();
         let count = stale.len();
-        let rematched = tokio::task::spawn_blocking(move || {
-            let images: Vec<(Option<OsRelease>, Vec<Package>)> = stale
-                .iter()
-                .map(|(_, m)| {
-                    let packages = m.packages.iter().map(|p| Package::clone(p)).collect();
-                    (m.os_release.clone(), packages)
-                })
-                .collect();
-            let findings = vulndb.matcher.match_fleet(&images);
-            stale
-                .into_iter()
-                .zip(images.into_iter().zip(findings))
-                .map(|((id, old), ((os_release, packages), findings))| {
-                    let new = Unshared {
-                        os_release,
-                        packages,
-                        findings,
-                        vulndb_version: version.clone(),
-                    };
-                    (id, old, new)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| CoordinatorError::Internal(format!("re-matching task: {e}")))?;
+        let (rematched, _) =
+            tokio::task::spawn_blocking(move || super::rematch::rematch(&vulndb, stale, &|_| true))
+                .await
+                .map_err(|e| CoordinatorError::Internal(format!("re-matching task: {e}")))?;
         let mut state = self.inner.fleet.write();
-        for (id, old, new) in rematched {
-            // Only where the report is still the one re-matched (a scan may
-            // have been finalized again meanwhile).
-            if state
-                .scans
-                .get(&id)
-                .and_then(|e| e.report.as_ref())
-                .is_some_and(|r| Arc::ptr_eq(r, &old))
+        super::rematch::put_rematched(&mut state, rematched);
+        // The others found nothing new: current under the data in force.
+        for entry in state.scans.values_mut() {
+            if let Some(m) = entry.report.as_mut()
+                && m.vulndb_version != version
             {
-                state.put_report(&id, new);
+                Arc::make_mut(m).vulndb_version = version.clone();
             }
         }
         tracing::info!(

@@ -44,7 +44,7 @@ mod rematch;
 mod tests;
 mod watch;
 
-pub use history::{Histories, History};
+pub use history::{Histories, History, Reconciled};
 pub use index::FleetIndex;
 pub use query::{AffectedQuery, FleetSummary, ImageFilter, PackageQuery};
 pub use rematch::RematchSummary;

@@ -221,7 +221,8 @@ impl Coordinator {
         };
         let references: BTreeSet<&str> = candidates
             .into_iter()
-            .flatten()
+            .flat_map(|set| set.iter())
+            .filter_map(|no| state.scan_id(no))
             .filter_map(|scan| state.by_scan.get(scan))
             .flatten()
             .map(String::as_str)

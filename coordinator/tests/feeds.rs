@@ -742,3 +742,323 @@ async fn a_restarted_serve_starts_from_the_last_good_data_with_s3_and_http_feeds
     assert!(read_log().contains("starting from the feeds' last database"));
     drop(serve);
 }
+
+// ---- events across restarts ----------------------------------------------------
+
+/// The events `strata fleet watch -f json` printed, as (kind, image,
+/// vulnerability, package, reason), with their sequences.
+type Printed = Arc<Mutex<Vec<(u64, (String, String, String, String, String))>>>;
+
+/// `strata fleet watch -f json` against `url`, its lines collected.
+fn watch(url: &str) -> (tokio::process::Child, Printed) {
+    let mut child = tokio::process::Command::new(STRATA)
+        .args(["fleet", "watch", "-f", "json", "--server", url])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let printed: Printed = Arc::default();
+    let lines = printed.clone();
+    let stdout = child.stdout.take().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut reader = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let e: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            let key = (
+                s("kind"),
+                s("image_reference"),
+                s("vulnerability_id"),
+                e["package"]["name"].as_str().unwrap_or_default().to_owned(),
+                s("reason"),
+            );
+            lines.lock().unwrap().push((e["sequence"].as_u64().unwrap(), key));
+        }
+    });
+    (child, printed)
+}
+
+/// Waits until `printed` holds `count` events (then a little longer, for
+/// any extra one), or panics with the log.
+async fn wait_printed(printed: &Printed, count: usize, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while printed.lock().unwrap().len() < count {
+        if Instant::now() >= deadline {
+            // (One lock at a time: a second in the same statement deadlocks.)
+            let seen = printed.lock().unwrap().clone();
+            panic!("{} of {count} events: {seen:?}\n{}", seen.len(), log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
+/// `log` without its colour escapes (the log may be coloured).
+fn plain(log: String) -> String {
+    let mut parts = log.split('\u{1b}');
+    let first = parts.next().unwrap_or_default().to_owned();
+    first
+        + &parts
+            .map(|p| p.split_once('m').map_or(p, |(_, rest)| rest))
+            .collect::<String>()
+}
+
+/// A cluster of one worker whose coordinator reads `feed`, once it has.
+async fn cluster_with_feed(
+    db: &Path,
+    registry: &strata_harness::Registry,
+    feed: &str,
+) -> strata_harness::Cluster {
+    let cluster = strata_harness::Cluster::builder(STRATA)
+        .workers(1)
+        .db(db)
+        .insecure_registry(registry.host())
+        .coordinator_args(["--feed", feed, "--feed-interval-secs", "3600"])
+        .start()
+        .unwrap();
+    wait_polled(&cluster.grpc_url(), 0, || cluster.coordinator_log()).await;
+    cluster
+}
+
+/// `strata fleet add` of `references`, which must succeed.
+fn fleet_add(url: &str, references: &[&str]) {
+    let out = fixtures::strata_command(STRATA)
+        .args(["fleet", "add", "--insecure-registry", "--server", url])
+        .args(references)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A python image with these (name, version) packages installed.
+async fn python_image(registry: &strata_harness::Registry, name: &str, packages: &[(&str, &str)]) -> String {
+    let mut layer = strata_harness::Layer::builder();
+    for (package, version) in packages {
+        layer = layer.file(
+            &format!("usr/lib/python3/site-packages/{package}-{version}.dist-info/METADATA"),
+            format!("Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n\n"),
+        );
+    }
+    strata_harness::Image::builder()
+        .layer(layer.build(strata_harness::Compression::Gzip).unwrap())
+        .build()
+        .unwrap()
+        .push(registry, &format!("feeds/{name}"), "1")
+        .await
+        .unwrap();
+    format!("{}/feeds/{name}:1", registry.host())
+}
+
+/// A coordinator killed between two feed versions, and again once a
+/// version's first event is out (its histories perhaps not stored): a
+/// consumer that resumes from its sequence (`strata fleet watch`, which
+/// reconnects) gets every change exactly once, in sequence order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_gets_every_change_once_across_coordinator_restarts() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixtures::build_db(STRATA, dir.path());
+    let registry = strata_harness::Registry::start().unwrap();
+    // trac 0.10: D (fixed 0.11), not A (fixed 0.10). cherrypy 2.1.1: B only
+    // once B's fix is 2.1.2 (v2). django 1.0.4: C until C is withdrawn.
+    let both = python_image(
+        &registry,
+        "both",
+        &[("trac", "0.10"), ("CherryPy", "2.1.1"), ("Django", "1.0.4")],
+    )
+    .await;
+    let cherry = python_image(&registry, "cherry", &[("CherryPy", "2.1.1")]).await;
+    let django = python_image(&registry, "django", &[("Django", "1.0.4")]).await;
+    let server = FeedServer::start(data(&v1(), "v1")).await;
+    let mut cluster = cluster_with_feed(&db, &registry, &server.url).await;
+    let url = cluster.grpc_url();
+    fleet_add(&url, &[&both, &cherry, &django]);
+    let (_watch, printed) = watch(&url);
+    // Baselines: the images with a finding are told their severity.
+    wait_printed(&printed, 2, || cluster.coordinator_log()).await;
+    let severity = |image: &str| {
+        (
+            "image_severity".to_owned(),
+            image.to_owned(),
+            String::new(),
+            String::new(),
+            String::new(),
+        )
+    };
+    let change = |kind: &str, image: &str, vuln: &str, package: &str, reason: &str| {
+        (
+            kind.to_owned(),
+            image.to_owned(),
+            vuln.to_owned(),
+            package.to_owned(),
+            reason.to_owned(),
+        )
+    };
+    let mut expected = vec![severity(&both), severity(&django)];
+
+    // Killed between v1 and v2; v2 is read at start.
+    cluster.kill_coordinator();
+    server.set(data(&v2(), "v2"));
+    cluster.restart_coordinator().unwrap();
+    expected.extend([
+        change("finding_resolved", &both, C, "Django", "advisory_withdrawn"),
+        change("finding_new", &both, B, "CherryPy", ""),
+        change("finding_new", &both, D, "trac", ""),
+        change("finding_new", &cherry, B, "CherryPy", ""),
+        severity(&cherry),
+        change("finding_resolved", &django, C, "Django", "advisory_withdrawn"),
+    ]);
+    wait_printed(&printed, expected.len(), || cluster.coordinator_log()).await;
+
+    // What the coordinator has recorded now (its findings histories).
+    let client = async_nats::connect(cluster.nats().url()).await.unwrap();
+    let findings = async_nats::jetstream::new(client)
+        .get_key_value("strata_findings")
+        .await
+        .unwrap();
+    let mut recorded = Vec::new();
+    let mut keys = findings.keys().await.unwrap();
+    while let Some(key) = futures::StreamExt::next(&mut keys).await {
+        let key = key.unwrap();
+        let value = findings.get(&key).await.unwrap().unwrap();
+        recorded.push((key, value));
+    }
+    assert_eq!(recorded.len(), 3);
+
+    // v3 withdraws B and D, read at start.
+    let mut v3 = v2();
+    for r in &mut v3 {
+        if r["id"] == B || r["id"] == D {
+            r["withdrawn"] = "2025-07-01T00:00:00Z".into();
+            r["modified"] = "2025-07-01T00:00:00Z".into();
+        }
+    }
+    server.set(data(&v3, "v3"));
+    cluster.restart_coordinator().unwrap();
+    expected.extend([
+        change("finding_resolved", &both, B, "CherryPy", "advisory_withdrawn"),
+        change("finding_resolved", &both, D, "trac", "advisory_withdrawn"),
+        change("finding_resolved", &cherry, B, "CherryPy", "advisory_withdrawn"),
+    ]);
+    wait_printed(&printed, expected.len(), || cluster.coordinator_log()).await;
+    // As if killed after publishing v3's events but before recording them:
+    // the histories as they were. Started again, it finds the same changes
+    // and the log drops them (same event ids): nothing printed twice.
+    cluster.kill_coordinator();
+    for (key, value) in recorded {
+        findings.put(&key, value).await.unwrap();
+    }
+    cluster.restart_coordinator().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !plain(cluster.coordinator_log()).contains("repeats=3") {
+        assert!(
+            Instant::now() < deadline,
+            "the changes were not found again\n{}",
+            cluster.coordinator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_printed(&printed, expected.len(), || cluster.coordinator_log()).await;
+
+    let printed = printed.lock().unwrap().clone();
+    let sequences: Vec<u64> = printed.iter().map(|(s, _)| *s).collect();
+    assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?}");
+    let mut got: Vec<_> = printed.into_iter().map(|(_, e)| e).collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "every change once\n{}", cluster.coordinator_log());
+}
+
+/// A coordinator that finds another matcher revision stored (an upgrade
+/// changed how packages match) re-matches the whole fleet once at start,
+/// from the stored inventories, and stores its own revision; the same
+/// findings come out, so a consumer sees nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_matcher_revision_rematches_the_fleet_once() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixtures::build_db(STRATA, dir.path());
+    let registry = strata_harness::Registry::start().unwrap();
+    let cherry = python_image(&registry, "cherry", &[("CherryPy", "2.1.1")]).await;
+    let django = python_image(&registry, "django", &[("Django", "1.0.4")]).await;
+    // Django 1.0.4 has C in v1: a finding, so a baseline event.
+    let server = FeedServer::start(data(&v1(), "v1")).await;
+    let mut cluster = cluster_with_feed(&db, &registry, &server.url).await;
+    let url = cluster.grpc_url();
+    fleet_add(&url, &[&cherry, &django]);
+    let (_watch, printed) = watch(&url);
+    wait_printed(&printed, 1, || cluster.coordinator_log()).await;
+    let baseline = printed.lock().unwrap().clone();
+
+    let client = async_nats::connect(cluster.nats().url()).await.unwrap();
+    let images = async_nats::jetstream::new(client)
+        .get_key_value("strata_images")
+        .await
+        .unwrap();
+    let stored = images.get("matcher-revision").await.unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some(&b"1"[..]),
+        "a first start stores its revision"
+    );
+
+    // As if the fleet was matched by an older build.
+    cluster.kill_coordinator();
+    images.put("matcher-revision", "0".into()).await.unwrap();
+    let blob_gets = || {
+        std::fs::read_to_string(registry.access_log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/"))
+            .count()
+    };
+    let blobs_before = blob_gets();
+    cluster.restart_coordinator().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !plain(cluster.coordinator_log()).contains("fleet re-matched for matcher revision 1") {
+        assert!(
+            Instant::now() < deadline,
+            "no re-match\n{}",
+            cluster.coordinator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = plain(cluster.coordinator_log());
+    let line = log
+        .lines()
+        .find(|l| l.contains("fleet re-matched for matcher revision 1"))
+        .unwrap();
+    // Both images' packages matched again, with the same findings.
+    assert!(
+        line.contains("distinct=2 images_changed=0 new=0 resolved=0"),
+        "{line}"
+    );
+    let stored = images.get("matcher-revision").await.unwrap();
+    assert_eq!(stored.as_deref(), Some(&b"1"[..]));
+    // From the stored inventories: nothing pulled.
+    assert_eq!(blob_gets(), blobs_before);
+
+    // Started again with its own revision stored: no re-match.
+    cluster.restart_coordinator().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while plain(cluster.coordinator_log())
+        .matches("fleet index loaded")
+        .count()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not loaded\n{}",
+            cluster.coordinator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = plain(cluster.coordinator_log());
+    assert_eq!(log.matches("re-matching the whole fleet").count(), 1, "{log}");
+    // The same findings: nothing new for the consumer.
+    assert_eq!(*printed.lock().unwrap(), baseline);
+}

@@ -142,6 +142,8 @@ impl FleetService for FleetApi {
             findings_new: s.findings_new,
             findings_resolved: s.findings_resolved,
             vulndb_version: s.vulndb_version,
+            distinct_packages: s.distinct_packages,
+            duration_ms: s.published_in.as_millis() as u64,
         }))
     }
 

@@ -1,7 +1,7 @@
 //! `strata fleet …`: what security teams ask of a coordinator's
 //! `FleetService`: which images a vulnerability hits, a summary of the
-//! fleet, the registered images, registering or removing them, and the
-//! fleet's events as they happen (`watch`).
+//! fleet, the registered images, registering or removing them, the
+//! fleet's events as they happen (`watch`), and a full re-match.
 
 use std::time::Duration;
 
@@ -38,6 +38,20 @@ pub enum FleetCommand {
     /// Print fleet events (findings new and resolved) as they happen,
     /// resuming after the last one printed when the connection drops.
     Watch(WatchArgs),
+    /// Match every image again against the vulnerability data in force,
+    /// from the stored inventories (after a matcher or analyser upgrade;
+    /// advisory updates re-match what they touch by themselves). What
+    /// changes becomes events.
+    Rematch(RematchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RematchArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 #[derive(Args, Debug)]
@@ -184,7 +198,40 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<u8> {
         FleetCommand::Remove(a) => remove(a).await,
         FleetCommand::List(a) => list(a).await,
         FleetCommand::Watch(a) => watch(a).await,
+        FleetCommand::Rematch(a) => rematch(a).await,
     }
+}
+
+async fn rematch(args: RematchArgs) -> anyhow::Result<u8> {
+    let conn = args.connect.connect().await?;
+    let r = conn
+        .call(conn.fleet().rematch(conn.request(v1::RematchRequest {})))
+        .await
+        .context("re-matching the fleet")?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "images_changed": r.images,
+                "findings_new": r.findings_new,
+                "findings_resolved": r.findings_resolved,
+                "distinct_packages": r.distinct_packages,
+                "vulndb_version": r.vulndb_version,
+                "duration_ms": r.duration_ms,
+            })
+        );
+    } else {
+        println!(
+            "re-matched against {}: {} distinct packages, {} image(s) changed: {} finding(s) new, {} resolved ({} ms)",
+            r.vulndb_version,
+            r.distinct_packages,
+            r.images,
+            r.findings_new,
+            r.findings_resolved,
+            r.duration_ms
+        );
+    }
+    Ok(super::EXIT_OK)
 }
 
 /// Follows `next_page_token` until the last page, refusing a server that

@@ -75,6 +75,12 @@ fn status_json(status: &v1::GetStatusResponse) -> serde_json::Value {
         "workers": status.workers.len(),
         "vulndb": vulndb,
         "feeds": feeds,
+        "gc": status.gc.map(|g| serde_json::json!({
+            "last_run": rfc3339(g.last_run_unix_ms),
+            "inventories_removed": g.inventories_removed,
+            "reports_removed": g.reports_removed,
+            "grace_seconds": g.grace_seconds,
+        })),
         "events": status.events.map(|e| serde_json::json!({
             "last_sequence": e.last_sequence,
             "kept": e.events,
@@ -135,6 +141,19 @@ fn status_text(status: &v1::GetStatusResponse) -> String {
                 strata_proto::text::one_line(&f.last_error, 100)
             ));
         }
+    }
+    if let Some(g) = &status.gc {
+        out.push_str(&format!(
+            "gc        {} inventories, {} reports removed since start (grace {} s, last run {})\n",
+            g.inventories_removed,
+            g.reports_removed,
+            g.grace_seconds,
+            if g.last_run_unix_ms > 0 {
+                shown_time(g.last_run_unix_ms)
+            } else {
+                "not yet".to_owned()
+            }
+        ));
     }
     if let Some(e) = &status.events {
         out.push_str(&format!(
@@ -217,7 +236,19 @@ mod tests {
             text.contains("webhooks  2: 30 delivered, 3 retries, 1 dead letters\n"),
             "{text}"
         );
+        status.gc = Some(v1::GcStatus {
+            last_run_unix_ms: 1_700_000_000_000,
+            inventories_removed: 7,
+            reports_removed: 2,
+            grace_seconds: 604_800,
+        });
+        let text = status_text(&status);
+        assert!(
+            text.contains("gc        7 inventories, 2 reports removed since start (grace 604800 s, last run 2023-11-14T22:13:20Z)\n"),
+            "{text}"
+        );
         let json = status_json(&status);
+        assert_eq!(json["gc"]["inventories_removed"], 7);
         assert_eq!(json["events"]["webhook_dead_letters"], 1);
         assert_eq!(json["events"]["last_sequence"], 42);
     }

@@ -25,6 +25,9 @@ impl Coordinator {
             let this = self.clone();
             async move {
                 this.clone().fleet_warm_up().await;
+                if let Err(err) = this.fleet_check_matcher().await {
+                    tracing::warn!(error = %err, "checking the matcher revision failed; `strata fleet rematch` re-matches by hand");
+                }
                 // Changes made while the coordinator was away become events now.
                 if let Err(err) = this.fleet_reconcile_all().await {
                     tracing::warn!(error = %err, "recording findings changes at start failed; the next change retries");

@@ -127,6 +127,12 @@ impl FleetMatches {
     }
 }
 
+/// The matcher's behaviour revision. Bump it whenever a change here can
+/// give different findings for the same packages and advisories (version
+/// comparison, name normalisation, which ranges apply): a coordinator that
+/// finds another revision stored re-matches the whole fleet at start.
+pub const MATCHER_REVISION: u32 = 1;
+
 /// The in-memory index; cheap to share across threads (`&self` only).
 pub struct Matcher {
     vulndb_version: String,

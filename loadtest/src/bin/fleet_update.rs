@@ -28,7 +28,9 @@
 //!    published (and to the last one reaching a stream consumer) is the
 //!    figure (target < 1 s).
 //! 5. A full re-match of the fleet (`rematch_all`; target < 5 s).
-//! 6. The coordinator's resident memory with the fleet (target < 2 GiB).
+//! 6. The coordinator's resident memory with the fleet, and its peak since
+//!    the load began (target < 2 GiB). The process uses the `strata`
+//!    binary's allocator (mimalloc), so the figures are the binary's.
 //! 7. Baseline, in this run: the matcher alone over the same inventories
 //!    (`match_fleet_compact`, regenerated after the memory figures), and a
 //!    full re-match against an incremental one, as ratios.
@@ -53,6 +55,11 @@ use strata_loadtest::memory;
 use strata_loadtest::synth;
 use strata_proto::{Ecosystem, Report, Severity};
 use strata_worker::queue::Queue;
+
+/// The `strata` binary's allocator (`coordinator/src/main.rs`): the
+/// coordinator runs in this process, so its figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -467,9 +474,10 @@ async fn main() -> Result<(), BoxError> {
     let load = t.elapsed();
     let events = coordinator.event_log().last_sequence().await?;
     println!(
-        "load + match + baseline histories: {} ({events} events: images' severities; {new} new, {resolved} resolved); RSS {:.0} MiB",
+        "load + match + baseline histories: {} ({events} events: images' severities; {new} new, {resolved} resolved); RSS {:.0} MiB, peak {:.0} MiB",
         secs(load),
-        memory::mib(memory::rss_kib())
+        memory::mib(memory::rss_kib()),
+        memory::mib(memory::peak_rss_kib())
     );
 
     // 4. Updates.

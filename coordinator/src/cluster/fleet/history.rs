@@ -40,7 +40,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use strata_proto::{Ecosystem, Package, Severity, v1};
+use strata_proto::{Package, Severity, v1};
 
 use super::index::{Interner, Matched, State, Vuln};
 use crate::cluster::records::image_key;
@@ -134,12 +134,7 @@ pub(super) struct Tracked {
     updated: i64,
 }
 
-/// A finding's identity within one image, borrowed.
-type Key<'a> = (&'a str, Ecosystem, &'a str, &'a str, &'a str);
-
-fn key<'a>(v: &'a Vuln, p: &'a Package) -> Key<'a> {
-    (&v.id, p.ecosystem, &p.name, &p.version, &p.path)
-}
+use super::index::finding_key as key;
 
 /// The histories of every registered image, in memory.
 #[derive(Default)]
@@ -239,7 +234,10 @@ fn diff(
         .iter()
         .filter_map(|h| Some((&h.vuln, matched.packages.get(h.package)?, &h.fixed_versions[..])))
         .collect();
-    now_open.sort_by(|a, b| key(a.0, a.1).cmp(&key(b.0, b.1)));
+    // Findings lists are kept sorted (see `Matched`): checking is linear.
+    if !now_open.is_sorted_by(|a, b| key(a.0, a.1) <= key(b.0, b.1)) {
+        now_open.sort_by(|a, b| key(a.0, a.1).cmp(&key(b.0, b.1)));
+    }
     now_open.dedup_by(|a, b| key(a.0, a.1) == key(b.0, b.1));
 
     let digest_arc: Arc<str> = if &*before.digest == digest {

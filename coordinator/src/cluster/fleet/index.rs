@@ -33,8 +33,24 @@ pub(super) struct Hit {
     pub(super) fixed_versions: Arc<[String]>,
 }
 
+/// A finding's identity within one scan, borrowed: findings lists
+/// ([`Matched::hits`]) and histories are kept sorted by it, so comparing
+/// two of them is a merge, not a sort.
+pub(super) type FindingKey<'a> = (&'a str, strata_proto::Ecosystem, &'a str, &'a str, &'a str);
+
+pub(super) fn finding_key<'a>(v: &'a Vuln, p: &'a Package) -> FindingKey<'a> {
+    (&v.id, p.ecosystem, &p.name, &p.version, &p.path)
+}
+
+impl Hit {
+    /// This hit's [`FindingKey`] among `packages` (its scan's).
+    pub(super) fn key<'a>(&'a self, packages: &'a [Arc<Package>]) -> Option<FindingKey<'a>> {
+        Some(finding_key(&self.vuln, packages.get(self.package)?))
+    }
+}
+
 /// A scan's packages and findings against one vulnerability data version.
-/// Packages (and vulnerabilities) are shared between scans through the
+/// Its hits are sorted by [`FindingKey`]. Packages (and vulnerabilities) are shared between scans through the
 /// index's interner: images built on one base hold its packages once, which
 /// is what keeps 10,000 images in memory affordable.
 #[derive(Debug, Clone)]
@@ -148,6 +164,7 @@ impl Interner {
         drop(position);
         let mut packages = packages;
         packages.extend(extra);
+        hits.sort_by(|a, b| a.key(&packages).cmp(&b.key(&packages)));
         Matched {
             max_severity: hits.iter().map(|h| h.vuln.severity).max(),
             os_release: u.os_release,
@@ -323,6 +340,39 @@ fn vulns_of(m: Option<&Matched>) -> rustc_hash::FxHashMap<*const Vuln, &Vuln> {
         .collect()
 }
 
+/// The vulnerability names (ids and aliases, upper case: the index's keys)
+/// a scan loses and gains when some of its findings are replaced.
+#[derive(Debug, Default)]
+pub(super) struct VulnDelta {
+    pub(super) gone: Vec<String>,
+    pub(super) came: Vec<String>,
+}
+
+impl VulnDelta {
+    /// `before` replaced by `after`, `kept` staying: a name goes when only
+    /// `before` had it, comes when only `after` has it.
+    pub(super) fn of<'a>(
+        before: impl Iterator<Item = &'a Vuln>,
+        after: impl Iterator<Item = &'a Vuln>,
+        kept: impl Iterator<Item = &'a Vuln>,
+    ) -> VulnDelta {
+        let was = names_of(before);
+        let is = names_of(after);
+        let mut gone: rustc_hash::FxHashSet<AnyCase<'_>> = was.difference(&is).copied().collect();
+        let mut came: rustc_hash::FxHashSet<AnyCase<'_>> = is.difference(&was).copied().collect();
+        if !gone.is_empty() || !came.is_empty() {
+            for n in kept.flat_map(|v| std::iter::once(&v.id).chain(&v.aliases)) {
+                gone.remove(&AnyCase(n));
+                came.remove(&AnyCase(n));
+            }
+        }
+        VulnDelta {
+            gone: gone.iter().map(|n| n.0.to_ascii_uppercase()).collect(),
+            came: came.iter().map(|n| n.0.to_ascii_uppercase()).collect(),
+        }
+    }
+}
+
 /// Every id and alias of `vulns`.
 fn names_of<'a>(vulns: impl Iterator<Item = &'a Vuln>) -> rustc_hash::FxHashSet<AnyCase<'a>> {
     vulns
@@ -483,6 +533,33 @@ impl State {
         entry.counts = matched.counts;
         self.reindex(no, old.as_deref(), Some(&matched));
         if let Some(old) = old {
+            drop(old);
+            self.interner.maybe_sweep();
+        }
+    }
+
+    /// Puts a re-matched scan (the same packages as its report in the
+    /// index; `delta` the names it gains and loses, worked out off the lock).
+    pub(super) fn put_rematched_one(&mut self, id: &str, matched: Arc<Matched>, delta: &VulnDelta) {
+        let Some(entry) = self.scans.get_mut(id) else {
+            return self.put_matched(id, matched);
+        };
+        let no = entry.no;
+        entry.counts = matched.counts;
+        entry.last_scanned_unix_ms = now_unix_ms();
+        let old = entry.report.replace(matched);
+        for gone in &delta.gone {
+            if let Some(set) = self.by_vuln.get_mut(gone) {
+                set.remove(no);
+                if set.is_empty() {
+                    self.by_vuln.remove(gone);
+                }
+            }
+        }
+        for came in &delta.came {
+            self.by_vuln.entry(came.clone()).or_default().insert(no);
+        }
+        if old.is_some() {
             drop(old);
             self.interner.maybe_sweep();
         }

@@ -18,6 +18,13 @@ use crate::cluster::error::from_json;
 use crate::cluster::records::{ImageRecord, ScanRecord, ScanStatus};
 use crate::cluster::{Coordinator, CoordinatorError};
 
+/// Key in the images bucket holding the matcher revision the fleet's
+/// findings were last matched with.
+const MATCHER_REVISION_KEY: &str = "matcher-revision";
+
+/// Reports re-matched at a time at load.
+const REMATCH_CHUNK: usize = 2_000;
+
 impl Coordinator {
     /// An image record was written. A registered reference now naming a
     /// scan already matched (a new tag for a scanned digest, or a tag moved
@@ -70,6 +77,41 @@ impl Coordinator {
                 tracing::warn!(error = %err, "loading the fleet index failed; the first fleet query retries")
             }
         }
+    }
+
+    /// Re-matches the whole fleet when the matcher revision stored in the
+    /// images bucket is not this build's (an upgrade changed how packages
+    /// match), then stores this build's. Findings that appear or go become
+    /// events like any other change. A first start stores the revision only.
+    pub(in crate::cluster) async fn fleet_check_matcher(&self) -> Result<(), CoordinatorError> {
+        let current = crate::matching::MATCHER_REVISION.to_string();
+        let stored = self.inner.buckets.images.get(MATCHER_REVISION_KEY).await?;
+        let stored = stored.map(|e| String::from_utf8_lossy(&e.value).into_owned());
+        if stored.as_deref() == Some(current.as_str()) {
+            return Ok(());
+        }
+        let has_reports = self.inner.fleet.read().scans.values().any(|s| s.report.is_some());
+        if has_reports {
+            tracing::info!(
+                stored = stored.as_deref().unwrap_or("none"),
+                current = %current,
+                "matcher revision changed: re-matching the whole fleet"
+            );
+            let summary = self.rematch_all().await?;
+            tracing::info!(
+                distinct = summary.distinct_packages,
+                images_changed = summary.images,
+                new = summary.findings_new,
+                resolved = summary.findings_resolved,
+                "fleet re-matched for matcher revision {current}"
+            );
+        }
+        self.inner
+            .buckets
+            .images
+            .put(MATCHER_REVISION_KEY, current.into_bytes().into())
+            .await?;
+        Ok(())
     }
 
     /// Makes the index whole and current: loads images and repositories once,
@@ -227,12 +269,24 @@ impl Coordinator {
         }
         let started = Instant::now();
         let count = stale.len();
-        let (rematched, _) =
-            tokio::task::spawn_blocking(move || super::rematch::rematch(&vulndb, stale, &|_| true))
-                .await
-                .map_err(|e| CoordinatorError::Internal(format!("re-matching task: {e}")))?;
+        // In chunks, each put before the next is matched: the reports they
+        // replace are freed as it goes, so a fleet's findings are not held
+        // twice at once (at 10,000 images that was the coordinator's peak).
+        let mut stale = stale.into_iter();
+        loop {
+            let chunk: Vec<_> = stale.by_ref().take(REMATCH_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let data = vulndb.clone();
+            let (rematched, _) =
+                tokio::task::spawn_blocking(move || super::rematch::rematch(&data, chunk, &|_| true))
+                    .await
+                    .map_err(|e| CoordinatorError::Internal(format!("re-matching task: {e}")))?;
+            let mut state = self.inner.fleet.write();
+            super::rematch::put_rematched(&mut state, rematched);
+        }
         let mut state = self.inner.fleet.write();
-        super::rematch::put_rematched(&mut state, rematched);
         // The others found nothing new: current under the data in force.
         for entry in state.scans.values_mut() {
             if let Some(m) = entry.report.as_mut()

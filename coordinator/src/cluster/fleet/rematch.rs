@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use strata_proto::{Ecosystem, OsRelease, Package, SeverityCounts};
 
-use super::index::{Hit, Matched, State, Vuln};
+use super::index::{Hit, Matched, State, Vuln, VulnDelta};
 use crate::cluster::{Coordinator, CoordinatorError, VulnData};
 use crate::vulndb::ChangeSet;
 
@@ -217,8 +217,19 @@ impl Coordinator {
     }
 }
 
-/// A scan matched again: its id, the report it was matched from, the new one.
-pub(super) type Rematched = (String, Arc<Matched>, Matched);
+/// A scan matched again.
+pub(super) struct Rematched {
+    pub(super) id: String,
+    /// The report it was matched from.
+    pub(super) old: Arc<Matched>,
+    /// The new one: the same packages, findings not yet interned.
+    pub(super) new: Matched,
+    /// Where in `new.hits` the findings matched now are (the others were
+    /// kept from `old`, already interned).
+    pub(super) new_at: Vec<usize>,
+    /// The vulnerability names the scan gains and loses.
+    pub(super) delta: VulnDelta,
+}
 
 /// The packages of each candidate scan that `pick` chooses, matched against
 /// `data` (each distinct key once, shared packages borrowed, findings not
@@ -289,21 +300,47 @@ pub(super) fn rematch(
             for &k in &idx {
                 is_picked[k] = true;
             }
-            let on_picked = |h: &Hit| is_picked.get(h.package).copied().unwrap_or(false);
-            let kept = old.hits.iter().filter(|h| !on_picked(h)).count();
-            // Exactly sized: 10,000 scans' findings are held.
-            let mut hits: Vec<Hit> = Vec::with_capacity(kept + fm.finding_count(i));
-            hits.extend(old.hits.iter().filter(|h| !on_picked(h)).cloned());
-            for h in data.matcher.hits_of(&fm, i) {
-                hits.push(Hit {
+            let on_picked = |h: &&Hit| is_picked.get(h.package).copied().unwrap_or(false);
+            let mut fresh: Vec<Hit> = data
+                .matcher
+                .hits_of(&fm, i)
+                .map(|h| Hit {
                     vuln: vulns[&h.advisory].clone(),
                     package: idx[h.package],
                     fixed_versions: fixed_of(h.fixed_versions),
-                });
-            }
-            let before: Vec<&Hit> = old.hits.iter().filter(|h| on_picked(h)).collect();
-            if same_hits(&before, &hits[kept..]) {
+                })
+                .collect();
+            let before: Vec<&Hit> = old.hits.iter().filter(on_picked).collect();
+            if same_hits(&before, &fresh) {
                 return None;
+            }
+            let packages = &old.packages;
+            fresh.sort_by(|a, b| a.key(packages).cmp(&b.key(packages)));
+            let delta = VulnDelta::of(
+                before.iter().map(|h| &*h.vuln),
+                fresh.iter().map(|h| &*h.vuln),
+                old.hits.iter().filter(|h| !on_picked(h)).map(|h| &*h.vuln),
+            );
+            // The kept findings (in order) and the new ones merged, so the
+            // list stays sorted; exactly sized: 10,000 scans' are held.
+            let kept = old.hits.len() - before.len();
+            let mut hits: Vec<Hit> = Vec::with_capacity(kept + fresh.len());
+            let mut new_at = Vec::with_capacity(fresh.len());
+            let mut kept_hits = old.hits.iter().filter(|h| !on_picked(h)).peekable();
+            let mut fresh = fresh.into_iter().peekable();
+            loop {
+                let take_kept = match (kept_hits.peek(), fresh.peek()) {
+                    (Some(k), Some(f)) => k.key(packages) <= f.key(packages),
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => break,
+                };
+                if take_kept {
+                    hits.extend(kept_hits.next().cloned());
+                } else {
+                    new_at.push(hits.len());
+                    hits.extend(fresh.next());
+                }
             }
             let mut counts = SeverityCounts::default();
             for h in &hits {
@@ -317,7 +354,13 @@ pub(super) fn rematch(
                 counts,
                 vulndb_version: version.clone(),
             };
-            Some((id, old, m))
+            Some(Rematched {
+                id,
+                old,
+                new: m,
+                new_at,
+                delta,
+            })
         })
         .collect();
     (out, distinct)
@@ -353,12 +396,21 @@ pub(super) fn put_rematched(state: &mut State, rematched: Vec<Rematched>) -> BTr
     let mut shared: FxHashMap<*const Vuln, Both<Vuln>> = FxHashMap::default();
     let mut lists: FxHashMap<*const String, Both<[String]>> = FxHashMap::default();
     let mut scans = BTreeSet::new();
-    for (id, old, mut m) in rematched {
+    for r in rematched {
+        let Rematched {
+            id,
+            old,
+            new: mut m,
+            new_at,
+            delta,
+        } = r;
         let current = state.scans.get(&id).and_then(|e| e.report.as_ref());
         if !current.is_some_and(|r| Arc::ptr_eq(r, &old)) {
             continue;
         }
-        for h in &mut m.hits {
+        // Only the findings matched now: the kept ones are interned.
+        for &at in &new_at {
+            let h = &mut m.hits[at];
             let ptr = Arc::as_ptr(&h.vuln);
             let interned = match shared.get(&ptr) {
                 Some((_, v)) => v.clone(),
@@ -381,7 +433,7 @@ pub(super) fn put_rematched(state: &mut State, rematched: Vec<Rematched>) -> BTr
             h.fixed_versions = list;
         }
         drop(old);
-        state.put_matched(&id, Arc::new(m));
+        state.put_rematched_one(&id, Arc::new(m), &delta);
         scans.insert(id);
     }
     scans

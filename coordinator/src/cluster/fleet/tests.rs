@@ -125,6 +125,11 @@ async fn tag_listing_maps_the_registry_answers() {
 /// A coordinator over a local state file and an in-memory store, with
 /// one image whose stored report was matched by an empty database.
 async fn coordinator_with_one_image(dir: &std::path::Path) -> (Coordinator, String) {
+    coordinator_with_packages(dir, &["libfoo"]).await
+}
+
+/// One registered image whose report lists Debian 12 packages `names`, each at 1.0-1.
+async fn coordinator_with_packages(dir: &std::path::Path, names: &[&str]) -> (Coordinator, String) {
     use crate::cluster::{Buckets, CoordinatorConfig, VulnData};
     use crate::vulndb::Db;
     use object_store::PutPayload;
@@ -145,18 +150,21 @@ async fn coordinator_with_one_image(dir: &std::path::Path) -> (Coordinator, Stri
             version_id: "12".into(),
             ..Default::default()
         }),
-        packages: vec![Package {
-            ecosystem: Ecosystem::Debian,
-            name: "libfoo".into(),
-            version: "1.0-1".into(),
-            source_name: None,
-            source_version: None,
-            arch: None,
-            purl: String::new(),
-            path: "/var/lib/dpkg/status".into(),
-            layer: layer.parse().ok(),
-            evidence: Default::default(),
-        }],
+        packages: names
+            .iter()
+            .map(|name| Package {
+                ecosystem: Ecosystem::Debian,
+                name: (*name).into(),
+                version: "1.0-1".into(),
+                source_name: None,
+                source_version: None,
+                arch: None,
+                purl: String::new(),
+                path: "/var/lib/dpkg/status".into(),
+                layer: layer.parse().ok(),
+                evidence: Default::default(),
+            })
+            .collect(),
         findings: vec![],
         counts: SeverityCounts::default(),
         suppressed: 0,
@@ -186,7 +194,7 @@ async fn coordinator_with_one_image(dir: &std::path::Path) -> (Coordinator, Stri
         updated_unix_ms: 2,
         completed_unix_ms: 3,
         counts: Default::default(),
-        packages: 1,
+        packages: names.len() as u32,
         findings: 0,
         vulndb_version: report.vulndb_version.clone(),
         report_key: Some(key.to_string()),
@@ -225,7 +233,7 @@ async fn coordinator_with_one_image(dir: &std::path::Path) -> (Coordinator, Stri
 
 #[tokio::test]
 async fn a_new_advisory_hits_stored_scans_without_rescanning() {
-    use crate::vulndb::{Advisory, AffectedEntry, Db, EvalRange, Event, RangeKind};
+    use crate::vulndb::Db;
     let dir = tempfile::tempdir().unwrap();
     let (c, layer) = coordinator_with_one_image(dir.path()).await;
     let q = AffectedQuery::vulnerability("DSA-9999-1").unwrap();
@@ -236,25 +244,7 @@ async fn a_new_advisory_hits_stored_scans_without_rescanning() {
     assert_eq!(images[0].status, v1::ScanStatus::Complete as i32);
 
     let db = Db::from_advisories(
-        vec![Advisory {
-            id: "DSA-9999-1".into(),
-            modified: String::new(),
-            aliases: vec!["CVE-2099-0001".into()],
-            summary: String::new(),
-            severity: Severity::High,
-            score: None,
-            score_source: String::new(),
-            affected: vec![AffectedEntry {
-                ecosystem: Ecosystem::Debian,
-                release: Some("12".into()),
-                name: "libfoo".into(),
-                ranges: vec![EvalRange {
-                    kind: RangeKind::Ecosystem,
-                    events: vec![Event::Introduced("0".into()), Event::Fixed("1.0-2".into())],
-                }],
-                versions: vec![],
-            }],
-        }],
+        vec![debian_advisory("DSA-9999-1", "CVE-2099-0001", "libfoo")],
         vec![],
     );
     c.set_vulndb(crate::cluster::VulnData::new(&db));
@@ -299,4 +289,86 @@ async fn a_new_advisory_hits_stored_scans_without_rescanning() {
             .0
             .is_empty()
     );
+}
+
+/// A Debian 12 advisory on `name` below 1.0-2.
+fn debian_advisory(id: &str, alias: &str, name: &str) -> crate::vulndb::Advisory {
+    use crate::vulndb::{Advisory, AffectedEntry, EvalRange, Event, RangeKind};
+    Advisory {
+        id: id.into(),
+        modified: String::new(),
+        aliases: vec![alias.into()],
+        summary: String::new(),
+        severity: Severity::High,
+        score: None,
+        score_source: String::new(),
+        affected: vec![AffectedEntry {
+            ecosystem: Ecosystem::Debian,
+            release: Some("12".into()),
+            name: name.into(),
+            ranges: vec![EvalRange {
+                kind: RangeKind::Ecosystem,
+                events: vec![Event::Introduced("0".into()), Event::Fixed("1.0-2".into())],
+            }],
+            versions: vec![],
+        }],
+    }
+}
+
+/// The incremental re-match moves only the names a scan gains or loses in
+/// the vulnerability index: an alias two advisories share stays while one
+/// of them is kept, and findings stay sorted as histories expect.
+#[tokio::test]
+async fn an_update_moves_only_the_names_an_image_gains_or_loses() {
+    use crate::vulndb::Db;
+    use crate::vulndb::diff::diff;
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _) = coordinator_with_packages(dir.path(), &["libfoo", "libbar", "libbaz"]).await;
+    let affected = |c: &Coordinator, id: &str| {
+        let q = AffectedQuery::vulnerability(id).unwrap();
+        let c = c.clone();
+        async move { c.fleet_affected(&q, 0, "").await.unwrap().0.len() }
+    };
+    // A on libfoo and B on libbar share the alias CVE-2099-1.
+    let v1 = Db::from_advisories(
+        vec![
+            debian_advisory("DSA-1", "CVE-2099-1", "libfoo"),
+            debian_advisory("DSA-2", "CVE-2099-1", "libbar"),
+        ],
+        vec![],
+    );
+    c.set_vulndb(crate::cluster::VulnData::new(&v1));
+    assert_eq!(affected(&c, "cve-2099-1").await, 1);
+    // B withdrawn: libbar matched again; the alias stays (A is kept).
+    let v2 = Db::from_advisories(vec![debian_advisory("DSA-1", "CVE-2099-1", "libfoo")], vec![]);
+    let changes = diff(&v1, &v2);
+    let summary = c
+        .apply_vulndb(crate::cluster::VulnData::new(&v2), &changes)
+        .await
+        .unwrap();
+    assert_eq!(summary.images, 1);
+    assert_eq!(affected(&c, "DSA-2").await, 0);
+    assert_eq!(affected(&c, "CVE-2099-1").await, 1);
+    assert_eq!(affected(&c, "DSA-1").await, 1);
+    // C on libbaz and D on libbar come (D's alias new, C's shared with A);
+    // A withdrawn: its id goes, the alias stays with C.
+    let v3 = Db::from_advisories(
+        vec![
+            debian_advisory("DSA-0", "CVE-2099-1", "libbaz"),
+            debian_advisory("DSA-4", "CVE-2099-4", "libbar"),
+        ],
+        vec![],
+    );
+    let changes = diff(&v2, &v3);
+    c.apply_vulndb(crate::cluster::VulnData::new(&v3), &changes)
+        .await
+        .unwrap();
+    assert_eq!(affected(&c, "DSA-1").await, 0);
+    assert_eq!(affected(&c, "CVE-2099-1").await, 1);
+    assert_eq!(affected(&c, "DSA-0").await, 1);
+    assert_eq!(affected(&c, "cve-2099-4").await, 1);
+    let state = c.inner.fleet.read();
+    let m = state.scans.values().find_map(|e| e.report.clone()).unwrap();
+    let ids: Vec<&str> = m.hits.iter().map(|h| h.vuln.id.as_str()).collect();
+    assert_eq!(ids, ["DSA-0", "DSA-4"], "sorted by finding key");
 }

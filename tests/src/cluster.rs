@@ -266,6 +266,17 @@ impl Cluster {
         self.worker(i).name.clone()
     }
 
+    /// The coordinator's process id, while it runs (for its CPU time and
+    /// memory in `/proc`).
+    pub fn coordinator_pid(&self) -> Option<u32> {
+        self.coordinator.as_ref()?.child.as_ref().map(Child::id)
+    }
+
+    /// Worker `i`'s process id, while it runs.
+    pub fn worker_pid(&self, i: usize) -> Option<u32> {
+        self.worker(i).child.as_ref().map(Child::id)
+    }
+
     /// The NATS server the processes use.
     pub fn nats(&self) -> &NatsServer {
         &self.nats

@@ -1,0 +1,572 @@
+//! A fleet through the real cluster: a generated fleet ([`crate::fleetgen`])
+//! served by the synthetic registry ([`crate::synthreg`]), a real
+//! nats-server, `strata coordinator` and W `strata worker` processes (the
+//! harness's [`Cluster`]), the fleet registered repository by repository
+//! over gRPC, and figures on what it cost: first pass, fetches per unique
+//! layer, CPU, memory, storage, a steady-state refresh with tags moved, and
+//! a full re-match. Used by `bin/fleet.rs` (any N) and by a small-N test in
+//! the coordinator's suite.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use serde::Serialize;
+use strata_harness::Cluster;
+use strata_proto::v1;
+use strata_proto::v1::admin_service_client::AdminServiceClient;
+use strata_proto::v1::fleet_service_client::FleetServiceClient;
+
+use crate::fleetgen::{Fleet, FleetConfig, RealData, data};
+use crate::synthreg::{RegistryOptions, SyntheticRegistry};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub fleet: FleetConfig,
+    pub workers: usize,
+    /// The `strata` binary the processes run.
+    pub strata: PathBuf,
+    /// `../shared/testdata`: package data and the PyPI advisories matched.
+    pub testdata: PathBuf,
+    pub registry: RegistryOptions,
+    /// Share of tags moved for the refresh, in percent.
+    pub move_percent: f64,
+    /// Longest wait for a pass to finish.
+    pub timeout: Duration,
+    /// Repositories registered at once.
+    pub register_concurrency: usize,
+    /// Extra `strata worker` arguments.
+    pub worker_args: Vec<String>,
+}
+
+/// One moment of a pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub t_s: f64,
+    pub images_done: u64,
+    pub layers_fetched: u64,
+    /// Jobs queued, not yet delivered (both priorities).
+    pub queue_pending: u64,
+    /// Jobs delivered, not yet acked.
+    pub queue_in_flight: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Refresh {
+    pub tags_moved: usize,
+    pub new_layers: usize,
+    pub blob_fetches: u64,
+    pub manifest_requests: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Rematch {
+    pub seconds: f64,
+    pub server_ms: u64,
+    pub images_changed: u32,
+    pub distinct_packages: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RunResults {
+    pub images: usize,
+    pub tags: usize,
+    pub repositories: usize,
+    pub bases: usize,
+    pub workers: usize,
+    pub unique_layers: usize,
+    pub layer_references: usize,
+    pub blob_fetches: u64,
+    pub fetches_per_unique_layer: f64,
+    pub bytes_fetched: u64,
+    pub bytes_without_dedup: u64,
+    pub generate_s: f64,
+    pub register_s: f64,
+    pub first_pass_s: f64,
+    pub images_per_s: f64,
+    pub layers_per_s: f64,
+    pub worker_cpu_s: f64,
+    pub coordinator_cpu_s: f64,
+    pub cpu_s_per_layer: f64,
+    pub coordinator_peak_rss_bytes: u64,
+    pub worker_peak_rss_bytes: u64,
+    pub nats_store_bytes: u64,
+    pub object_store_bytes: u64,
+    pub images_complete: u64,
+    pub images_failed: u64,
+    pub findings: u64,
+    pub refresh: Refresh,
+    pub rematch: Rematch,
+    pub samples: Vec<Sample>,
+}
+
+/// `/proc/<pid>/status` field in KiB, as bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// User + system CPU seconds of `pid` (clock ticks of 1/100 s, Linux's `USER_HZ`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Blob GETs of every layer, and how many layers were fetched at least once.
+fn layer_fetches(registry: &SyntheticRegistry) -> (u64, usize) {
+    let gets = registry.all_blob_gets();
+    let layers = registry.layer_digests();
+    let total = layers
+        .iter()
+        .map(|(d, _)| gets.get(d).copied().unwrap_or(0))
+        .sum();
+    let fetched = layers
+        .iter()
+        .filter(|(d, _)| gets.get(d).is_some_and(|g| *g > 0))
+        .count();
+    (total, fetched)
+}
+
+struct Clients {
+    fleet: FleetServiceClient<tonic::transport::Channel>,
+    admin: AdminServiceClient<tonic::transport::Channel>,
+}
+
+impl Clients {
+    /// (complete, failed, findings) as the fleet summary counts them.
+    async fn done(&mut self) -> Result<(u64, u64, u64), BoxError> {
+        let s = self
+            .fleet
+            .summary(v1::SummaryRequest { top_n: 1 })
+            .await?
+            .into_inner();
+        let count = |status: v1::ScanStatus| {
+            s.images_by_status
+                .iter()
+                .filter(|c| c.status == status as i32)
+                .map(|c| u64::from(c.images))
+                .sum::<u64>()
+        };
+        let findings = s.findings.map_or(0, |c| {
+            u64::from(c.critical)
+                + u64::from(c.high)
+                + u64::from(c.medium)
+                + u64::from(c.low)
+                + u64::from(c.unknown)
+        });
+        Ok((
+            count(v1::ScanStatus::Complete),
+            count(v1::ScanStatus::Failed),
+            findings,
+        ))
+    }
+
+    async fn queue(&mut self) -> Result<(u64, u64), BoxError> {
+        let s = self.admin.get_status(v1::GetStatusRequest {}).await?.into_inner();
+        Ok((
+            s.queues.iter().map(|q| q.pending).sum(),
+            s.queues.iter().map(|q| q.in_flight).sum(),
+        ))
+    }
+}
+
+/// Registers every repository (`concurrency` at once) on a task of its
+/// own; the task returns the tags registered.
+fn register_all(
+    fleet: &FleetServiceClient<tonic::transport::Channel>,
+    host: &str,
+    repositories: &[String],
+    concurrency: usize,
+) -> tokio::task::JoinHandle<Result<usize, String>> {
+    let (fleet, host, repositories) = (fleet.clone(), host.to_owned(), repositories.to_vec());
+    tokio::spawn(async move {
+        let mut calls = futures::stream::iter(repositories)
+            .map(|name| {
+                let mut fleet = fleet.clone();
+                let host = host.clone();
+                async move {
+                    let request = v1::RegisterRepositoryRequest {
+                        repository: format!("{host}/{name}"),
+                        insecure_registry: true,
+                        ..Default::default()
+                    };
+                    fleet
+                        .register_repository(request)
+                        .await
+                        .map(|r| r.into_inner().tags_registered as usize)
+                        .map_err(|e| format!("registering {name}: {e}"))
+                }
+            })
+            .buffer_unordered(concurrency.max(1));
+        let mut tags = 0;
+        while let Some(r) = calls.next().await {
+            tags += r?;
+        }
+        Ok(tags)
+    })
+}
+
+/// What a pass ended with.
+struct Pass {
+    tags: usize,
+    register_s: f64,
+    complete: u64,
+    failed: u64,
+    findings: u64,
+}
+
+/// Samples every second while `registering` runs and after, until every
+/// image it registered is done and the queue is empty.
+async fn wait_pass(
+    clients: &mut Clients,
+    registry: &SyntheticRegistry,
+    mut registering: tokio::task::JoinHandle<Result<usize, String>>,
+    timeout: Duration,
+    samples: &mut Vec<Sample>,
+    quiet: bool,
+) -> Result<Pass, BoxError> {
+    let started = Instant::now();
+    let mut registered: Option<(usize, f64)> = None;
+    loop {
+        if registered.is_none() && registering.is_finished() {
+            let tags = (&mut registering).await??;
+            registered = Some((tags, started.elapsed().as_secs_f64()));
+            if !quiet {
+                eprintln!(
+                    "  registered {tags} tags in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let (complete, failed, findings) = clients.done().await?;
+        let (pending, in_flight) = clients.queue().await?;
+        let sample = Sample {
+            t_s: started.elapsed().as_secs_f64(),
+            images_done: complete + failed,
+            layers_fetched: layer_fetches(registry).1 as u64,
+            queue_pending: pending,
+            queue_in_flight: in_flight,
+        };
+        if !quiet {
+            eprintln!(
+                "  {:>7.1} s: {} images done, {} layers fetched, queue {pending} pending + {in_flight} in flight",
+                sample.t_s, sample.images_done, sample.layers_fetched
+            );
+        }
+        samples.push(sample);
+        if let Some((tags, register_s)) = registered
+            && complete + failed >= tags as u64
+            && pending == 0
+            && in_flight == 0
+        {
+            return Ok(Pass {
+                tags,
+                register_s,
+                complete,
+                failed,
+                findings,
+            });
+        }
+        if started.elapsed() > timeout {
+            registering.abort();
+            return Err(format!("not done after {timeout:?}: {} images", complete + failed).into());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The run (see the module header). `quiet`: no progress lines.
+pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
+    let say = |s: String| {
+        if !quiet {
+            eprintln!("{s}");
+        }
+    };
+    let mut r = RunResults {
+        workers: o.workers,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let data = Arc::new(RealData::load(&o.testdata)?);
+    let fleet = Fleet::generate(o.fleet.clone(), data);
+    r.images = fleet.images.len();
+    r.repositories = fleet.repositories.len();
+    r.bases = fleet.bases.len();
+    r.tags = fleet.repositories.iter().map(|x| x.tags.len()).sum();
+    let repositories: Vec<String> = fleet.repositories.iter().map(|x| x.name.clone()).collect();
+    let registry = SyntheticRegistry::start(fleet, o.registry.clone())?;
+    let (unique, references) = registry.fleet().layer_references();
+    r.unique_layers = unique;
+    r.layer_references = references;
+    r.bytes_without_dedup = (0..r.images).map(|i| registry.image_size(i)).sum();
+    r.generate_s = t.elapsed().as_secs_f64();
+    say(format!(
+        "fleet: {} images ({} tags) in {} repositories on {} bases; {} unique layers of {} listed; generated and digested in {:.1} s",
+        r.images, r.tags, r.repositories, r.bases, r.unique_layers, r.layer_references, r.generate_s
+    ));
+
+    let dir = tempfile::tempdir()?;
+    let pypi = o.testdata.join("osv/PyPI/all.zip");
+    let db = strata_harness::fixtures::import_db(Command::new(&o.strata), dir.path(), &[pypi.as_path()]);
+    let cluster = Cluster::builder(&o.strata)
+        .workers(o.workers)
+        .db(&db)
+        .insecure_registry(registry.host())
+        .worker_args(o.worker_args.clone())
+        .start()?;
+    let channel = tonic::transport::Endpoint::from_shared(cluster.grpc_url())?
+        .connect()
+        .await?;
+    let mut clients = Clients {
+        fleet: FleetServiceClient::new(channel.clone()),
+        admin: AdminServiceClient::new(channel),
+    };
+
+    // First pass: registration submits scans as it goes.
+    let started = Instant::now();
+    let registering = register_all(
+        &clients.fleet,
+        &registry.host(),
+        &repositories,
+        o.register_concurrency,
+    );
+    let mut samples = Vec::new();
+    let pass = wait_pass(
+        &mut clients,
+        &registry,
+        registering,
+        o.timeout,
+        &mut samples,
+        quiet,
+    )
+    .await?;
+    r.first_pass_s = started.elapsed().as_secs_f64();
+    r.register_s = pass.register_s;
+    r.images_complete = pass.complete;
+    r.images_failed = pass.failed;
+    r.findings = pass.findings;
+    let tags = pass.tags;
+    let (fetches, fetched) = layer_fetches(&registry);
+    r.blob_fetches = fetches;
+    r.fetches_per_unique_layer = fetches as f64 / r.unique_layers.max(1) as f64;
+    r.bytes_fetched = registry.layer_bytes();
+    r.images_per_s = r.images as f64 / r.first_pass_s;
+    r.layers_per_s = fetched as f64 / r.first_pass_s;
+    let pids: Vec<u32> = (0..cluster.worker_count())
+        .filter_map(|i| cluster.worker_pid(i))
+        .collect();
+    r.worker_cpu_s = pids.iter().map(|&p| cpu_seconds(p)).sum();
+    r.cpu_s_per_layer = r.worker_cpu_s / fetched.max(1) as f64;
+    r.samples = samples;
+
+    // Steady state: a share of the tags moved, the fleet re-resolved.
+    let moves = ((r.tags as f64) * o.move_percent / 100.0).ceil() as usize;
+    let layers_before = registry.layer_digests().len();
+    let moved = registry.move_tags(moves, o.fleet.seed ^ 0x5eed);
+    let (fetches_before, manifests_before) = (layer_fetches(&registry).0, registry.manifest_requests());
+    let t = Instant::now();
+    let registering = register_all(
+        &clients.fleet,
+        &registry.host(),
+        &repositories,
+        o.register_concurrency,
+    );
+    let mut refresh_samples = Vec::new();
+    let pass = wait_pass(
+        &mut clients,
+        &registry,
+        registering,
+        o.timeout,
+        &mut refresh_samples,
+        true,
+    )
+    .await?;
+    if pass.tags != tags {
+        return Err(format!("the refresh registered {} tags, the first pass {tags}", pass.tags).into());
+    }
+    r.refresh = Refresh {
+        tags_moved: moved.len(),
+        new_layers: registry.layer_digests().len() - layers_before,
+        blob_fetches: layer_fetches(&registry).0 - fetches_before,
+        manifest_requests: registry.manifest_requests() - manifests_before,
+        seconds: t.elapsed().as_secs_f64(),
+    };
+    say(format!("refresh: {:?}", r.refresh));
+
+    // A full re-match of the fleet.
+    let t = Instant::now();
+    let reply = clients
+        .fleet
+        .rematch(v1::RematchRequest::default())
+        .await?
+        .into_inner();
+    r.rematch = Rematch {
+        seconds: t.elapsed().as_secs_f64(),
+        server_ms: reply.duration_ms,
+        images_changed: reply.images,
+        distinct_packages: reply.distinct_packages,
+    };
+    say(format!("re-match: {:?}", r.rematch));
+
+    r.coordinator_cpu_s = cluster.coordinator_pid().map_or(0.0, cpu_seconds);
+    r.coordinator_peak_rss_bytes = cluster
+        .coordinator_pid()
+        .map_or(0, |p| proc_status_bytes(p, "VmHWM:"));
+    r.worker_peak_rss_bytes = pids
+        .iter()
+        .map(|&p| proc_status_bytes(p, "VmHWM:"))
+        .max()
+        .unwrap_or(0);
+    r.nats_store_bytes = dir_bytes(&cluster.nats().store_dir());
+    r.object_store_bytes = cluster.store_dir().map_or(0, |d| dir_bytes(&d));
+    drop(cluster);
+    Ok(r)
+}
+
+/// Default options for `images` images on `workers` workers.
+pub fn options(images: usize, workers: usize, strata: PathBuf) -> RunOptions {
+    RunOptions {
+        fleet: FleetConfig {
+            images,
+            ..FleetConfig::default()
+        },
+        workers,
+        strata,
+        testdata: data::default_testdata(),
+        registry: RegistryOptions::default(),
+        move_percent: 1.0,
+        timeout: Duration::from_secs(3600),
+        register_concurrency: 16,
+        worker_args: Vec::new(),
+    }
+}
+
+/// The Markdown summary of `r`.
+pub fn markdown(name: &str, r: &RunResults) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut s = format!("# Fleet run `{name}`\n\n");
+    s += &format!(
+        "{} images ({} tags, {} repositories, {} bases) on {} workers; {} unique layers of {} listed.\n\n",
+        r.images, r.tags, r.repositories, r.bases, r.workers, r.unique_layers, r.layer_references
+    );
+    s += "| figure | value |\n|---|---|\n";
+    let rows = [
+        (
+            "first pass (registration to every image done)",
+            format!("{:.1} s", r.first_pass_s),
+        ),
+        (
+            "registration (every repository listed, every tag resolved and submitted)",
+            format!("{:.1} s", r.register_s),
+        ),
+        (
+            "images/s, layers/s",
+            format!("{:.1}, {:.1}", r.images_per_s, r.layers_per_s),
+        ),
+        (
+            "images complete, failed",
+            format!("{}, {}", r.images_complete, r.images_failed),
+        ),
+        ("findings", r.findings.to_string()),
+        (
+            "**blob fetches / unique layers**",
+            format!(
+                "**{:.2}** ({} / {})",
+                r.fetches_per_unique_layer, r.blob_fetches, r.unique_layers
+            ),
+        ),
+        (
+            "bytes fetched vs without dedup",
+            format!(
+                "{:.1} MiB vs {:.1} MiB ({:.1}×)",
+                mib(r.bytes_fetched),
+                mib(r.bytes_without_dedup),
+                r.bytes_without_dedup as f64 / r.bytes_fetched.max(1) as f64
+            ),
+        ),
+        (
+            "worker CPU per layer",
+            format!(
+                "{:.1} ms ({:.1} s in all)",
+                r.cpu_s_per_layer * 1000.0,
+                r.worker_cpu_s
+            ),
+        ),
+        (
+            "coordinator CPU (whole run)",
+            format!("{:.1} s", r.coordinator_cpu_s),
+        ),
+        (
+            "coordinator peak RSS",
+            format!("{:.0} MiB", mib(r.coordinator_peak_rss_bytes)),
+        ),
+        (
+            "worker peak RSS (largest)",
+            format!("{:.0} MiB", mib(r.worker_peak_rss_bytes)),
+        ),
+        (
+            "NATS store at the end",
+            format!("{:.1} MiB", mib(r.nats_store_bytes)),
+        ),
+        (
+            "object store at the end",
+            format!("{:.1} MiB", mib(r.object_store_bytes)),
+        ),
+        (
+            "refresh: tags moved, new layers, blob fetches",
+            format!(
+                "{}, {}, {}",
+                r.refresh.tags_moved, r.refresh.new_layers, r.refresh.blob_fetches
+            ),
+        ),
+        (
+            "refresh: time, manifest requests",
+            format!("{:.1} s, {}", r.refresh.seconds, r.refresh.manifest_requests),
+        ),
+        (
+            "full re-match (server, images changed, distinct packages)",
+            format!(
+                "{} ms, {}, {}",
+                r.rematch.server_ms, r.rematch.images_changed, r.rematch.distinct_packages
+            ),
+        ),
+    ];
+    for (k, v) in rows {
+        s += &format!("| {k} | {v} |\n");
+    }
+    s
+}

@@ -1,7 +1,8 @@
 //! A small fleet-scale run in the suite, so the fleet benchmark
 //! (`loadtest` `fleet`) cannot rot: 200 generated images from the
 //! synthetic registry through a real cluster (nats-server, coordinator,
-//! two worker processes), registered by repository.
+//! two worker processes), registered by repository, then a refresh with
+//! moved tags, a full re-match and an advisory update through a feed.
 
 // The serial guard (a std Mutex) is held across awaits on purpose: it
 // serializes whole tests, each on its own runtime.
@@ -40,5 +41,9 @@ async fn two_hundred_images_each_layer_fetched_once_and_a_refresh_fetches_only_n
     // A full re-match finds the same findings.
     assert_eq!(r.rematch.images_changed, 0, "{summary}");
     assert!(r.rematch.distinct_packages > 0, "{summary}");
+    // An advisory on a package every Python base has, added through a
+    // feed: those images gain findings, without a pull.
+    assert!(r.advisory_update.images_changed > 0, "{summary}");
+    assert!(r.advisory_update.findings_new >= r.advisory_update.images_changed, "{summary}");
     assert!(!r.samples.is_empty());
 }

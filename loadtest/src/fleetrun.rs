@@ -73,6 +73,24 @@ pub struct Rematch {
     pub distinct_packages: u32,
 }
 
+/// An advisory update read from a feed: one new advisory on a package
+/// every Python base has.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct AdvisoryUpdate {
+    /// From the record written to the feed directory to the new data in
+    /// force (includes waiting for the next poll, every 2 s).
+    pub written_to_in_force_s: f64,
+    /// The coordinator's own figures (its log): from the update applied to
+    /// the findings matched and in force, and to their events published.
+    pub matched_s: f64,
+    pub published_s: f64,
+    pub images_changed: u64,
+    pub findings_new: u64,
+    /// Events appended to the stream meanwhile (this update's, and any
+    /// other change's recorded in the same seconds).
+    pub events: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct RunResults {
     pub images: usize,
@@ -103,6 +121,7 @@ pub struct RunResults {
     pub findings: u64,
     pub refresh: Refresh,
     pub rematch: Rematch,
+    pub advisory_update: AdvisoryUpdate,
     pub samples: Vec<Sample>,
 }
 
@@ -193,6 +212,10 @@ impl Clients {
             count(v1::ScanStatus::Failed),
             findings,
         ))
+    }
+
+    async fn status(&mut self) -> Result<v1::GetStatusResponse, BoxError> {
+        Ok(self.admin.get_status(v1::GetStatusRequest {}).await?.into_inner())
     }
 
     async fn queue(&mut self) -> Result<(u64, u64), BoxError> {
@@ -342,11 +365,27 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
     let dir = tempfile::tempdir()?;
     let pypi = o.testdata.join("osv/PyPI/all.zip");
     let db = strata_harness::fixtures::import_db(Command::new(&o.strata), dir.path(), &[pypi.as_path()]);
+    // Feeds: the PyPI export, and a directory the advisory update is written to.
+    let updates = dir.path().join("updates");
+    std::fs::create_dir_all(&updates)?;
+    std::fs::write(
+        updates.join("STRATA-FLEET-0.json"),
+        advisory("STRATA-FLEET-0", "strata-no-such-package").to_string(),
+    )?;
+    let feeds = [
+        "--feed".to_owned(),
+        format!("file://{}", pypi.display()),
+        "--feed".to_owned(),
+        format!("file://{}/", updates.display()),
+        "--feed-interval-secs".to_owned(),
+        "2".to_owned(),
+    ];
     let cluster = Cluster::builder(&o.strata)
         .workers(o.workers)
         .db(&db)
         .insecure_registry(registry.host())
         .worker_args(o.worker_args.clone())
+        .coordinator_args(feeds)
         .start()?;
     let channel = tonic::transport::Endpoint::from_shared(cluster.grpc_url())?
         .connect()
@@ -442,6 +481,49 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
     };
     say(format!("re-match: {:?}", r.rematch));
 
+    // An advisory update through the feed.
+    let before = clients.status().await?;
+    let t = Instant::now();
+    std::fs::write(
+        updates.join("STRATA-FLEET-1.json"),
+        advisory("STRATA-FLEET-1", "setuptools").to_string(),
+    )?;
+    loop {
+        let now = clients.status().await?;
+        if now.vulndb.as_ref().map(|v| &v.version) != before.vulndb.as_ref().map(|v| &v.version) {
+            r.advisory_update.written_to_in_force_s = t.elapsed().as_secs_f64();
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            return Err("the advisory update was not put in force within 120 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The coordinator's log line for it (fields `key=value`).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let line = loop {
+        let log = cluster.coordinator_log();
+        if let Some(line) = log
+            .lines()
+            .filter(|l| l.contains("vulnerability data in force"))
+            .map(plain)
+            .find(|l| field(l, "new").is_some_and(|n| n > 0.0))
+        {
+            break line;
+        }
+        if Instant::now() > deadline {
+            return Err("no log line for the advisory update".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let events_before = before.events.map_or(0, |e| e.last_sequence);
+    r.advisory_update.matched_s = field(&line, "match_secs").unwrap_or(0.0);
+    r.advisory_update.published_s = field(&line, "published_secs").unwrap_or(0.0);
+    r.advisory_update.images_changed = field(&line, "images").unwrap_or(0.0) as u64;
+    r.advisory_update.findings_new = field(&line, "new").unwrap_or(0.0) as u64;
+    r.advisory_update.events = clients.status().await?.events.map_or(0, |e| e.last_sequence) - events_before;
+    say(format!("advisory update: {:?}", r.advisory_update));
+
     r.coordinator_cpu_s = cluster.coordinator_pid().map_or(0.0, cpu_seconds);
     r.coordinator_peak_rss_bytes = cluster
         .coordinator_pid()
@@ -455,6 +537,40 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
     r.object_store_bytes = cluster.store_dir().map_or(0, |d| dir_bytes(&d));
     drop(cluster);
     Ok(r)
+}
+
+/// An OSV record: every PyPI version of `package` affected, no fix.
+fn advisory(id: &str, package: &str) -> serde_json::Value {
+    serde_json::json!({
+        "schema_version": "1.6.0",
+        "id": id,
+        "modified": "2026-01-01T00:00:00Z",
+        "summary": "synthetic advisory for the fleet benchmark",
+        "affected": [{
+            "package": { "ecosystem": "PyPI", "name": package },
+            "ranges": [{ "type": "ECOSYSTEM", "events": [{ "introduced": "0" }] }],
+        }],
+        "database_specific": { "severity": "HIGH" },
+    })
+}
+
+/// A log line without its colour escapes (the log may be coloured).
+fn plain(line: &str) -> String {
+    let mut parts = line.split('\u{1b}');
+    let first = parts.next().unwrap_or_default();
+    std::iter::once(first)
+        .chain(parts.map(|p| p.split_once('m').map_or(p, |(_, rest)| rest)))
+        .collect()
+}
+
+/// The number after ` key=` in a (plain) log line.
+fn field(plain: &str, key: &str) -> Option<f64> {
+    let at = plain.find(&format!(" {key}="))?;
+    plain[at + key.len() + 2..]
+        .split(|c: char| c.is_whitespace())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Default options for `images` images on `workers` workers.
@@ -563,6 +679,25 @@ pub fn markdown(name: &str, r: &RunResults) -> String {
                 "{} ms, {}, {}",
                 r.rematch.server_ms, r.rematch.images_changed, r.rematch.distinct_packages
             ),
+        ),
+        (
+            "advisory update via the feed: images changed, new findings",
+            format!(
+                "{}, {}",
+                r.advisory_update.images_changed, r.advisory_update.findings_new
+            ),
+        ),
+        (
+            "advisory update: matched and in force, events published (coordinator's log)",
+            format!(
+                "{:.0} ms, {:.0} ms",
+                r.advisory_update.matched_s * 1000.0,
+                r.advisory_update.published_s * 1000.0
+            ),
+        ),
+        (
+            "advisory update: record written to the feed → data in force (polls every 2 s)",
+            format!("{:.2} s", r.advisory_update.written_to_in_force_s),
         ),
     ];
     for (k, v) in rows {

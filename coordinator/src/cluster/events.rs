@@ -26,12 +26,18 @@ pub struct EventLogs {
 #[derive(Default)]
 struct Logs {
     by_scan: HashMap<String, Log>,
+    /// Every log's id, oldest first (ids of logs gone are skipped, and
+    /// dropped when they pile up).
     order: VecDeque<String>,
+    /// Ids of finished logs, in the order they finished: evicted first.
+    finished: VecDeque<String>,
 }
 
 struct Log {
     events: Vec<v1::ScanEvent>,
-    tx: broadcast::Sender<v1::ScanEvent>,
+    /// Made when someone subscribes: most scans (background ones) are
+    /// never watched, and a channel's buffer is allocated whole.
+    tx: Option<broadcast::Sender<v1::ScanEvent>>,
     done: bool,
 }
 
@@ -39,11 +45,15 @@ impl Log {
     fn new() -> Log {
         Log {
             events: Vec::new(),
-            tx: broadcast::channel(1024).0,
+            tx: None,
             done: false,
         }
     }
 }
+
+/// Events a watcher may fall behind by before it reads the scan record
+/// instead (`RecvError::Lagged`).
+const CHANNEL: usize = 256;
 
 impl EventLogs {
     pub fn emit(&self, scan_id: &str, event: Event) {
@@ -55,16 +65,21 @@ impl EventLogs {
         };
         let mut logs = lock(&self.logs);
         if !logs.by_scan.contains_key(scan_id) {
-            logs.evict();
-            logs.by_scan.insert(scan_id.to_owned(), Log::new());
-            logs.order.push_back(scan_id.to_owned());
+            logs.insert(scan_id, Log::new());
         }
-        if let Some(log) = logs.by_scan.get_mut(scan_id) {
-            if log.events.len() < MAX_EVENTS || done {
-                log.events.push(event.clone());
-            }
-            log.done |= done;
-            let _ = log.tx.send(event);
+        let Some(log) = logs.by_scan.get_mut(scan_id) else {
+            return;
+        };
+        if log.events.len() < MAX_EVENTS || done {
+            log.events.push(event.clone());
+        }
+        let finished_now = done && !log.done;
+        log.done |= done;
+        if let Some(tx) = &log.tx {
+            let _ = tx.send(event);
+        }
+        if finished_now {
+            logs.finished.push_back(scan_id.to_owned());
         }
     }
 
@@ -77,28 +92,59 @@ impl EventLogs {
     ) -> (Vec<v1::ScanEvent>, broadcast::Receiver<v1::ScanEvent>) {
         let mut logs = lock(&self.logs);
         if !logs.by_scan.contains_key(scan_id) {
-            logs.evict();
             let mut log = Log::new();
             log.events = rebuild();
             log.done = log.events.iter().any(|e| matches!(e.event, Some(Event::Done(_))));
-            logs.by_scan.insert(scan_id.to_owned(), log);
-            logs.order.push_back(scan_id.to_owned());
+            let done = log.done;
+            logs.insert(scan_id, log);
+            if done {
+                logs.finished.push_back(scan_id.to_owned());
+            }
         }
-        let log = &logs.by_scan[scan_id];
-        (log.events.clone(), log.tx.subscribe())
+        let Some(log) = logs.by_scan.get_mut(scan_id) else {
+            unreachable!("inserted above")
+        };
+        let rx = log
+            .tx
+            .get_or_insert_with(|| broadcast::channel(CHANNEL).0)
+            .subscribe();
+        (log.events.clone(), rx)
     }
 }
 
 impl Logs {
+    fn insert(&mut self, scan_id: &str, log: Log) {
+        self.evict();
+        self.by_scan.insert(scan_id.to_owned(), log);
+        self.order.push_back(scan_id.to_owned());
+        // Ids of logs gone pile up in `order` while finished ones are
+        // evicted: dropped once they are half of it.
+        if self.order.len() > 2 * self.by_scan.len() + 64 {
+            let by_scan = &self.by_scan;
+            self.order.retain(|id| by_scan.contains_key(id));
+        }
+    }
+
+    /// Room for one more log: the oldest finished one goes, else the
+    /// oldest. Amortised constant time (each id is popped once).
     fn evict(&mut self) {
         while self.by_scan.len() >= MAX_LOGS {
-            // The oldest finished log goes; if none is finished, the oldest.
-            let pos = self
-                .order
-                .iter()
-                .position(|id| self.by_scan.get(id).is_none_or(|l| l.done))
-                .unwrap_or(0);
-            match self.order.remove(pos) {
+            let finished = loop {
+                match self.finished.pop_front() {
+                    Some(id) if self.by_scan.get(&id).is_some_and(|l| l.done) => break Some(id),
+                    Some(_) => continue,
+                    None => break None,
+                }
+            };
+            let victim = finished.or_else(|| {
+                while let Some(id) = self.order.pop_front() {
+                    if self.by_scan.contains_key(&id) {
+                        return Some(id);
+                    }
+                }
+                None
+            });
+            match victim {
                 Some(id) => {
                     self.by_scan.remove(&id);
                 }
@@ -159,4 +205,68 @@ pub fn replay(scan: &ScanRecord) -> Vec<v1::ScanEvent> {
         })));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done() -> Event {
+        Event::Done(v1::Done::default())
+    }
+
+    fn progress() -> Event {
+        Event::Submitted(v1::Submitted::default())
+    }
+
+    #[test]
+    fn finished_logs_go_first_and_memory_stays_bounded() {
+        let logs = EventLogs::default();
+        // A long-running scan first, then many that finish.
+        logs.emit("running", progress());
+        for i in 0..3 * MAX_LOGS {
+            let id = format!("s{i}");
+            logs.emit(&id, progress());
+            logs.emit(&id, done());
+        }
+        let l = lock(&logs.logs);
+        assert_eq!(l.by_scan.len(), MAX_LOGS);
+        assert!(l.by_scan.contains_key("running"), "the unfinished log is kept");
+        assert!(l.by_scan.contains_key(&format!("s{}", 3 * MAX_LOGS - 1)));
+        assert!(l.order.len() <= 2 * MAX_LOGS + 64, "{}", l.order.len());
+        assert!(l.finished.len() <= MAX_LOGS + 1, "{}", l.finished.len());
+    }
+
+    #[test]
+    fn when_nothing_finished_the_oldest_goes() {
+        let logs = EventLogs::default();
+        for i in 0..MAX_LOGS + 10 {
+            logs.emit(&format!("s{i}"), progress());
+        }
+        let l = lock(&logs.logs);
+        assert_eq!(l.by_scan.len(), MAX_LOGS);
+        assert!(!l.by_scan.contains_key("s0"));
+        assert!(l.by_scan.contains_key("s10"));
+    }
+
+    #[test]
+    fn a_subscriber_gets_the_past_then_what_follows() {
+        let logs = EventLogs::default();
+        logs.emit("s", progress());
+        let (past, mut rx) = logs.subscribe("s", || unreachable!("the log is kept"));
+        assert_eq!(past.len(), 1);
+        logs.emit("s", done());
+        let next = rx.try_recv().unwrap();
+        assert!(matches!(next.event, Some(Event::Done(_))));
+        // A scan without a log: rebuilt, and followed from there.
+        let (past, _rx) = logs.subscribe("gone", || {
+            vec![v1::ScanEvent {
+                scan_id: "gone".into(),
+                at_unix_ms: 1,
+                event: Some(done()),
+            }]
+        });
+        assert_eq!(past.len(), 1);
+        assert!(lock(&logs.logs).finished.iter().any(|id| id == "gone"));
+    }
 }

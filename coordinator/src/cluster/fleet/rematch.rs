@@ -183,6 +183,7 @@ impl Coordinator {
             new = summary.findings_new,
             resolved = summary.findings_resolved,
             match_secs = matched_in.as_secs_f64(),
+            published_secs = summary.published_in.as_secs_f64(),
             secs = started.elapsed().as_secs_f64(),
             "vulnerability data in force: {}",
             summary.vulndb_version

@@ -44,6 +44,9 @@ async fn two_hundred_images_each_layer_fetched_once_and_a_refresh_fetches_only_n
     // An advisory on a package every Python base has, added through a
     // feed: those images gain findings, without a pull.
     assert!(r.advisory_update.images_changed > 0, "{summary}");
-    assert!(r.advisory_update.findings_new >= r.advisory_update.images_changed, "{summary}");
+    assert!(
+        r.advisory_update.findings_new >= r.advisory_update.images_changed,
+        "{summary}"
+    );
     assert!(!r.samples.is_empty());
 }

@@ -419,6 +419,14 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
         .unwrap_or_default()
 }
 
+fn name_unknown() -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "NAME_UNKNOWN",
+        "repository name not known to registry",
+    )
+}
+
 fn query_param<'a>(uri: &'a Uri, key: &str) -> Option<&'a str> {
     uri.query()?
         .split('&')
@@ -561,11 +569,7 @@ async fn handle(
         Route::Tags(name) => {
             let tags = read(&shared.tags);
             let Some(repo) = tags.get(name) else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "NAME_UNKNOWN",
-                    "repository name not known to registry",
-                );
+                return name_unknown();
             };
             let (items, next) = page(repo.keys(), &uri);
             json_page("tags", Some(name), items, next)
@@ -577,11 +581,7 @@ async fn handle(
             } else {
                 let tags = read(&shared.tags);
                 let Some(repo) = tags.get(name) else {
-                    return error(
-                        StatusCode::NOT_FOUND,
-                        "NAME_UNKNOWN",
-                        "repository name not known to registry",
-                    );
+                    return name_unknown();
                 };
                 let Some(&image) = repo.get(reference) else {
                     return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown");
@@ -601,11 +601,7 @@ async fn handle(
         }
         Route::Blob(name, digest) => {
             if !read(&shared.tags).contains_key(name) {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "NAME_UNKNOWN",
-                    "repository name not known to registry",
-                );
+                return name_unknown();
             }
             let n = shared.blob_requests.fetch_add(1, Ordering::Relaxed) + 1;
             let every = shared.options.throttle_every;

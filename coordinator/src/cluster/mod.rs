@@ -151,6 +151,9 @@ struct Inner {
     fleet_events: crate::notify::EventLog,
     /// Registered images' findings over time (`fleet/history.rs`).
     histories: tokio::sync::Mutex<fleet::Histories>,
+    /// References whose findings changes wait to be recorded, and whether
+    /// a task is recording them (`fleet_reconcile_later` batches).
+    reconcile_pending: std::sync::Mutex<(std::collections::BTreeSet<String>, bool)>,
     /// What is unreferenced, since when, and what was removed (`gc.rs`).
     gc_candidates: Mutex<gc::Candidates>,
     gc_stats: gc::GcStats,
@@ -192,6 +195,7 @@ impl Coordinator {
                 encoded_reports: Mutex::new(HashMap::new()),
                 fleet_events,
                 histories: tokio::sync::Mutex::new(fleet::Histories::default()),
+                reconcile_pending: std::sync::Mutex::default(),
                 gc_candidates: Mutex::new(gc::Candidates::default()),
                 gc_stats: gc::GcStats::default(),
             }),

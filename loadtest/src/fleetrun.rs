@@ -481,7 +481,15 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
     };
     say(format!("re-match: {:?}", r.rematch));
 
-    // An advisory update through the feed.
+    // An advisory update through the feed. Its log line is the next one
+    // putting data in force after those already logged.
+    let in_force_lines = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("vulnerability data in force") && l.contains("match_secs"))
+            .map(plain)
+            .collect()
+    };
+    let logged_before = in_force_lines(&cluster.coordinator_log()).len();
     let before = clients.status().await?;
     let t = Instant::now();
     std::fs::write(
@@ -502,12 +510,11 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
     // The coordinator's log line for it (fields `key=value`).
     let deadline = Instant::now() + Duration::from_secs(120);
     let line = loop {
-        let log = cluster.coordinator_log();
-        if let Some(line) = log
-            .lines()
-            .filter(|l| l.contains("vulnerability data in force"))
-            .map(plain)
-            .find(|l| field(l, "new").is_some_and(|n| n > 0.0))
+        let lines = in_force_lines(&cluster.coordinator_log());
+        if let Some(line) = lines
+            .into_iter()
+            .skip(logged_before)
+            .find(|l| field(l, "added") == Some(1.0))
         {
             break line;
         }

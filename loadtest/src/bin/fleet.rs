@@ -59,6 +59,9 @@ struct Options {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let o = Options::parse();
+    if o.images == 0 || o.workers.contains(&0) {
+        return Err("--images and every --workers count must be at least 1".into());
+    }
     let strata = o.strata.clone().unwrap_or_else(|| {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)

@@ -17,7 +17,8 @@ use crate::util::lock;
 use strata_proto::text::now_unix_ms;
 use strata_worker::rate_limit::RateLimitWait;
 
-/// Entries of `Inner::known_digests` kept before it starts afresh.
+/// Entries of `Inner::known_digests` kept before it starts afresh, at
+/// least (more when the fleet has more images: see `submit`).
 const MAX_KNOWN_DIGESTS: usize = 100_000;
 
 /// What a manifest HEAD said, shared between the submits that waited for it.
@@ -105,8 +106,13 @@ impl Coordinator {
                 .index_digest
                 .as_ref()
                 .unwrap_or(&resolved.manifest_digest);
+            // Room for every registered image twice over (a tag moved keeps
+            // its old digest known for a while): a fixed cap below the fleet
+            // cleared the map during every refresh of a 100,000-image fleet,
+            // and each tag then took a full resolve (two manifest requests).
+            let cap = MAX_KNOWN_DIGESTS.max(2 * self.inner.fleet.image_count());
             let mut known = lock(&self.inner.known_digests);
-            if known.len() >= MAX_KNOWN_DIGESTS {
+            if known.len() >= cap {
                 known.clear();
             }
             known.insert((top.to_string(), platform_key.clone()), image_digest.clone());

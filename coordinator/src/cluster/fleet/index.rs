@@ -669,6 +669,12 @@ pub struct FleetIndex {
 }
 
 impl FleetIndex {
+    /// References the index knows (registered ones and scanned ones): what
+    /// caches keyed by image are sized by.
+    pub(in crate::cluster) fn image_count(&self) -> usize {
+        self.read().images.len()
+    }
+
     pub(super) fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         crate::util::read(&self.state)
     }

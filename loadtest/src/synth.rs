@@ -170,16 +170,7 @@ pub fn advisories(n: usize, rng: &mut fastrand::Rng) -> Vec<Advisory> {
             Vec::new()
         };
         // Debian advisories usually cover several releases.
-        let releases: Vec<Option<String>> = if eco.is_os() {
-            DISTROS
-                .iter()
-                .filter(|d| d.eco == eco)
-                .map(|d| Some(d.release.to_owned()))
-                .collect()
-        } else {
-            vec![None]
-        };
-        for release in releases {
+        for release in releases(eco) {
             affected.push(AffectedEntry {
                 ecosystem: eco,
                 release,
@@ -278,4 +269,18 @@ pub fn inventories(
         images.push((Some(os), pkgs));
     }
     images
+}
+
+/// The releases an advisory on `eco` names: every release of the fleet's
+/// distros for an OS ecosystem, none for a language one.
+pub fn releases(eco: Ecosystem) -> Vec<Option<String>> {
+    if eco.is_os() {
+        DISTROS
+            .iter()
+            .filter(|d| d.eco == eco)
+            .map(|d| Some(d.release.to_owned()))
+            .collect()
+    } else {
+        vec![None]
+    }
 }

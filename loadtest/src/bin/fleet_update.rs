@@ -254,19 +254,6 @@ fn typical_names(count: usize, rng: &mut fastrand::Rng) -> Vec<(Ecosystem, Strin
     names.into_iter().collect()
 }
 
-/// The releases an advisory on `eco` names (all the fleet's, for an OS).
-fn releases(eco: Ecosystem) -> Vec<Option<String>> {
-    if eco.is_os() {
-        synth::DISTROS
-            .iter()
-            .filter(|d| d.eco == eco)
-            .map(|d| Some(d.release.to_owned()))
-            .collect()
-    } else {
-        vec![None]
-    }
-}
-
 /// A new advisory on `name`, fixed at `fixed`.
 fn advisory(id: String, eco: Ecosystem, name: &str, severity: Severity, fixed: String) -> Advisory {
     let kind = if matches!(eco, Ecosystem::Go | Ecosystem::CratesIo | Ecosystem::Npm) {
@@ -281,7 +268,7 @@ fn advisory(id: String, eco: Ecosystem, name: &str, severity: Severity, fixed: S
         score: Some(7.5),
         score_source: "CVSS:3.1".into(),
         modified: "2026-12-07T00:00:00Z".into(),
-        affected: releases(eco)
+        affected: synth::releases(eco)
             .into_iter()
             .map(|release| AffectedEntry {
                 ecosystem: eco,

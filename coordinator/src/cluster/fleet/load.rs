@@ -85,6 +85,9 @@ impl Coordinator {
     /// events like any other change. A first start stores the revision only.
     pub(in crate::cluster) async fn fleet_check_matcher(&self) -> Result<(), CoordinatorError> {
         let current = crate::matching::MATCHER_REVISION.to_string();
+        // The index whole first: an index that failed to load would look
+        // empty, and the new revision be stored with nothing re-matched.
+        self.fleet_ready().await?;
         let stored = self.inner.buckets.images.get(MATCHER_REVISION_KEY).await?;
         let stored = stored.map(|e| String::from_utf8_lossy(&e.value).into_owned());
         if stored.as_deref() == Some(current.as_str()) {

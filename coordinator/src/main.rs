@@ -28,8 +28,10 @@ fn main() -> ExitCode {
         // The reader went away (`strata sbom … | head`): not an error.
         Err(err) if is_broken_pipe(&err) => ExitCode::from(cli::EXIT_OK),
         Err(err) => {
-            // One line, with the chain of causes: CI logs read this.
-            eprintln!("strata: {}", one_line(&err));
+            // One line, with the chain of causes: CI logs read this. It may
+            // quote outside text (a tar path, a tag): escaped, so it cannot
+            // drive the terminal.
+            eprintln!("strata: {}", strata_proto::text::escape_controls(&one_line(&err)));
             ExitCode::from(cli::EXIT_ERROR)
         }
     }

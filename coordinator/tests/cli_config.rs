@@ -96,3 +96,68 @@ fn bad_files_are_one_line_errors_naming_file_and_key() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{role} {text:?}: {stderr}");
     }
 }
+
+/// Two processes of one role on a host collide on its default metrics
+/// port: the error says so and how out; port 0 picks a free port, logged
+/// before anything connects.
+#[test]
+fn a_taken_metrics_port_is_explained_and_port_zero_picks_a_free_one() {
+    use std::io::{BufRead as _, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = taken.local_addr().unwrap().to_string();
+    // NATS is never reached: the metrics address is bound first.
+    let nats = "nats://127.0.0.1:1";
+    let (code, stderr) = strata(
+        &[
+            "worker",
+            "--nats",
+            nats,
+            "--store",
+            &store,
+            "--metrics-listen",
+            &at,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("binding the metrics address {at}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("port 0 for a free one"), "{stderr}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "worker",
+            "--nats",
+            nats,
+            "--store",
+            &store,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("STRATA_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut found = None;
+    for line in BufReader::new(stderr).lines().take(50) {
+        let line = line.unwrap();
+        if line.contains("metrics and health listening") {
+            found = Some(line);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = found.expect("no line giving the metrics address");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("metrics="))
+        .unwrap_or_else(|| panic!("no metrics= in {line:?}"));
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(port, 0, "{line}");
+}

@@ -455,3 +455,34 @@ fn openvex_statements_remove_findings_by_product() {
     assert_eq!(after["suppressed"], 2);
     assert_eq!(ids(&after).len() + 2, ids(&before).len());
 }
+
+/// `--sbom` of something with no size to check first (a device, a pipe)
+/// stops reading at the cap: `/dev/zero` used to grow to 2 GB first.
+#[test]
+fn an_endless_sbom_input_stops_at_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let out = strata(&["scan", "--db", db.to_str().unwrap(), "--sbom", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/dev/zero"), "{stderr}");
+    assert!(stderr.contains("byte limit"), "{stderr}");
+}
+
+/// Outside text in the final error line (here a path naming no image)
+/// cannot drive the terminal: its control characters come out escaped.
+#[test]
+fn the_error_line_escapes_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let hostile = dir.path().join("no-such\u{1b}[2J\u{1b}]0;owned\u{7}layout");
+    let reference = format!("oci-dir:{}", hostile.display());
+    let out = strata(&["scan", "--db", db.to_str().unwrap(), &reference]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+        "{stderr:?}"
+    );
+    assert!(stderr.contains("no-such\\u{1b}[2J"), "{stderr:?}");
+}

@@ -701,3 +701,48 @@ async fn a_layer_failing_every_delivery_fails_its_image_only() {
     // Two deliveries, each retrying its 429s a few times: bounded, not endless.
     assert!(flaky.throttled() >= 2, "{}", flaky.throttled());
 }
+
+/// With NATS gone, a drain can wait forever (reconnecting, flushing):
+/// SIGTERM ends each role within its `--shutdown-timeout-secs`, with a
+/// log line saying so and status 2 (issue 16: both were still running
+/// 30 s after SIGTERM).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_nats_down_exits_within_the_shutdown_deadline() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(STRATA, dir.path());
+    let mut cluster = Cluster::builder(STRATA)
+        .workers(1)
+        .db(&db)
+        .coordinator_args(["--shutdown-timeout-secs", "3"])
+        .worker_args(["--shutdown-timeout-secs", "3", "--shutdown-grace-secs", "1"])
+        .start()
+        .unwrap();
+    cluster.nats_mut().stop();
+    // Both notice the server gone before the signal.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let asked = Instant::now();
+    let coordinator = cluster.terminate_coordinator().unwrap();
+    let coordinator_took = asked.elapsed();
+    let asked = Instant::now();
+    let worker = cluster.terminate_worker(0).unwrap();
+    let worker_took = asked.elapsed();
+
+    for (role, status, took, log) in [
+        (
+            "coordinator",
+            coordinator,
+            coordinator_took,
+            cluster.coordinator_log(),
+        ),
+        ("worker", worker, worker_took, cluster.worker_log(0)),
+    ] {
+        assert!(took < Duration::from_secs(15), "{role} took {took:?}\n{log}");
+        assert_eq!(status.code(), Some(2), "{role}: {status:?}\n{log}");
+        assert!(
+            log.contains("shutdown did not finish within the deadline"),
+            "{role}\n{log}"
+        );
+    }
+}

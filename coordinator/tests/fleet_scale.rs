@@ -50,3 +50,77 @@ async fn two_hundred_images_each_layer_fetched_once_and_a_refresh_fetches_only_n
     );
     assert!(!r.samples.is_empty());
 }
+
+/// `fleet --server`: the run against a cluster it did not start (here one
+/// the test starts, as an SRE would have): the fleet registered through
+/// that coordinator, every image reported, each layer fetched once, NATS
+/// storage read from the server, the advisory update written to the
+/// directory that cluster polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_runs_through_a_cluster_started_elsewhere() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pypi = strata_loadtest::fleetgen::data::default_testdata().join("osv/PyPI/all.zip");
+    let db = strata_harness::fixtures::import_db(
+        std::process::Command::new(STRATA),
+        dir.path(),
+        &[pypi.as_path()],
+    );
+    let feed_dir = dir.path().join("feed");
+    std::fs::create_dir_all(&feed_dir).unwrap();
+    std::fs::write(
+        feed_dir.join("EXISTING-0.json"),
+        serde_json::json!({
+            "schema_version": "1.6.0", "id": "EXISTING-0", "modified": "2026-01-01T00:00:00Z",
+            "affected": [{ "package": { "ecosystem": "PyPI", "name": "strata-no-such-package" },
+                           "ranges": [{ "type": "ECOSYSTEM", "events": [{ "introduced": "0" }] }] }],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let port = strata_harness::fixtures::free_port();
+    let registry_host = format!("127.0.0.1:{port}");
+    let cluster = strata_harness::Cluster::builder(STRATA)
+        .workers(1)
+        .db(&db)
+        .insecure_registry(registry_host.clone())
+        .coordinator_args([
+            "--feed".to_owned(),
+            format!("file://{}/", feed_dir.display()),
+            "--feed-interval-secs".to_owned(),
+            "2".to_owned(),
+        ])
+        .start()
+        .unwrap();
+
+    let mut options = fleetrun::options(60, 1, STRATA.into());
+    options.fleet.base_bytes = 16 << 10;
+    options.fleet.app_bytes = 4 << 10;
+    options.timeout = Duration::from_secs(300);
+    options.registry.listen = Some(registry_host.parse().unwrap());
+    options.target = fleetrun::Target::Existing {
+        server: cluster.grpc_url(),
+        nats: Some(cluster.nats().url()),
+        feed_dir: Some(feed_dir.clone()),
+    };
+    let r = fleetrun::run(&options, true).await.unwrap();
+    let summary = fleetrun::markdown("existing", &r);
+
+    assert_eq!(r.cluster, cluster.grpc_url(), "{summary}");
+    assert_eq!(r.workers, 1, "{summary}");
+    assert_eq!(r.images_complete, r.tags as u64, "{summary}");
+    assert_eq!(r.images_failed, 0, "{summary}");
+    assert_eq!(r.blob_fetches, r.unique_layers as u64, "{summary}");
+    assert_eq!(r.refresh.blob_fetches, r.refresh.new_layers as u64, "{summary}");
+    assert!(r.nats_store_bytes > 0, "{summary}");
+    assert!(r.advisory_update.written_to_in_force_s > 0.0, "{summary}");
+    assert!(r.advisory_update.events > 0, "{summary}");
+    // What this side cannot see is said, not printed as zero.
+    assert!(summary.contains("not measured (existing cluster)"), "{summary}");
+    assert_eq!(r.coordinator_peak_rss_bytes, 0, "{summary}");
+    // Logs written to a file carry no colour codes (issue 16).
+    let (coordinator_log, worker_log) = (cluster.coordinator_log(), cluster.worker_log(0));
+    assert!(coordinator_log.contains("scan done"), "{coordinator_log}");
+    assert!(!coordinator_log.contains('\u{1b}'), "{coordinator_log}");
+    assert!(!worker_log.contains('\u{1b}'), "{worker_log}");
+}

@@ -42,6 +42,30 @@ pub struct RunOptions {
     pub register_concurrency: usize,
     /// Extra `strata worker` arguments.
     pub worker_args: Vec<String>,
+    /// The cluster: started here, or one already running.
+    pub target: Target,
+}
+
+/// Which cluster the fleet goes through.
+#[derive(Debug, Clone, Default)]
+pub enum Target {
+    /// A nats-server, `strata coordinator` and `workers` `strata worker`
+    /// processes started for the run (the harness's [`Cluster`]).
+    #[default]
+    Start,
+    /// A cluster already running. Its coordinators and workers must reach
+    /// the synthetic registry (`RegistryOptions::listen`) over plain HTTP
+    /// (`--insecure-registry HOST` on each). CPU and memory of its
+    /// processes are not measured.
+    Existing {
+        /// A coordinator's gRPC address (`http://host:port`).
+        server: String,
+        /// Its NATS, for the JetStream storage at the end.
+        nats: Option<String>,
+        /// A directory the cluster polls as a feed (`--feed file://DIR/`):
+        /// the advisory update is written there. None: no advisory update.
+        feed_dir: Option<PathBuf>,
+    },
 }
 
 /// One moment of a pass.
@@ -93,6 +117,8 @@ pub struct AdvisoryUpdate {
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct RunResults {
+    /// `started`, or the address of the existing cluster run against.
+    pub cluster: String,
     pub images: usize,
     pub tags: usize,
     pub repositories: usize,
@@ -139,7 +165,7 @@ fn proc_status_bytes(pid: u32, field: &str) -> u64 {
 }
 
 /// User + system CPU seconds of `pid` (clock ticks of 1/100 s, Linux's `USER_HZ`).
-fn cpu_seconds(pid: u32) -> f64 {
+pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -180,14 +206,23 @@ fn layer_fetches(registry: &SyntheticRegistry) -> (u64, usize) {
     (total, fetched)
 }
 
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    complete: u64,
+    failed: u64,
+    in_progress: u64,
+    findings: u64,
+}
+
 struct Clients {
     fleet: FleetServiceClient<tonic::transport::Channel>,
     admin: AdminServiceClient<tonic::transport::Channel>,
 }
 
 impl Clients {
-    /// (complete, failed, findings) as the fleet summary counts them.
-    async fn done(&mut self) -> Result<(u64, u64, u64), BoxError> {
+    /// Images complete, failed and still in progress, and findings, as the
+    /// fleet summary counts them.
+    async fn done(&mut self) -> Result<Counts, BoxError> {
         let s = self
             .fleet
             .summary(v1::SummaryRequest { top_n: 1 })
@@ -207,11 +242,12 @@ impl Clients {
                 + u64::from(c.low)
                 + u64::from(c.unknown)
         });
-        Ok((
-            count(v1::ScanStatus::Complete),
-            count(v1::ScanStatus::Failed),
+        Ok(Counts {
+            complete: count(v1::ScanStatus::Complete),
+            failed: count(v1::ScanStatus::Failed),
+            in_progress: count(v1::ScanStatus::Pending) + count(v1::ScanStatus::Running),
             findings,
-        ))
+        })
     }
 
     async fn status(&mut self) -> Result<v1::GetStatusResponse, BoxError> {
@@ -281,7 +317,11 @@ async fn wait_pass(
     timeout: Duration,
     samples: &mut Vec<Sample>,
     quiet: bool,
+    before: Counts,
 ) -> Result<Pass, BoxError> {
+    // Images the cluster had before this pass (an existing cluster, or the
+    // refresh): complete and failed are counted from there.
+    let before_known = before.complete + before.failed > 0;
     let started = Instant::now();
     let mut registered: Option<(usize, f64)> = None;
     loop {
@@ -295,7 +335,11 @@ async fn wait_pass(
                 );
             }
         }
-        let (complete, failed, findings) = clients.done().await?;
+        let now = clients.done().await?;
+        let (complete, failed) = (
+            now.complete.saturating_sub(before.complete),
+            now.failed.saturating_sub(before.failed),
+        );
         let (pending, in_flight) = clients.queue().await?;
         let sample = Sample {
             t_s: started.elapsed().as_secs_f64(),
@@ -311,8 +355,12 @@ async fn wait_pass(
             );
         }
         samples.push(sample);
+        // Done: every tag registered (each submitted as it was), no image
+        // still in progress, nothing queued. On a cluster that already held
+        // some of these images, fewer than `tags` become complete here.
         if let Some((tags, register_s)) = registered
-            && complete + failed >= tags as u64
+            && (complete + failed >= tags as u64 || before_known)
+            && now.in_progress == 0
             && pending == 0
             && in_flight == 0
         {
@@ -321,7 +369,7 @@ async fn wait_pass(
                 register_s,
                 complete,
                 failed,
-                findings,
+                findings: now.findings,
             });
         }
         if started.elapsed() > timeout {
@@ -363,39 +411,38 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
     ));
 
     let dir = tempfile::tempdir()?;
-    let pypi = o.testdata.join("osv/PyPI/all.zip");
-    let db = strata_harness::fixtures::import_db(Command::new(&o.strata), dir.path(), &[pypi.as_path()]);
-    // Feeds: the PyPI export, and a directory the advisory update is written to.
-    let updates = dir.path().join("updates");
-    std::fs::create_dir_all(&updates)?;
-    std::fs::write(
-        updates.join("STRATA-FLEET-0.json"),
-        advisory("STRATA-FLEET-0", "strata-no-such-package").to_string(),
-    )?;
-    let feeds = [
-        "--feed".to_owned(),
-        format!("file://{}", pypi.display()),
-        "--feed".to_owned(),
-        format!("file://{}/", updates.display()),
-        "--feed-interval-secs".to_owned(),
-        "2".to_owned(),
-    ];
-    let cluster = Cluster::builder(&o.strata)
-        .workers(o.workers)
-        .db(&db)
-        .insecure_registry(registry.host())
-        .worker_args(o.worker_args.clone())
-        .coordinator_args(feeds)
-        .start()?;
-    let channel = tonic::transport::Endpoint::from_shared(cluster.grpc_url())?
+    let (cluster, updates) = match &o.target {
+        Target::Start => {
+            let (cluster, updates) = start_cluster(o, &registry, dir.path())?;
+            (Some(cluster), Some(updates))
+        }
+        Target::Existing { feed_dir, .. } => (None, feed_dir.clone()),
+    };
+    let server = match (&cluster, &o.target) {
+        (Some(c), _) => c.grpc_url(),
+        (None, Target::Existing { server, .. }) => server.clone(),
+        (None, Target::Start) => unreachable!("a started cluster is Some"),
+    };
+    r.cluster = if cluster.is_some() {
+        "started".into()
+    } else {
+        server.clone()
+    };
+    let channel = tonic::transport::Endpoint::from_shared(server.clone())?
         .connect()
-        .await?;
+        .await
+        .map_err(|e| format!("connecting to the coordinator at {server}: {e}"))?;
     let mut clients = Clients {
         fleet: FleetServiceClient::new(channel.clone()),
         admin: AdminServiceClient::new(channel),
     };
+    if cluster.is_none() {
+        r.workers = clients.status().await?.workers.len();
+        say(format!("existing cluster at {server}: {} workers", r.workers));
+    }
 
     // First pass: registration submits scans as it goes.
+    let before = clients.done().await?;
     let started = Instant::now();
     let registering = register_all(
         &clients.fleet,
@@ -411,6 +458,7 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
         o.timeout,
         &mut samples,
         quiet,
+        before,
     )
     .await?;
     r.first_pass_s = started.elapsed().as_secs_f64();
@@ -425,9 +473,9 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
     r.bytes_fetched = registry.layer_bytes();
     r.images_per_s = r.images as f64 / r.first_pass_s;
     r.layers_per_s = fetched as f64 / r.first_pass_s;
-    let pids: Vec<u32> = (0..cluster.worker_count())
-        .filter_map(|i| cluster.worker_pid(i))
-        .collect();
+    let pids: Vec<u32> = cluster.as_ref().map_or_else(Vec::new, |c| {
+        (0..c.worker_count()).filter_map(|i| c.worker_pid(i)).collect()
+    });
     r.worker_cpu_s = pids.iter().map(|&p| cpu_seconds(p)).sum();
     r.cpu_s_per_layer = r.worker_cpu_s / fetched.max(1) as f64;
     r.samples = samples;
@@ -437,6 +485,7 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
     let layers_before = registry.layer_digests().len();
     let moved = registry.move_tags(moves, o.fleet.seed ^ 0x5eed);
     let (fetches_before, manifests_before) = (layer_fetches(&registry).0, registry.manifest_requests());
+    let before = clients.done().await?;
     let t = Instant::now();
     let registering = register_all(
         &clients.fleet,
@@ -452,6 +501,7 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
         o.timeout,
         &mut refresh_samples,
         true,
+        before,
     )
     .await?;
     if pass.tags != tags {
@@ -481,69 +531,147 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
     };
     say(format!("re-match: {:?}", r.rematch));
 
-    // An advisory update through the feed. Its log line is the next one
-    // putting data in force after those already logged.
+    match &updates {
+        Some(updates) => {
+            r.advisory_update = advisory_update(&mut clients, cluster.as_ref(), updates).await?;
+            say(format!("advisory update: {:?}", r.advisory_update));
+        }
+        None => say("advisory update: skipped (no --feed-dir for the existing cluster)".into()),
+    }
+
+    match &cluster {
+        Some(cluster) => {
+            r.coordinator_cpu_s = cluster.coordinator_pid().map_or(0.0, cpu_seconds);
+            r.coordinator_peak_rss_bytes = cluster
+                .coordinator_pid()
+                .map_or(0, |p| proc_status_bytes(p, "VmHWM:"));
+            r.worker_peak_rss_bytes = pids
+                .iter()
+                .map(|&p| proc_status_bytes(p, "VmHWM:"))
+                .max()
+                .unwrap_or(0);
+            r.nats_store_bytes = dir_bytes(&cluster.nats().store_dir());
+            r.object_store_bytes = cluster.store_dir().map_or(0, |d| dir_bytes(&d));
+        }
+        None => {
+            if let Target::Existing { nats: Some(url), .. } = &o.target {
+                r.nats_store_bytes = jetstream_storage(url).await?;
+            }
+        }
+    }
+    drop(cluster);
+    Ok(r)
+}
+
+/// Starts nats-server, a coordinator polling two feeds (the PyPI export,
+/// and a directory the advisory update is written to, returned) and the
+/// workers, all allowed plain HTTP to the synthetic registry.
+fn start_cluster(
+    o: &RunOptions,
+    registry: &SyntheticRegistry,
+    dir: &Path,
+) -> Result<(Cluster, PathBuf), BoxError> {
+    let pypi = o.testdata.join("osv/PyPI/all.zip");
+    let db = strata_harness::fixtures::import_db(Command::new(&o.strata), dir, &[pypi.as_path()]);
+    let updates = dir.join("updates");
+    std::fs::create_dir_all(&updates)?;
+    // A feed directory holds at least one record.
+    std::fs::write(
+        updates.join("STRATA-FLEET-0.json"),
+        advisory("STRATA-FLEET-0", "strata-no-such-package").to_string(),
+    )?;
+    let feeds = [
+        "--feed".to_owned(),
+        format!("file://{}", pypi.display()),
+        "--feed".to_owned(),
+        format!("file://{}/", updates.display()),
+        "--feed-interval-secs".to_owned(),
+        "2".to_owned(),
+    ];
+    let cluster = Cluster::builder(&o.strata)
+        .workers(o.workers)
+        .db(&db)
+        .insecure_registry(registry.host())
+        .worker_args(o.worker_args.clone())
+        .coordinator_args(feeds)
+        .start()?;
+    Ok((cluster, updates))
+}
+
+/// Bytes JetStream stores for the account (streams and key-value buckets).
+async fn jetstream_storage(url: &str) -> Result<u64, BoxError> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| format!("connecting to NATS at {url}: {e}"))?;
+    let account = async_nats::jetstream::new(client).query_account().await?;
+    Ok(account.storage)
+}
+
+/// An advisory update through the feed directory `updates`: one advisory
+/// on a package every Python base has. With a started cluster, the
+/// coordinator's log gives its own figures (the log line putting data in
+/// force after those already logged).
+async fn advisory_update(
+    clients: &mut Clients,
+    cluster: Option<&Cluster>,
+    updates: &Path,
+) -> Result<AdvisoryUpdate, BoxError> {
     let in_force_lines = |log: &str| -> Vec<String> {
         log.lines()
             .filter(|l| l.contains("vulnerability data in force") && l.contains("match_secs"))
             .map(plain)
             .collect()
     };
-    let logged_before = in_force_lines(&cluster.coordinator_log()).len();
+    let logged_before = cluster.map_or(0, |c| in_force_lines(&c.coordinator_log()).len());
+    let mut update = AdvisoryUpdate::default();
+    // A distinct id per run: a feed directory of an existing cluster may
+    // hold earlier runs' records.
+    let id = format!("STRATA-FLEET-{}", strata_proto::text::now_unix_ms());
     let before = clients.status().await?;
     let t = Instant::now();
     std::fs::write(
-        updates.join("STRATA-FLEET-1.json"),
-        advisory("STRATA-FLEET-1", "setuptools").to_string(),
+        updates.join(format!("{id}.json")),
+        advisory(&id, "setuptools").to_string(),
     )?;
     loop {
         let now = clients.status().await?;
         if now.vulndb.as_ref().map(|v| &v.version) != before.vulndb.as_ref().map(|v| &v.version) {
-            r.advisory_update.written_to_in_force_s = t.elapsed().as_secs_f64();
+            update.written_to_in_force_s = t.elapsed().as_secs_f64();
             break;
         }
         if t.elapsed() > Duration::from_secs(120) {
-            return Err("the advisory update was not put in force within 120 s".into());
+            return Err(format!(
+                "the advisory update written to {} was not put in force within 120 s (does the cluster poll it as a feed?)",
+                updates.display()
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The coordinator's log line for it (fields `key=value`).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let line = loop {
-        let lines = in_force_lines(&cluster.coordinator_log());
-        if let Some(line) = lines
-            .into_iter()
-            .skip(logged_before)
-            .find(|l| field(l, "added") == Some(1.0))
-        {
-            break line;
-        }
-        if Instant::now() > deadline {
-            return Err("no log line for the advisory update".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    if let Some(cluster) = cluster {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let line = loop {
+            let lines = in_force_lines(&cluster.coordinator_log());
+            if let Some(line) = lines
+                .into_iter()
+                .skip(logged_before)
+                .find(|l| field(l, "added") == Some(1.0))
+            {
+                break line;
+            }
+            if Instant::now() > deadline {
+                return Err("no log line for the advisory update".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        update.matched_s = field(&line, "match_secs").unwrap_or(0.0);
+        update.published_s = field(&line, "published_secs").unwrap_or(0.0);
+        update.images_changed = field(&line, "images").unwrap_or(0.0) as u64;
+        update.findings_new = field(&line, "new").unwrap_or(0.0) as u64;
+    }
     let events_before = before.events.map_or(0, |e| e.last_sequence);
-    r.advisory_update.matched_s = field(&line, "match_secs").unwrap_or(0.0);
-    r.advisory_update.published_s = field(&line, "published_secs").unwrap_or(0.0);
-    r.advisory_update.images_changed = field(&line, "images").unwrap_or(0.0) as u64;
-    r.advisory_update.findings_new = field(&line, "new").unwrap_or(0.0) as u64;
-    r.advisory_update.events = clients.status().await?.events.map_or(0, |e| e.last_sequence) - events_before;
-    say(format!("advisory update: {:?}", r.advisory_update));
-
-    r.coordinator_cpu_s = cluster.coordinator_pid().map_or(0.0, cpu_seconds);
-    r.coordinator_peak_rss_bytes = cluster
-        .coordinator_pid()
-        .map_or(0, |p| proc_status_bytes(p, "VmHWM:"));
-    r.worker_peak_rss_bytes = pids
-        .iter()
-        .map(|&p| proc_status_bytes(p, "VmHWM:"))
-        .max()
-        .unwrap_or(0);
-    r.nats_store_bytes = dir_bytes(&cluster.nats().store_dir());
-    r.object_store_bytes = cluster.store_dir().map_or(0, |d| dir_bytes(&d));
-    drop(cluster);
-    Ok(r)
+    update.events = clients.status().await?.events.map_or(0, |e| e.last_sequence) - events_before;
+    Ok(update)
 }
 
 /// An OSV record: every PyPI version of `package` affected, no fix.
@@ -595,13 +723,26 @@ pub fn options(images: usize, workers: usize, strata: PathBuf) -> RunOptions {
         timeout: Duration::from_secs(3600),
         register_concurrency: 16,
         worker_args: Vec::new(),
+        target: Target::Start,
     }
 }
 
 /// The Markdown summary of `r`.
 pub fn markdown(name: &str, r: &RunResults) -> String {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    // An existing cluster's processes are not ours to measure.
+    let started = r.cluster == "started" || r.cluster.is_empty();
+    let ours = |v: String| {
+        if started {
+            v
+        } else {
+            "not measured (existing cluster)".to_owned()
+        }
+    };
     let mut s = format!("# Fleet run `{name}`\n\n");
+    if !started {
+        s += &format!("Through the existing cluster at `{}`.\n\n", r.cluster);
+    }
     s += &format!(
         "{} images ({} tags, {} repositories, {} bases) on {} workers; {} unique layers of {} listed.\n\n",
         r.images, r.tags, r.repositories, r.bases, r.workers, r.unique_layers, r.layer_references
@@ -643,31 +784,35 @@ pub fn markdown(name: &str, r: &RunResults) -> String {
         ),
         (
             "worker CPU per layer",
-            format!(
+            ours(format!(
                 "{:.1} ms ({:.1} s in all)",
                 r.cpu_s_per_layer * 1000.0,
                 r.worker_cpu_s
-            ),
+            )),
         ),
         (
             "coordinator CPU (whole run)",
-            format!("{:.1} s", r.coordinator_cpu_s),
+            ours(format!("{:.1} s", r.coordinator_cpu_s)),
         ),
         (
             "coordinator peak RSS",
-            format!("{:.0} MiB", mib(r.coordinator_peak_rss_bytes)),
+            ours(format!("{:.0} MiB", mib(r.coordinator_peak_rss_bytes))),
         ),
         (
             "worker peak RSS (largest)",
-            format!("{:.0} MiB", mib(r.worker_peak_rss_bytes)),
+            ours(format!("{:.0} MiB", mib(r.worker_peak_rss_bytes))),
         ),
         (
             "NATS store at the end",
-            format!("{:.1} MiB", mib(r.nats_store_bytes)),
+            if started || r.nats_store_bytes > 0 {
+                format!("{:.1} MiB", mib(r.nats_store_bytes))
+            } else {
+                "not measured (no --nats)".to_owned()
+            },
         ),
         (
             "object store at the end",
-            format!("{:.1} MiB", mib(r.object_store_bytes)),
+            ours(format!("{:.1} MiB", mib(r.object_store_bytes))),
         ),
         (
             "refresh: tags moved, new layers, blob fetches",
@@ -689,22 +834,29 @@ pub fn markdown(name: &str, r: &RunResults) -> String {
         ),
         (
             "advisory update via the feed: images changed, new findings",
-            format!(
+            ours(format!(
                 "{}, {}",
                 r.advisory_update.images_changed, r.advisory_update.findings_new
-            ),
+            )),
         ),
         (
             "advisory update: matched and in force, events published (coordinator's log)",
-            format!(
+            ours(format!(
                 "{:.0} ms, {:.0} ms",
                 r.advisory_update.matched_s * 1000.0,
                 r.advisory_update.published_s * 1000.0
-            ),
+            )),
         ),
         (
             "advisory update: record written to the feed → data in force (polls every 2 s)",
-            format!("{:.2} s", r.advisory_update.written_to_in_force_s),
+            if r.advisory_update.written_to_in_force_s > 0.0 {
+                format!(
+                    "{:.2} s ({} events)",
+                    r.advisory_update.written_to_in_force_s, r.advisory_update.events
+                )
+            } else {
+                "not run (no feed directory)".to_owned()
+            },
         ),
     ];
     for (k, v) in rows {

@@ -53,6 +53,9 @@ pub struct RegistryOptions {
     pub throttle_every: u64,
     /// Added before every answer.
     pub latency: Duration,
+    /// Where to listen (default `127.0.0.1:0`, a free loopback port); a
+    /// cluster on other hosts needs an address they can reach.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// A layer as served: its digest, uncompressed digest and size.
@@ -101,7 +104,8 @@ fn sha256(bytes: &[u8]) -> String {
 
 impl SyntheticRegistry {
     /// Generates every layer the fleet uses once (in parallel) to learn its
-    /// digest, builds the manifests, and starts serving on `127.0.0.1:0`.
+    /// digest, builds the manifests, and starts serving on
+    /// `options.listen` (default `127.0.0.1:0`).
     pub fn start(fleet: Fleet, options: RegistryOptions) -> std::io::Result<SyntheticRegistry> {
         let token = format!("synthetic-{:016x}", fleet.config.seed);
         let shared = Arc::new(Shared {
@@ -128,7 +132,11 @@ impl SyntheticRegistry {
             }
         }
 
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let listen = shared
+            .options
+            .listen
+            .unwrap_or_else(|| (Ipv4Addr::LOCALHOST, 0).into());
+        let listener = std::net::TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -39,6 +39,26 @@ pub fn one_line(s: &str, n: usize) -> String {
     cut_marked(&flat, n)
 }
 
+/// `s` safe to print on a terminal: control characters (ESC, which starts
+/// colour and cursor sequences, and the rest) and the Unicode bidirectional
+/// overrides, which reorder what a reader sees, written as `\u{..}`
+/// escapes. For messages that may quote outside text (a tar path, a tag).
+pub fn escape_controls(s: &str) -> String {
+    let hidden = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(hidden) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if hidden(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// An error and its sources, `: `-joined, skipping a source whose text the
 /// message already carries (some errors print their source inline, some
 /// hide the useful part there: reqwest, rustls).
@@ -59,6 +79,15 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn controls_and_bidi_overrides_are_escaped() {
+        assert_eq!(escape_controls("plain ü"), "plain ü");
+        assert_eq!(
+            escape_controls("tag\u{1b}[31mred\u{7}\u{202e}x"),
+            "tag\\u{1b}[31mred\\u{7}\\u{202e}x"
+        );
+    }
 
     #[test]
     fn cuts_on_characters_not_bytes() {

@@ -68,6 +68,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server process's id while it runs (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// The JetStream store directory (`-sd`).
     pub fn store_dir(&self) -> PathBuf {
         self.dir.path().join("store")

@@ -126,6 +126,11 @@ impl Registry {
         RegistryClient::new(&self.url(), None)
     }
 
+    /// The server process's id while it runs (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// The filesystem storage root (`storage.filesystem.rootdirectory`).
     pub fn storage_dir(&self) -> PathBuf {
         self.dir.path().join("storage")

@@ -147,10 +147,16 @@ pub async fn serve_all(
     health_reporter
         .set_serving::<AdminServiceServer<AdminApi>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both versions: `grpc.reflection.v1`, and `v1alpha` for
+    // the clients that speak only it (grpcurl before 1.9, Python's
+    // grpcio-reflection, Postman, Evans).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     if scan.is_some() {
         health_reporter.set_serving::<ScanServiceServer<ScanApi>>().await;
@@ -170,7 +176,8 @@ pub async fn serve_all(
     let auth = security.interceptor();
     server
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(AdminServiceServer::with_interceptor(admin, auth.clone()))
         .add_optional_service(scan.map(|s| {
             tonic::service::interceptor::InterceptedService::new(

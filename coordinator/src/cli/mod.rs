@@ -87,8 +87,10 @@ pub fn init_logging(global: &GlobalArgs) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match global.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(strata_worker::telemetry::stderr_colours())
+            .init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
     }
 }
 

@@ -127,12 +127,36 @@ pub async fn shutdown_signal() {
 pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
 
 impl Shutdown {
-    /// Fires on SIGTERM/Ctrl-C.
-    pub fn on_signal() -> Shutdown {
+    /// Fires on SIGTERM/Ctrl-C. From then on the process has `deadline` to
+    /// finish: a drain waiting on an unreachable NATS would otherwise hang
+    /// it for good. Past the deadline (on a thread of its own, so a stuck
+    /// runtime cannot hold it) it logs so and exits with status 2; a second
+    /// signal exits at once.
+    pub fn on_signal(role: &'static str, deadline: Duration) -> Shutdown {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = tx.send(true);
+            let watchdog = std::thread::Builder::new()
+                .name("shutdown-deadline".into())
+                .spawn(move || {
+                    std::thread::sleep(deadline);
+                    tracing::error!(
+                        role,
+                        deadline_secs = deadline.as_secs(),
+                        "shutdown did not finish within the deadline (NATS or the object store unreachable?): exiting with status 2"
+                    );
+                    std::process::exit(i32::from(super::EXIT_ERROR));
+                });
+            if let Err(err) = watchdog {
+                tracing::warn!(error = %err, "no shutdown deadline: cannot start its thread");
+            }
+            shutdown_signal().await;
+            tracing::error!(
+                role,
+                "second shutdown signal: exiting without finishing the drain"
+            );
+            std::process::exit(i32::from(super::EXIT_ERROR));
         });
         Shutdown(rx)
     }
@@ -154,8 +178,16 @@ pub async fn spawn_metrics(
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the metrics address {addr}"))?;
+        .with_context(|| {
+            format!(
+                "binding the metrics address {addr} (--metrics-listen): another process on this host may hold it, \
+                 such as a second process of the same role on its default port; give each its own, or port 0 for a free one \
+                 (the address taken is logged at start)"
+            )
+        })?;
     let local = listener.local_addr().context("metrics address")?;
+    // Logged here, before NATS answers: with port 0 this is how to find it.
+    tracing::info!(metrics = %local, "metrics and health listening");
     tokio::spawn(async move {
         if let Err(err) = telemetry::http::serve_metrics(listener, metrics, shutdown.wait()).await {
             tracing::error!(error = %err, "metrics server failed");

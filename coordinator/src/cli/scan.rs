@@ -126,13 +126,21 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<u8> {
 }
 
 fn read_sbom(path: &PathBuf) -> anyhow::Result<(Vec<Package>, Option<OsRelease>)> {
-    let meta = std::fs::metadata(path).with_context(|| format!("sbom {}", path.display()))?;
-    anyhow::ensure!(
-        meta.len() <= MAX_SBOM_BYTES,
-        "sbom {}: {} bytes is over the {MAX_SBOM_BYTES}-byte limit",
-        path.display(),
-        meta.len()
-    );
-    let bytes = std::fs::read(path).with_context(|| format!("sbom {}", path.display()))?;
+    let bytes = read_capped(path, MAX_SBOM_BYTES).with_context(|| format!("sbom {}", path.display()))?;
     output::sbom_in::read(&bytes).with_context(|| format!("sbom {}", path.display()))
+}
+
+/// Reads at most `max` bytes of `path`, whatever it is: a pipe, a device
+/// (`/dev/zero`) or a file growing while read has no size to check
+/// first, so the read itself stops one byte past the cap.
+fn read_capped(path: &PathBuf, max: u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= max,
+        "over the {max}-byte limit (read stopped there)"
+    );
+    Ok(bytes)
 }

@@ -296,9 +296,23 @@ pub struct ClusterSettings {
     /// OTLP/gRPC collector for traces and metrics (off when unset).
     #[arg(long, env = "STRATA_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// Seconds from SIGTERM to exit: past them (NATS or the store
+    /// unreachable, a drain that cannot finish) the process logs so and
+    /// exits with status 2. A second signal exits at once.
+    #[arg(
+        long,
+        env = "STRATA_SHUTDOWN_TIMEOUT_SECS",
+        value_name = "SECS",
+        default_value_t = 45
+    )]
+    pub shutdown_timeout_secs: u64,
 }
 
 impl ClusterSettings {
+    pub fn shutdown_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
     pub fn store_url(&self) -> anyhow::Result<&str> {
         self.store.as_deref().context(
             "no object store: give --store file:///DIR or s3://BUCKET/PREFIX (the same for every role)",

@@ -4,10 +4,11 @@
 //! record (compare-and-set: of 500 images asking at once, one wins) and
 //! queue the job, whose message id is the dedup key.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use super::error::{from_json, to_json};
+use super::finalize::{Known, LayerNow};
 use super::kv::Cas;
 use super::records::*;
 use super::{CAS_ATTEMPTS, Coordinator, CoordinatorError};
@@ -17,36 +18,39 @@ use strata_proto::text::now_unix_ms;
 impl Coordinator {
     /// Looks up each layer of a scan and queues what must be analysed.
     /// `republish`: queue again layers already queued (after a restart).
-    pub(super) async fn dispatch(&self, id: &str, republish: bool) -> Result<(), CoordinatorError> {
-        let Some((scan, _)) = self.load_scan(id).await? else {
-            return Err(CoordinatorError::NotFound(format!("scan {id}")));
-        };
-        let asv = scan.analyzer_set.clone();
-        let mut seen = HashSet::new();
+    /// Returns the scan as stored after.
+    pub(super) async fn dispatch_scan(
+        &self,
+        scan: &ScanRecord,
+        republish: bool,
+    ) -> Result<Option<ScanRecord>, CoordinatorError> {
+        let id = &scan.id;
+        let mut known: HashMap<String, Option<LayerNow>> = HashMap::new();
         for layer in &scan.layers {
-            if layer.state.is_terminal() || !seen.insert(layer.digest.clone()) {
+            if layer.state.is_terminal() || known.contains_key(&layer.digest) {
                 continue;
             }
-            let key = layer_key(&asv, &layer.digest);
+            let key = layer_key(&scan.analyzer_set, &layer.digest);
             // Wait first, look second: a result that lands in between still
             // finds this scan among the waiters.
             lock(&self.inner.waiters)
                 .entry(key.clone())
                 .or_default()
                 .insert(id.to_owned());
-            self.ensure_layer(&scan, layer, &key, republish).await?;
+            let now = self.ensure_layer(scan, layer, &key, republish).await?;
+            known.insert(layer.digest.clone(), Some(now));
         }
-        self.refresh_scan(id).await
+        self.refresh_scan(id, Known::All(&known)).await
     }
 
-    /// Makes sure the layer is analysed or on its way.
+    /// Makes sure the layer is analysed or on its way; returns its state.
     async fn ensure_layer(
         &self,
         scan: &ScanRecord,
         layer: &ScanLayer,
         key: &str,
         republish: bool,
-    ) -> Result<(), CoordinatorError> {
+    ) -> Result<LayerNow, CoordinatorError> {
         let layers = &self.inner.buckets.layers;
         for _ in 0..CAS_ATTEMPTS {
             let existing = layers.get(key).await?;
@@ -56,16 +60,16 @@ impl Coordinator {
                     match record.state {
                         LayerState::Analysed => {
                             self.cache_hit();
-                            return Ok(());
+                            return Ok(LayerNow::of(&record));
                         }
-                        LayerState::Failed if record.permanent => return Ok(()),
+                        LayerState::Failed if record.permanent => return Ok(LayerNow::of(&record)),
                         LayerState::Queued => {
                             // In flight for another image: not fetched again for this one.
                             self.cache_hit();
                             if republish {
                                 self.publish(&record).await?;
                             }
-                            return Ok(());
+                            return Ok(LayerNow::of(&record));
                         }
                         // Failed for a reason that may pass (a registry
                         // down, workers lost): try again for this scan.
@@ -116,7 +120,7 @@ impl Coordinator {
             }
             self.cache_miss();
             self.publish(&record).await?;
-            return Ok(());
+            return Ok(LayerNow::of(&record));
         }
         Err(CoordinatorError::Internal(format!(
             "layer {key}: too much contention"

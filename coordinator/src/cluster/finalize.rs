@@ -29,15 +29,22 @@ impl Coordinator {
     }
 
     /// Brings a scan's layer states up to date with the layer index, and
-    /// finalizes it when every layer is done.
-    pub(super) async fn refresh_scan(&self, id: &str) -> Result<(), CoordinatorError> {
+    /// finalizes it when every layer is done. `known`: layer states the
+    /// caller already holds, so they are not read back (each read is a
+    /// round trip to the key-value store, and a scan of L layers is
+    /// refreshed L + 1 times). Returns the scan as stored after.
+    pub(super) async fn refresh_scan(
+        &self,
+        id: &str,
+        known: Known<'_>,
+    ) -> Result<Option<ScanRecord>, CoordinatorError> {
         let guard = self.scan_lock(id);
         let _held = guard.lock().await;
         let Some((mut scan, revision)) = self.load_scan(id).await? else {
-            return Ok(());
+            return Ok(None);
         };
         if scan.status.is_terminal() {
-            return Ok(());
+            return Ok(Some(scan));
         }
         let mut changed = false;
         let mut states: HashMap<String, (ScanLayerState, Option<String>, u32)> = HashMap::new();
@@ -49,19 +56,26 @@ impl Coordinator {
             let state = match states.get(&layer.digest) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = match self.inner.buckets.layers.get(&key).await? {
+                    let now = match known.get(&layer.digest) {
+                        Some(now) => now,
+                        // Woken for another layer: this one has not changed
+                        // (its own result wakes this scan again).
+                        None if known.only_these() => continue,
+                        None => match self.inner.buckets.layers.get(&key).await? {
+                            None => None,
+                            Some(e) => Some(LayerNow::of(&from_json::<LayerRecord>("layer", &e.value)?)),
+                        },
+                    };
+                    let s = match now {
                         None => (ScanLayerState::Pending, None, 0),
-                        Some(e) => {
-                            let r: LayerRecord = from_json("layer", &e.value)?;
-                            match r.state {
-                                LayerState::Queued => (ScanLayerState::Queued, None, 0),
-                                LayerState::Analysed if layer.state == ScanLayerState::Pending => {
-                                    (ScanLayerState::Cached, None, r.packages)
-                                }
-                                LayerState::Analysed => (ScanLayerState::Analysed, None, r.packages),
-                                LayerState::Failed => (ScanLayerState::Failed, r.error.clone(), 0),
+                        Some(r) => match r.state {
+                            LayerState::Queued => (ScanLayerState::Queued, None, 0),
+                            LayerState::Analysed if layer.state == ScanLayerState::Pending => {
+                                (ScanLayerState::Cached, None, r.packages)
                             }
-                        }
+                            LayerState::Analysed => (ScanLayerState::Analysed, None, r.packages),
+                            LayerState::Failed => (ScanLayerState::Failed, r.error.clone(), 0),
+                        },
                     };
                     states.insert(layer.digest.clone(), s.clone());
                     s
@@ -86,7 +100,7 @@ impl Coordinator {
         }
         let done = scan.layers.iter().all(|l| l.state.is_terminal());
         if !changed && !done {
-            return Ok(());
+            return Ok(Some(scan));
         }
         scan.updated_unix_ms = now_unix_ms();
         if done {
@@ -108,7 +122,11 @@ impl Coordinator {
             .update(id, to_json(&scan)?, revision)
             .await?
         {
-            Cas::Written(_) => self.fleet_scan_changed(&scan),
+            Cas::Written(_) => {
+                // The index keeps what queries need: progress counts and
+                // the status; a layer moving from pending to queued is not news.
+                self.fleet_scan_changed(&scan)
+            }
             Cas::Conflict => {
                 return Err(CoordinatorError::Internal(format!(
                     "scan {id} changed concurrently"
@@ -141,7 +159,7 @@ impl Coordinator {
             );
             tracing::info!(scan = %id, status = scan.status.as_str(), findings = scan.findings, "scan done");
         }
-        Ok(())
+        Ok(Some(scan))
     }
 
     /// Composes and matches a scan whose layers are all done, and stores its report.
@@ -237,7 +255,8 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Finalizes again, every few seconds, the scans whose finalizing failed.
+    /// Refreshes again (whole), every few seconds, the scans whose refresh
+    /// or finalizing failed.
     pub(super) async fn retry_loop(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             tokio::select! {
@@ -246,8 +265,54 @@ impl Coordinator {
             }
             let ids: Vec<String> = lock(&self.inner.retry).drain().collect();
             for id in ids {
-                let _ = self.refresh_scan(&id).await;
+                if self.refresh_scan(&id, Known::Nothing).await.is_err() {
+                    lock(&self.inner.retry).insert(id);
+                }
             }
         }
+    }
+}
+
+/// A layer record's state, as far as a scan needs it.
+#[derive(Debug, Clone)]
+pub(super) struct LayerNow {
+    pub state: LayerState,
+    pub error: Option<String>,
+    pub packages: u32,
+}
+
+impl LayerNow {
+    pub fn of(record: &LayerRecord) -> LayerNow {
+        LayerNow {
+            state: record.state,
+            error: record.error.clone(),
+            packages: record.packages,
+        }
+    }
+}
+
+/// What the caller of `refresh_scan` knows of the scan's layers (by
+/// digest; `None`: no layer record).
+pub(super) enum Known<'a> {
+    /// Nothing: every unfinished layer is read from the layer index.
+    Nothing,
+    /// Every layer's state, as `dispatch` just found or made it (a layer
+    /// not named is read).
+    All(&'a HashMap<String, Option<LayerNow>>),
+    /// The layers whose results were just stored: only they changed.
+    Changed(&'a HashMap<String, Option<LayerNow>>),
+}
+
+impl Known<'_> {
+    fn get(&self, digest: &str) -> Option<Option<LayerNow>> {
+        match self {
+            Known::Nothing => None,
+            Known::All(map) | Known::Changed(map) => map.get(digest).cloned(),
+        }
+    }
+
+    /// True when layers not named are known unchanged.
+    fn only_these(&self) -> bool {
+        matches!(self, Known::Changed(..))
     }
 }

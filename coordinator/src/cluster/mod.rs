@@ -130,7 +130,8 @@ struct Inner {
     workers: Mutex<HashMap<String, (v1::WorkerHeartbeat, Instant)>>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
-    /// Scans whose finalizing failed (the store away): tried again by `retry_loop`.
+    /// Scans whose refresh or finalizing failed (the store or NATS away):
+    /// refreshed whole again by `retry_loop`.
     retry: Mutex<HashSet<String>>,
     finalizing: tokio::sync::Semaphore,
     /// The fleet view (`FleetService`), derived from the buckets: see [`fleet`].

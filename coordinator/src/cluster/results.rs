@@ -2,12 +2,14 @@
 //! batch applied concurrently, each acked once stored) and wakes the scans
 //! waiting on them; jobs that ran out of deliveries become failed results.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use strata_proto::v1::{self, layer_result::Outcome};
 
 use super::error::{from_json, to_json};
+use super::finalize::{Known, LayerNow};
 use super::kv::Cas;
 use super::records::*;
 use super::{CAS_ATTEMPTS, Coordinator, CoordinatorError};
@@ -30,21 +32,39 @@ impl Coordinator {
                 Ok(batch) => {
                     errors = 0;
                     // Results of different layers are independent (layer
-                    // records are compare-and-set, scans locked one by one):
-                    // apply a batch concurrently, so the coordinator keeps up
-                    // as workers are added. Each is acked once applied.
+                    // records are compare-and-set): store a batch's
+                    // concurrently, so the coordinator keeps up as workers
+                    // are added; then refresh each scan they woke once, with
+                    // every layer of it the batch finished (an image's layers
+                    // often finish together). Each result is acked once its
+                    // scans were refreshed.
                     let this = &self;
-                    futures::stream::iter(batch)
-                        .for_each_concurrent(RESULT_CONCURRENCY, |delivery| async move {
-                            match this.apply_result(&delivery.result).await {
-                                Ok(()) => {
-                                    let _ = delivery.ack().await;
-                                }
-                                Err(err) => {
-                                    tracing::warn!(layer = %delivery.result.digest, error = %err, "result not applied; it will be redelivered");
-                                    let _ = delivery.nak(Duration::from_secs(1)).await;
-                                }
+                    let stored: Vec<_> = futures::stream::iter(batch)
+                        .map(|delivery| async move {
+                            let stored = this.store_result(&delivery.result).await;
+                            (delivery, stored)
+                        })
+                        .buffer_unordered(RESULT_CONCURRENCY)
+                        .collect()
+                        .await;
+                    let mut woken = Vec::new();
+                    let mut done = Vec::new();
+                    for (delivery, stored) in stored {
+                        match stored {
+                            Ok(s) => {
+                                woken.extend(s);
+                                done.push(delivery);
                             }
+                            Err(err) => {
+                                tracing::warn!(layer = %delivery.result.digest, error = %err, "result not applied; it will be redelivered");
+                                let _ = delivery.nak(Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                    self.wake(woken).await;
+                    futures::stream::iter(done)
+                        .for_each_concurrent(RESULT_CONCURRENCY, |delivery| async move {
+                            let _ = delivery.ack().await;
                         })
                         .await;
                 }
@@ -59,16 +79,29 @@ impl Coordinator {
 
     /// Stores a layer's outcome, then refreshes the scans waiting on it.
     pub async fn apply_result(&self, result: &v1::LayerResult) -> Result<(), CoordinatorError> {
+        let stored = self.store_result(result).await?;
+        self.wake(stored.into_iter().collect()).await;
+        Ok(())
+    }
+
+    /// Stores a layer's outcome in its layer record. Returns what the
+    /// waiting scans must learn: the layer's key, digest and state as
+    /// stored (`None`: not known here, read it back); nothing for a result
+    /// no layer record asked for.
+    async fn store_result(&self, result: &v1::LayerResult) -> Result<Option<Woken>, CoordinatorError> {
         let key = layer_key(&result.analyzer_set_version, &result.digest);
         let layers = &self.inner.buckets.layers;
+        let mut stored = None;
         for _ in 0..CAS_ATTEMPTS {
             let Some(entry) = layers.get(&key).await? else {
                 // A result for a layer nobody queued (an old job): ignore.
-                return Ok(());
+                return Ok(None);
             };
             let mut record: LayerRecord = from_json("layer", &entry.value)?;
             if record.state == LayerState::Analysed {
-                break; // a redelivered job's second result: nothing new
+                // A redelivered job's second result: nothing new.
+                stored = Some(LayerNow::of(&record));
+                break;
             }
             match &result.outcome {
                 Some(Outcome::Analysed(a)) => {
@@ -83,35 +116,57 @@ impl Coordinator {
                     record.error = Some(f.error.clone());
                     record.permanent = f.permanent;
                 }
-                None => return Ok(()),
+                None => return Ok(None),
             }
             record.updated_unix_ms = now_unix_ms();
             match layers.update(&key, to_json(&record)?, entry.revision).await? {
-                Cas::Written(_) => break,
+                Cas::Written(_) => {
+                    stored = Some(LayerNow::of(&record));
+                    break;
+                }
                 Cas::Conflict => continue,
             }
         }
-        self.wake(&key).await;
-        Ok(())
+        Ok(Some(Woken {
+            key,
+            digest: result.digest.clone(),
+            stored,
+        }))
     }
 
-    /// Refreshes every scan waiting on `key`.
-    async fn wake(&self, key: &str) {
-        let waiting: Vec<String> = lock(&self.inner.waiters)
-            .remove(key)
-            .map(|s| s.into_iter().collect())
-            .unwrap_or_default();
+    /// Refreshes every scan waiting on the layers `woken`, once each, told
+    /// which of its layers changed and how (a scan woken by a layer whose
+    /// state is not known here reads every layer back).
+    async fn wake(&self, woken: Vec<Woken>) {
+        // Scan → its layers that changed (by digest); `None`: read all.
+        let mut scans: HashMap<String, Option<HashMap<String, Option<LayerNow>>>> = HashMap::new();
+        {
+            let mut waiters = lock(&self.inner.waiters);
+            for w in woken {
+                for id in waiters.remove(&w.key).unwrap_or_default() {
+                    let entry = scans.entry(id).or_insert_with(|| Some(HashMap::new()));
+                    match (&w.stored, entry.as_mut()) {
+                        (Some(now), Some(changed)) => {
+                            changed.insert(w.digest.clone(), Some(now.clone()));
+                        }
+                        _ => *entry = None,
+                    }
+                }
+            }
+        }
         // A shared base layer wakes hundreds of scans: refresh them concurrently
         // (each scan's record is rewritten under its own lock).
-        futures::stream::iter(waiting)
-            .for_each_concurrent(RESULT_CONCURRENCY, |id| async move {
-                if let Err(err) = self.refresh_scan(&id).await {
-                    tracing::warn!(scan = %id, error = %err, "could not refresh scan");
-                    // Keep waiting: the next result or a restart tries again.
-                    lock(&self.inner.waiters)
-                        .entry(key.to_owned())
-                        .or_default()
-                        .insert(id);
+        futures::stream::iter(scans)
+            .for_each_concurrent(RESULT_CONCURRENCY, |(id, changed)| async move {
+                let known = match &changed {
+                    Some(changed) => Known::Changed(changed),
+                    None => Known::Nothing,
+                };
+                if let Err(err) = self.refresh_scan(&id, known).await {
+                    tracing::warn!(scan = %id, error = %err, "could not refresh scan; retrying in a few seconds");
+                    // The retry loop refreshes it whole (every layer read
+                    // back): these layers' results will not wake it again.
+                    lock(&self.inner.retry).insert(id);
                 }
             })
             .await;
@@ -149,4 +204,11 @@ impl Coordinator {
             }
         }
     }
+}
+
+/// A layer whose result was stored: the scans waiting on `key` are woken.
+struct Woken {
+    key: String,
+    digest: String,
+    stored: Option<LayerNow>,
 }

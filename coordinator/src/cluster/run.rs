@@ -62,7 +62,7 @@ impl Coordinator {
             };
             if scan.status == ScanStatus::Running {
                 resumed += 1;
-                if let Err(err) = self.dispatch(&scan.id, true).await {
+                if let Err(err) = self.dispatch_scan(&scan, true).await {
                     tracing::warn!(scan = %scan.id, error = %err, "could not resume scan");
                 }
             }

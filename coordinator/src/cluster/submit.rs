@@ -56,7 +56,12 @@ impl Coordinator {
         let platform_key = platform.as_ref().map(ToString::to_string).unwrap_or_default();
         // One bound for the fast path and the full resolve together.
         let deadline = tokio::time::Instant::now() + self.inner.config.resolve_timeout;
+        // The fast path for digest references (no request) and tags seen
+        // before: a new tag (most of a fleet's first pass) goes straight to
+        // the full resolve, sparing the registry a HEAD whose digest could
+        // not be known here.
         if let ImageRef::Registry(r) = &image_ref
+            && (r.digest().is_some() || self.inner.fleet.knows(&r.to_string()) != Some(false))
             && let Ok(source) = self.inner.sources.registry(r.clone(), &source_config)
             && let Ok(Some(found)) = tokio::time::timeout_at(
                 deadline,
@@ -119,12 +124,6 @@ impl Coordinator {
         }
         let id = scan_id(&image_digest, &platform_key, &asv);
 
-        if let Some((existing, _)) = self.load_scan(&id).await? {
-            self.note_image(&req, &resolved.reference, &image_digest, &id)
-                .await;
-            return Ok((existing, true));
-        }
-
         let location = match (&image_ref, &registry_host) {
             (ImageRef::Registry(r), Some(host)) => Some(BlobLocation::Registry {
                 registry: host.clone(),
@@ -135,6 +134,15 @@ impl Coordinator {
             // cannot read them, so their blobs are copied to the store.
             _ => None,
         };
+        // A scan that exists is found by `create` below (a conflict); a
+        // local image is looked up first, before its blobs are copied.
+        if location.is_none()
+            && let Some((existing, _)) = self.load_scan(&id).await?
+        {
+            self.note_image(&req, &resolved.reference, &image_digest, &id)
+                .await;
+            return Ok((existing, true));
+        }
         let now = now_unix_ms();
         let record = ScanRecord {
             id: id.clone(),
@@ -216,9 +224,8 @@ impl Coordinator {
             }),
         );
         tracing::info!(scan = %id, image = %record.reference, digest = %image_digest, layers = record.layers.len(), "scan submitted");
-        self.dispatch(&id, false).await?;
-        let (scan, _) = self
-            .load_scan(&id)
+        let scan = self
+            .dispatch_scan(&record, false)
             .await?
             .ok_or_else(|| CoordinatorError::Internal(format!("scan {id} vanished")))?;
         Ok((scan, false))
@@ -284,9 +291,14 @@ impl Coordinator {
     /// (a resubmit of a scanned image), so repeated submits cost one read.
     async fn note_image(&self, req: &SubmitRequest, reference: &str, digest: &str, scan_id: &str) {
         let key = image_key(reference);
-        let existing = match self.inner.buckets.images.get(&key).await {
-            Ok(Some(e)) => serde_json::from_slice::<ImageRecord>(&e.value).ok(),
-            _ => None,
+        // The loaded fleet index holds every image record this coordinator
+        // wrote or loaded: no read needed then.
+        let existing = match self.inner.fleet.image_record(reference) {
+            Some(record) => record,
+            None => match self.inner.buckets.images.get(&key).await {
+                Ok(Some(e)) => serde_json::from_slice::<ImageRecord>(&e.value).ok(),
+                _ => None,
+            },
         };
         let registered = existing.as_ref().is_some_and(|r| r.registered);
         if let Some(old) = &existing

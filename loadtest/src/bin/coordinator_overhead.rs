@@ -42,13 +42,14 @@ use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use strata_coordinator::cluster::SubmitRequest;
 use strata_harness::{ClusterSandbox, Compression, Image, Layer, NatsServer, Registry, SandboxQueue};
+use strata_loadtest::fleetrun;
 use strata_proto::text::now_unix_ms;
 use strata_proto::v1::{self, blob_source::Location, layer_result::Outcome};
 use strata_proto::{Digest, LayerInventory};
 use strata_worker::job::inventory_key;
 use strata_worker::queue::nats::NatsQueue;
 use strata_worker::queue::{JobDelivery, Queue, QueueSettings};
-use strata_worker::source::{ImageRef, Source, SourceConfig};
+use strata_worker::source::{ImageRef, Source, SourceConfig, SourcePool};
 use tokio::sync::watch;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -191,12 +192,58 @@ struct Phase {
     seconds: f64,
     jobs: u64,
     images: usize,
+    cpu: Cpu,
+}
+
+/// CPU seconds spent during a phase by this process (the coordinator or
+/// the floor's publishers, and the fake worker), nats-server and the registry.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    this_process: f64,
+    nats: f64,
+    registry: f64,
+}
+
+/// Reads the CPU counters of this process and the two servers.
+struct CpuMeter {
+    nats: Option<u32>,
+    registry: Option<u32>,
+    start: Cpu,
+}
+
+impl CpuMeter {
+    fn now(nats: Option<u32>, registry: Option<u32>) -> Cpu {
+        let of = |pid: Option<u32>| pid.map_or(0.0, fleetrun::cpu_seconds);
+        Cpu {
+            this_process: fleetrun::cpu_seconds(std::process::id()),
+            nats: of(nats),
+            registry: of(registry),
+        }
+    }
+
+    fn start(nats: Option<u32>, registry: Option<u32>) -> CpuMeter {
+        CpuMeter {
+            nats,
+            registry,
+            start: CpuMeter::now(nats, registry),
+        }
+    }
+
+    fn stop(&self) -> Cpu {
+        let end = CpuMeter::now(self.nats, self.registry);
+        Cpu {
+            this_process: end.this_process - self.start.this_process,
+            nats: end.nats - self.start.nats,
+            registry: end.registry - self.start.registry,
+        }
+    }
 }
 
 /// Transport floor: the coordinator's job and result messages through
 /// `NatsQueue`, no KV, no resolve, no finalize.
 async fn transport_floor(images: &[Image], host: &str, o: &Options) -> Result<Phase, BoxError> {
     let nats = NatsServer::start()?;
+    let meter = CpuMeter::start(nats.pid(), None);
     let (_dir, store) = local_store()?;
     let client = async_nats::connect(nats.url()).await?;
     let queue = Queue::Nats(Box::new(
@@ -258,6 +305,7 @@ async fn transport_floor(images: &[Image], host: &str, o: &Options) -> Result<Ph
         .try_collect::<Vec<()>>()
         .await?;
     let elapsed = results.await??;
+    let cpu = meter.stop();
     let answered = stop_all(&stop_tx, worker).await;
     let got = acked.load(Ordering::Relaxed);
     if got < total {
@@ -274,22 +322,28 @@ async fn transport_floor(images: &[Image], host: &str, o: &Options) -> Result<Ph
         seconds: elapsed.as_secs_f64().max(0.001),
         jobs: total,
         images: images.len(),
+        cpu,
     })
 }
 
-/// Resolve alone: manifest and config of every image from the registry.
-async fn resolve_alone(images: &[Image], host: &str, o: &Options) -> Result<Phase, BoxError> {
+/// Resolve alone: manifest and config of every image from the registry,
+/// with registry clients shared through a `SourcePool` as the coordinator's.
+async fn resolve_alone(images: &[Image], registry: &Registry, o: &Options) -> Result<Phase, BoxError> {
+    let host = registry.host();
     let config = SourceConfig {
-        insecure_registries: vec![host.to_owned()],
+        insecure_registries: vec![host.clone()],
         ..Default::default()
     };
+    let pool = SourcePool::new();
+    let meter = CpuMeter::start(None, registry.pid());
     let started = Instant::now();
     let layers: Vec<usize> = futures::stream::iter(0..images.len())
         .map(|i| {
-            let config = &config;
+            let (config, pool, host) = (&config, &pool, &host);
             async move {
                 let reference = ImageRef::parse(&format!("{host}/{}:v1", repo(i)))?;
-                let source = Source::open(reference, config)
+                let source = pool
+                    .open(reference, config)
                     .await?
                     .into_image()
                     .ok_or("not an image")?;
@@ -304,6 +358,7 @@ async fn resolve_alone(images: &[Image], host: &str, o: &Options) -> Result<Phas
         seconds: started.elapsed().as_secs_f64().max(0.001),
         jobs: layers.iter().sum::<usize>() as u64,
         images: images.len(),
+        cpu: meter.stop(),
     })
 }
 
@@ -325,7 +380,12 @@ async fn source_open_cost(host: &str) -> Result<Duration, BoxError> {
 }
 
 /// The coordinator with the fake worker.
-async fn through_coordinator(images: &[Image], host: &str, o: &Options) -> Result<(Phase, f64), BoxError> {
+async fn through_coordinator(
+    images: &[Image],
+    registry: &Registry,
+    o: &Options,
+) -> Result<(Phase, f64), BoxError> {
+    let host = &registry.host();
     let sandbox = ClusterSandbox::builder()
         .queue(SandboxQueue::Nats)
         .workers(0)
@@ -343,6 +403,7 @@ async fn through_coordinator(images: &[Image], host: &str, o: &Options) -> Resul
         deadline,
     ));
 
+    let meter = CpuMeter::start(sandbox.nats().and_then(NatsServer::pid), registry.pid());
     let result = async {
         let started_ms = now_unix_ms();
         let started = Instant::now();
@@ -399,6 +460,7 @@ async fn through_coordinator(images: &[Image], host: &str, o: &Options) -> Resul
                 seconds,
                 jobs,
                 images: images.len(),
+                cpu: meter.stop(),
             },
             submitted,
         ))
@@ -453,13 +515,13 @@ async fn main() -> Result<(), BoxError> {
     );
 
     let floor = transport_floor(&images, &host, &o).await?;
-    let resolve = resolve_alone(&images, &host, &o).await?;
-    let (coord, submitted) = through_coordinator(&images, &host, &o).await?;
+    let resolve = resolve_alone(&images, &registry, &o).await?;
+    let (coord, submitted) = through_coordinator(&images, &registry, &o).await?;
     let open = source_open_cost(&host).await?;
 
     println!();
     line("transport floor (NatsQueue only)", &floor);
-    line("resolve alone (registry)", &resolve);
+    line("resolve alone (registry, shared clients)", &resolve);
     line("coordinator (submit → finalize)", &coord);
     println!(
         "  of which every submit had returned after {submitted:.2} s ({:.1} submits/s)",
@@ -470,12 +532,36 @@ async fn main() -> Result<(), BoxError> {
         open.as_secs_f64() * 1000.0
     );
     println!();
+    println!("CPU per image, ms        this process  nats-server  registry");
+    for (name, p) in [
+        ("transport floor", &floor),
+        ("resolve alone", &resolve),
+        ("coordinator", &coord),
+    ] {
+        let per = |s: f64| s * 1000.0 / p.images as f64;
+        println!(
+            "{name:<24} {:>12.2} {:>12.2} {:>9.2}",
+            per(p.cpu.this_process),
+            per(p.cpu.nats),
+            per(p.cpu.registry)
+        );
+    }
+    // The coordinator's side of the cost: this process (coordinator and
+    // fake worker) and NATS; the floor's: the same fake worker, the
+    // publishers and NATS. The registry serves either way.
+    let ours = |p: &Phase| p.cpu.this_process + p.cpu.nats;
+    println!();
     let jobs_per_s = coord.jobs as f64 / coord.seconds;
     let images_per_s = coord.images as f64 / coord.seconds;
     println!(
         "coordinator time / transport floor: {:.1}x; / (floor + resolve): {:.1}x",
         coord.seconds / floor.seconds,
         coord.seconds / (floor.seconds + resolve.seconds)
+    );
+    println!(
+        "coordinator CPU (this process + NATS) / floor's: {:.1}x; registry CPU while the coordinator ran: {:.0}% of all measured",
+        ours(&coord) / ours(&floor).max(0.001),
+        100.0 * coord.cpu.registry / (ours(&coord) + coord.cpu.registry).max(0.001)
     );
     println!(
         "extrapolated, 10,000 images x 5 unique layers (50,000 jobs): {:.1} min at {jobs_per_s:.0} jobs/s; \

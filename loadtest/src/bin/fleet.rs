@@ -6,7 +6,9 @@
 //!
 //! Run: `cargo build --release -p strata-coordinator && cargo run --release
 //! -p strata-loadtest --bin fleet -- --images 10000 --workers 2` (with
-//! `.ci/.venv/bin` on `PATH` for nats-server: `.ci/install-deps`).
+//! `.ci/.venv/bin` on `PATH` for nats-server: `.ci/install-deps`). With
+//! `--server URL` (and `--nats`, `--feed-dir`, `--registry-listen`) it runs
+//! against a cluster already running instead.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,6 +56,24 @@ struct Options {
     /// Longest wait for a pass, seconds.
     #[arg(long, default_value_t = 3600)]
     timeout_s: u64,
+    /// Run against a cluster already running, through this coordinator's
+    /// gRPC address (`http://host:port`), instead of starting one. Its
+    /// coordinators and workers must reach the synthetic registry
+    /// (`--registry-listen`) over plain HTTP: start them with
+    /// `--insecure-registry HOST:PORT`.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// With `--server`: the cluster's NATS, for the JetStream storage at the end.
+    #[arg(long, value_name = "URL", requires = "server")]
+    nats: Option<String>,
+    /// With `--server`: a directory the cluster polls as an advisory feed
+    /// (`--feed file://DIR/`); the advisory update is written there.
+    #[arg(long, value_name = "DIR", requires = "server")]
+    feed_dir: Option<PathBuf>,
+    /// Address the synthetic registry listens on (default 127.0.0.1 on a
+    /// free port).
+    #[arg(long, value_name = "ADDR")]
+    registry_listen: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -62,13 +82,33 @@ async fn main() -> Result<(), BoxError> {
     if o.images == 0 || o.workers.contains(&0) {
         return Err("--images and every --workers count must be at least 1".into());
     }
+    if let Some(dir) = &o.feed_dir
+        && !dir.is_dir()
+    {
+        return Err(format!("--feed-dir {}: not a directory", dir.display()).into());
+    }
+    let target = match &o.server {
+        Some(server) => {
+            if o.workers.len() > 1 {
+                return Err(
+                    "--workers with several counts starts clusters of its own: not with --server".into(),
+                );
+            }
+            fleetrun::Target::Existing {
+                server: server.clone(),
+                nats: o.nats.clone(),
+                feed_dir: o.feed_dir.clone(),
+            }
+        }
+        None => fleetrun::Target::Start,
+    };
     let strata = o.strata.clone().unwrap_or_else(|| {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
         target.join("release/strata")
     });
-    if !strata.exists() {
+    if o.server.is_none() && !strata.exists() {
         return Err(format!(
             "{} not found: build it first (cargo build --release -p strata-coordinator) or pass --strata",
             strata.display()
@@ -87,6 +127,8 @@ async fn main() -> Result<(), BoxError> {
         run.registry.throttle_every = o.throttle_every;
         run.registry.latency = Duration::from_millis(o.latency_ms);
         run.timeout = Duration::from_secs(o.timeout_s);
+        run.registry.listen = o.registry_listen;
+        run.target = target.clone();
         let results = fleetrun::run(&run, false).await?;
         let name = if o.workers.len() > 1 {
             format!("{}-{workers}w", o.name)

@@ -170,7 +170,11 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
 
     let (text, json) = match config.log_format {
         LogFormat::Text => (
-            Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(stderr_colours())
+                    .with_writer(std::io::stderr),
+            ),
             None,
         ),
         LogFormat::Json => (
@@ -178,6 +182,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
             Some(
                 tracing_subscriber::fmt::layer()
                     .json()
+                    .with_ansi(false)
                     .with_writer(std::io::stderr),
             ),
         ),
@@ -200,6 +205,13 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         tracer_provider: Some(provider),
         installed,
     })
+}
+
+/// Whether log lines on stderr may carry colour: only on a terminal (not in
+/// a file, a pipe or `kubectl logs`), and not when `NO_COLOR` is set.
+pub fn stderr_colours() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 #[cfg(test)]
@@ -250,3 +262,4 @@ mod tests {
         drop(guard);
     }
 }
+

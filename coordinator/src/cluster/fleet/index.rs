@@ -675,6 +675,24 @@ impl FleetIndex {
         self.read().images.len()
     }
 
+    /// Whether `reference` was submitted or registered before: `None`
+    /// until the index is loaded.
+    pub(in crate::cluster) fn knows(&self, reference: &str) -> Option<bool> {
+        if !self.loaded.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        Some(self.read().images.contains_key(reference))
+    }
+
+    /// The image record of `reference` as the index holds it (`Some(None)`:
+    /// there is none); `None` until the index is loaded.
+    pub(in crate::cluster) fn image_record(&self, reference: &str) -> Option<Option<ImageRecord>> {
+        if !self.loaded.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        Some(self.read().images.get(reference).map(|e| e.record.clone()))
+    }
+
     pub(super) fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         crate::util::read(&self.state)
     }

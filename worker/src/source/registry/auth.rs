@@ -19,6 +19,9 @@ const AUTH_REUSE: Duration = Duration::from_secs(45);
 /// The last `Authorization` value settled on for one repository, and when.
 pub(in crate::source) type AuthSlot = Arc<Mutex<Option<(Option<String>, Instant)>>>;
 
+/// When a registry last needed no authorization at all (see `RegistrySource::open_since`).
+pub(super) type OpenSlot = Arc<Mutex<Option<Instant>>>;
+
 impl RegistrySource {
     /// [`Self::authorize`], reusing the last answer for [`AUTH_REUSE`].
     pub(super) async fn authorization(&self) -> Result<Option<String>, SourceError> {
@@ -27,14 +30,26 @@ impl RegistrySource {
         {
             return Ok(value);
         }
+        // An open registry (no credentials, no challenge) is open for every
+        // repository: a fleet of many repositories asks once, not once each.
+        if let Some(at) = *self.open_since.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < AUTH_REUSE
+        {
+            return Ok(None);
+        }
         let value = self.authorize().await?;
-        *self.last_auth.lock().unwrap_or_else(|p| p.into_inner()) = Some((value.clone(), Instant::now()));
+        let now = Instant::now();
+        *self.last_auth.lock().unwrap_or_else(|p| p.into_inner()) = Some((value.clone(), now));
+        if value.is_none() {
+            *self.open_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+        }
         Ok(value)
     }
 
     /// Forgets the reused authorization (the registry answered 401).
     pub(super) fn forget_authorization(&self) {
         *self.last_auth.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.open_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Reads credentials from the Docker config, once.

@@ -52,6 +52,7 @@ use oci_client::{Client, Reference};
 use tokio::sync::OnceCell;
 
 pub(in crate::source) use auth::AuthSlot;
+use auth::OpenSlot;
 pub use tags::TagListError;
 
 use super::{
@@ -72,6 +73,10 @@ pub struct RegistrySource {
     /// Shared by every source of the same repository made by [`Self::with_reference`],
     /// so a worker authenticates once per repository, not once per blob.
     last_auth: AuthSlot,
+    /// When the registry last let us in with no credentials and no token
+    /// (`/v2/` answered 200): shared by every source of the registry, so
+    /// an open registry is not asked again for each repository.
+    open_since: OpenSlot,
 }
 
 impl RegistrySource {
@@ -115,6 +120,7 @@ impl RegistrySource {
             http,
             scheme: if insecure { "http" } else { "https" },
             last_auth: AuthSlot::default(),
+            open_since: OpenSlot::default(),
         })
     }
 
@@ -135,6 +141,7 @@ impl RegistrySource {
             } else {
                 AuthSlot::default()
             },
+            open_since: self.open_since.clone(),
         }
     }
 
@@ -155,6 +162,7 @@ impl RegistrySource {
             http: self.http.clone(),
             scheme: self.scheme,
             last_auth,
+            open_since: self.open_since.clone(),
         }
     }
 

@@ -5,8 +5,10 @@
 #               shares base layers, and prints the fleet summary
 #   make test   runs every test (installs nats-server, docker-registry and moto first when missing)
 
-OSV ?= ../shared/testdata/osv/PyPI/all.zip ../shared/testdata/osv/Go/all.zip \
-       ../shared/testdata/osv/crates-io/all.zip ../shared/testdata/osv/from-testdata
+# The OSV records the demo matches, shipped in the repository (sources and
+# licences in deploy/demo/osv/SOURCES.md); point OSV at other data (files,
+# directories, all.zip, URLs) to use it instead.
+OSV ?= deploy/demo/osv
 STRATA := $(or $(CARGO_TARGET_DIR),target)/release/strata
 DEMO := $(or $(CARGO_TARGET_DIR),target)/demo
 DEMO_DB := $(DEMO)/vulndb

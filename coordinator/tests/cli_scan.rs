@@ -486,3 +486,115 @@ fn the_error_line_escapes_control_characters() {
     );
     assert!(stderr.contains("no-such\\u{1b}[2J"), "{stderr:?}");
 }
+
+/// `make demo` runs from a clone alone: the OSV records shipped in
+/// `deploy/demo/osv` give the demo SBOM the same findings as the whole test
+/// data set (Go included) does.
+#[test]
+fn the_demo_records_in_the_repository_give_the_findings_of_the_whole_data_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    ok(&strata(&[
+        "db",
+        "import",
+        "--db",
+        whole.to_str().unwrap(),
+        &format!("{OSV}/from-testdata"),
+        &format!("{OSV}/crates-io/all.zip"),
+        &format!("{OSV}/PyPI/all.zip"),
+        &format!("{OSV}/Go/all.zip"),
+    ]));
+    let shipped = dir.path().join("shipped");
+    ok(&strata(&[
+        "db",
+        "import",
+        "--db",
+        shipped.to_str().unwrap(),
+        &format!("{DEMO}/osv"),
+    ]));
+    let sbom = format!("{DEMO}/app.cdx.json");
+    let findings = |db: &Path| {
+        let mut found = ids(&json(&strata(&[
+            "scan",
+            "--db",
+            db.to_str().unwrap(),
+            "--sbom",
+            &sbom,
+            "-f",
+            "json",
+        ])));
+        found.sort();
+        found
+    };
+    let (from_whole, from_shipped) = (findings(&whole), findings(&shipped));
+    assert!(from_whole.len() >= 20, "{from_whole:?}");
+    assert_eq!(from_shipped, from_whole);
+    // Every shipped record names its source and licence.
+    let sources = std::fs::read_to_string(format!("{DEMO}/osv/SOURCES.md")).unwrap();
+    for entry in std::fs::read_dir(format!("{DEMO}/osv")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".json") {
+            assert!(
+                sources.contains(&format!("`{name}`")),
+                "{name} has no source line"
+            );
+        }
+    }
+}
+
+/// `db import` follows symbolic links (a feed kept as a link), ends on a
+/// link loop, and never replaces a database with one that lost most of its
+/// advisories (or read nothing) without `--force`.
+#[test]
+fn db_import_follows_links_and_guards_a_good_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("vulndb");
+    let db = db.to_str().unwrap();
+    let status = |db: &str| json(&strata(&["db", "status", "--db", db, "-f", "json"]));
+
+    // A source whose records sit behind a linked directory, with a loop beside.
+    let linked = dir.path().join("linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::os::unix::fs::symlink(format!("{OSV}/from-testdata"), linked.join("feed")).unwrap();
+    std::os::unix::fs::symlink(&linked, linked.join("loop")).unwrap();
+    ok(&strata(&["db", "import", "--db", db, linked.to_str().unwrap()]));
+    let good = status(db);
+    assert!(good["advisories"].as_u64().unwrap() >= 30, "{good}");
+
+    // An empty source: refused, the database untouched.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = strata(&["db", "import", "--db", db, empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("hold no OSV record"),
+        "{out:?}"
+    );
+    assert_eq!(status(db)["version"], good["version"]);
+
+    // Fewer than half the advisories: refused; with --force, replaced.
+    let few = dir.path().join("few");
+    std::fs::create_dir_all(&few).unwrap();
+    std::fs::copy(
+        format!("{OSV}/from-testdata/CVE-2012-2812.json"),
+        few.join("one.json"),
+    )
+    .unwrap();
+    let out = strata(&["db", "import", "--db", db, few.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("more than half would be lost") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(status(db)["version"], good["version"]);
+    ok(&strata(&[
+        "db",
+        "import",
+        "--db",
+        db,
+        few.to_str().unwrap(),
+        "--force",
+    ]));
+    assert_eq!(status(db)["advisories"], 1);
+}

@@ -371,7 +371,7 @@ async fn submit_waits_prints_reports_and_gates() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let affected = fleet_json(&["affected", "CVE-2022-27449", "--json"]);
+    let affected = fleet_json(&["affected", "CVE-2022-27449", "-f", "json"]);
     let hit = affected.as_array().unwrap();
     assert!(
         hit.iter()
@@ -390,7 +390,7 @@ async fn submit_waits_prints_reports_and_gates() {
     assert!(!by_package.as_array().unwrap().is_empty(), "{by_package}");
     let medium = fleet_json(&["list", "--min-severity", "medium", "--json"]);
     assert!(!medium.as_array().unwrap().is_empty(), "{medium}");
-    let summary = fleet_json(&["summary", "--json"]);
+    let summary = fleet_json(&["summary", "--format", "json"]);
     assert!(
         summary["images_by_status"]["complete"].as_u64() >= Some(1),
         "{summary}"
@@ -418,12 +418,16 @@ async fn submit_waits_prints_reports_and_gates() {
 
     // `strata status` through the same connection options.
     let status = strata()
-        .args(["status", "--server", &server.grpc, "--json"])
+        .args(["status", "--server", &server.grpc, "-f", "json"])
         .output()
         .unwrap();
     assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert!(status["version"].is_string());
+    // Everything AdminService says: the workers one by one, the queues, the layer cache.
+    assert!(status["workers"].is_array(), "{status}");
+    assert!(status["queues"].is_array(), "{status}");
+    assert!(status["layer_cache"]["layers"].is_u64(), "{status}");
 }
 
 #[test]

@@ -49,6 +49,11 @@ pub enum DbCommand {
         db: DbPath,
         #[arg(required = true, value_name = "SRC")]
         sources: Vec<String>,
+        /// Replace the database even when the import read no record or has
+        /// fewer than half its advisories (refused otherwise: a wrong path
+        /// must not wipe good data).
+        #[arg(long)]
+        force: bool,
     },
     /// Fetch osv.dev's public per-ecosystem exports and build the database.
     Update {
@@ -57,29 +62,32 @@ pub enum DbCommand {
         /// An OSV ecosystem to fetch (repeatable; default: every ecosystem Strata matches).
         #[arg(long = "feed", value_name = "ECOSYSTEM")]
         feeds: Vec<String>,
+        /// As for `import`: replace the database whatever the fetch found.
+        #[arg(long)]
+        force: bool,
     },
     /// Print the database's version, build time, records per ecosystem and sources.
     Status {
         #[command(flatten)]
         db: DbPath,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: super::TableOrJson,
     },
 }
 
 pub async fn run(args: DbArgs) -> anyhow::Result<u8> {
     match args.command {
-        DbCommand::Import { db, sources } => {
+        DbCommand::Import { db, sources, force } => {
             let sources = sources
                 .iter()
                 .map(|s| vulndb::Source::parse(s))
                 .collect::<Result<Vec<_>, _>>()?;
             let out = db.path()?;
             ensure_parent(&out)?;
-            let summary = vulndb::import(&sources, &out).await?;
+            let summary = vulndb::import_with(&sources, &out, force).await?;
             print_summary(&summary, &out);
         }
-        DbCommand::Update { db, feeds } => {
+        DbCommand::Update { db, feeds, force } => {
             let out = db.path()?;
             ensure_parent(&out)?;
             let feeds = if feeds.is_empty() {
@@ -87,12 +95,12 @@ pub async fn run(args: DbArgs) -> anyhow::Result<u8> {
             } else {
                 feeds
             };
-            let summary = vulndb::update(&feeds, &out).await?;
+            let summary = vulndb::update(&feeds, &out, force).await?;
             print_summary(&summary, &out);
         }
-        DbCommand::Status { db, json } => {
+        DbCommand::Status { db, output } => {
             let status = db.open()?.status();
-            if json {
+            if output.json() {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print!("{status}");

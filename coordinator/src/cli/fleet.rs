@@ -47,9 +47,8 @@ pub enum FleetCommand {
 
 #[derive(Args, Debug)]
 pub struct RematchArgs {
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: super::TableOrJson,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -101,9 +100,8 @@ pub struct AffectedArgs {
     /// With --package: a version range, e.g. ">=1.2.0, <1.4.1".
     #[arg(long, value_name = "RANGE", requires = "package")]
     pub range: Option<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: super::TableOrJson,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -113,9 +111,8 @@ pub struct SummaryArgs {
     /// How many of the most widespread vulnerabilities to list (0: the server's default).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub top: u32,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: super::TableOrJson,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -164,9 +161,8 @@ pub struct ListArgs {
     /// Only images with a finding at or above this severity.
     #[arg(long, value_name = "SEVERITY")]
     pub min_severity: Option<Severity>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: super::TableOrJson,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -208,7 +204,7 @@ async fn rematch(args: RematchArgs) -> anyhow::Result<u8> {
         .call(conn.fleet().rematch(conn.request(v1::RematchRequest {})))
         .await
         .context("re-matching the fleet")?;
-    if args.json {
+    if args.output.json() {
         println!(
             "{}",
             serde_json::json!({
@@ -287,7 +283,7 @@ async fn affected(args: AffectedArgs) -> anyhow::Result<u8> {
     })
     .await?;
 
-    if args.json {
+    if args.output.json() {
         let doc: Vec<serde_json::Value> = images
             .iter()
             .map(|img| {
@@ -376,7 +372,7 @@ async fn summary(args: SummaryArgs) -> anyhow::Result<u8> {
         .await
         .context("fleet summary")?;
     let counts = s.findings.unwrap_or_default();
-    if args.json {
+    if args.output.json() {
         let by_status: serde_json::Map<String, serde_json::Value> = s
             .images_by_status
             .iter()
@@ -548,7 +544,7 @@ async fn list(args: ListArgs) -> anyhow::Result<u8> {
     })
     .await?;
 
-    if args.json {
+    if args.output.json() {
         let doc: Vec<serde_json::Value> = images
             .iter()
             .map(|i| {

@@ -42,6 +42,30 @@ pub struct GlobalArgs {
     pub log: String,
 }
 
+/// `-f table|json`: how a command that prints a table or a document
+/// prints, the same flag as `scan`, `sbom` and `submit` use.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct TableOrJson {
+    /// Output format.
+    #[arg(short = 'f', long = "format", value_enum, default_value_t = Plain::Table)]
+    format: Plain,
+    /// The same as `-f json` (kept for scripts written before `-f`).
+    #[arg(long, hide = true)]
+    json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plain {
+    Table,
+    Json,
+}
+
+impl TableOrJson {
+    pub fn json(&self) -> bool {
+        self.json || self.format == Plain::Json
+    }
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum LogFormat {
     Text,

@@ -11,9 +11,8 @@ use super::client::ConnectArgs;
 pub struct StatusArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: super::TableOrJson,
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<u8> {
@@ -22,7 +21,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<u8> {
         .call(conn.admin().get_status(conn.request(v1::GetStatusRequest {})))
         .await
         .context("asking the coordinator for its status")?;
-    if args.json {
+    if args.output.json() {
         println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
     } else {
         print!("{}", status_text(&status));
@@ -44,13 +43,41 @@ fn nats_state(status: &v1::GetStatusResponse) -> (&'static str, String) {
 
 fn status_json(status: &v1::GetStatusResponse) -> serde_json::Value {
     let (state, url) = nats_state(status);
+    let now = strata_proto::text::now_unix_ms();
     let vulndb = status.vulndb.as_ref().map(|db| {
         serde_json::json!({
             "version": db.version,
             "built": rfc3339(db.built_unix_ms),
+            "age_seconds": age_secs(db.built_unix_ms, now),
             "records": db.records,
         })
     });
+    let workers: Vec<serde_json::Value> = status
+        .workers
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "worker_id": w.worker_id,
+                "hostname": w.hostname,
+                "version": w.version,
+                "jobs_in_flight": w.jobs_in_flight,
+                "jobs_done": w.jobs_done,
+                "jobs_failed": w.jobs_failed,
+                "last_seen": rfc3339(w.last_seen_unix_ms),
+            })
+        })
+        .collect();
+    let queues: Vec<serde_json::Value> = status
+        .queues
+        .iter()
+        .map(|q| {
+            serde_json::json!({
+                "priority": priority_word(q.priority),
+                "pending": q.pending,
+                "in_flight": q.in_flight,
+            })
+        })
+        .collect();
     let feeds: Vec<serde_json::Value> = status
         .feeds
         .iter()
@@ -72,8 +99,14 @@ fn status_json(status: &v1::GetStatusResponse) -> serde_json::Value {
         "version": status.version,
         "uptime_seconds": status.uptime_seconds,
         "nats": { "state": state, "url": url },
-        "workers": status.workers.len(),
+        "workers": workers,
+        "queues": queues,
         "vulndb": vulndb,
+        "layer_cache": status.layer_cache.map(|c| serde_json::json!({
+            "layers": c.layers,
+            "hits": c.hits,
+            "misses": c.misses,
+        })),
         "feeds": feeds,
         "gc": status.gc.map(|g| serde_json::json!({
             "last_run": rfc3339(g.last_run_unix_ms),
@@ -102,6 +135,29 @@ fn rfc3339(unix_ms: i64) -> Option<String> {
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
 }
 
+/// Seconds from `unix_ms` to `now`; `null` for 0 (never).
+fn age_secs(unix_ms: i64, now: i64) -> Option<i64> {
+    (unix_ms > 0).then(|| (now - unix_ms).max(0) / 1000)
+}
+
+/// `3 d 4 h`, `5 h 12 min`, `42 s`: an age for people.
+fn shown_age(secs: i64) -> String {
+    match secs {
+        s if s >= 86_400 => format!("{} d {} h", s / 86_400, s % 86_400 / 3_600),
+        s if s >= 3_600 => format!("{} h {} min", s / 3_600, s % 3_600 / 60),
+        s if s >= 60 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+fn priority_word(p: i32) -> &'static str {
+    match v1::Priority::try_from(p) {
+        Ok(v1::Priority::Ci) => "ci",
+        Ok(v1::Priority::Background) => "background",
+        _ => "unspecified",
+    }
+}
+
 /// `-` for never.
 fn shown_time(unix_ms: i64) -> String {
     rfc3339(unix_ms).unwrap_or_else(|| "-".to_owned())
@@ -116,13 +172,63 @@ fn status_text(status: &v1::GetStatusResponse) -> String {
     if !url.is_empty() {
         out.push_str(&format!(" ({url})"));
     }
+    let now = strata_proto::text::now_unix_ms();
     out.push_str(&format!("\nworkers   {}\n", status.workers.len()));
+    if !status.workers.is_empty() {
+        out.push_str(&format!(
+            "  {:<32} {:<24} {:<10} {:>9} {:>9} {:>7}  {}\n",
+            "ID", "HOST", "VERSION", "IN FLIGHT", "DONE", "FAILED", "LAST SEEN"
+        ));
+        for w in &status.workers {
+            out.push_str(&format!(
+                "  {:<32} {:<24} {:<10} {:>9} {:>9} {:>7}  {}\n",
+                strata_proto::text::one_line(&w.worker_id, 32),
+                strata_proto::text::one_line(&w.hostname, 24),
+                strata_proto::text::one_line(&w.version, 10),
+                w.jobs_in_flight,
+                w.jobs_done,
+                w.jobs_failed,
+                age_secs(w.last_seen_unix_ms, now)
+                    .map_or("-".to_owned(), |a| format!("{} ago", shown_age(a)))
+            ));
+        }
+    }
+    if !status.queues.is_empty() {
+        let lag: Vec<String> = status
+            .queues
+            .iter()
+            .map(|q| {
+                format!(
+                    "{} {} pending + {} in flight",
+                    priority_word(q.priority),
+                    q.pending,
+                    q.in_flight
+                )
+            })
+            .collect();
+        out.push_str(&format!("queues    {}\n", lag.join("; ")));
+    }
     if let Some(db) = &status.vulndb {
         out.push_str(&format!(
-            "vulndb    {} ({} records, built {})\n",
+            "vulndb    {} ({} records, built {}{})\n",
             db.version,
             db.records,
-            shown_time(db.built_unix_ms)
+            shown_time(db.built_unix_ms),
+            age_secs(db.built_unix_ms, now).map_or(String::new(), |a| format!(", {} old", shown_age(a)))
+        ));
+    }
+    if let Some(c) = &status.layer_cache {
+        let asked = c.hits + c.misses;
+        out.push_str(&format!(
+            "layers    {} analysed; {} hits, {} misses since start{}\n",
+            c.layers,
+            c.hits,
+            c.misses,
+            if asked > 0 {
+                format!(" ({:.0}% hits)", 100.0 * c.hits as f64 / asked as f64)
+            } else {
+                String::new()
+            }
         ));
     }
     if !status.feeds.is_empty() {
@@ -200,7 +306,7 @@ mod tests {
     fn feeds_and_the_data_in_force_are_printed() {
         let text = status_text(&status());
         assert!(
-            text.contains("vulndb    osv-0123456789abcdef (42 records, built 2023-11-14T22:13:20Z)"),
+            text.contains("vulndb    osv-0123456789abcdef (42 records, built 2023-11-14T22:13:20Z, "),
             "{text}"
         );
         let row = text.lines().find(|l| l.contains("feeds.example")).unwrap();
@@ -213,6 +319,67 @@ mod tests {
         assert_eq!(json["feeds"][0]["consecutive_failures"], 1);
         assert_eq!(json["feeds"][0]["last_success"], "2023-11-14T22:13:20Z");
         assert_eq!(json["feeds"][0]["last_modified"], "");
+    }
+
+    #[test]
+    fn workers_queues_and_the_layer_cache_are_shown() {
+        let now = strata_proto::text::now_unix_ms();
+        let status = v1::GetStatusResponse {
+            version: "1".into(),
+            workers: vec![v1::WorkerInfo {
+                worker_id: "worker-a".into(),
+                hostname: "node-1".into(),
+                version: "0.1.0".into(),
+                jobs_in_flight: 3,
+                jobs_done: 120,
+                jobs_failed: 2,
+                last_seen_unix_ms: now - 4_000,
+            }],
+            queues: vec![
+                v1::QueueLag {
+                    priority: v1::Priority::Ci.into(),
+                    pending: 7,
+                    in_flight: 3,
+                },
+                v1::QueueLag {
+                    priority: v1::Priority::Background.into(),
+                    pending: 900,
+                    in_flight: 0,
+                },
+            ],
+            vulndb: Some(v1::VulnDbInfo {
+                version: "v".into(),
+                built_unix_ms: now - 2 * 3_600_000 - 60_000,
+                records: 1,
+            }),
+            layer_cache: Some(v1::LayerCacheInfo {
+                layers: 50,
+                hits: 30,
+                misses: 10,
+            }),
+            ..Default::default()
+        };
+        let text = status_text(&status);
+        let row = text.lines().find(|l| l.contains("worker-a")).unwrap();
+        for part in ["node-1", "0.1.0", "3", "120", "2", "s ago"] {
+            assert!(row.contains(part), "{part}: {row}");
+        }
+        assert!(
+            text.contains("queues    ci 7 pending + 3 in flight; background 900 pending + 0 in flight\n"),
+            "{text}"
+        );
+        assert!(text.contains(", 2 h 1 min old)"), "{text}");
+        assert!(
+            text.contains("layers    50 analysed; 30 hits, 10 misses since start (75% hits)\n"),
+            "{text}"
+        );
+        let json = status_json(&status);
+        assert_eq!(json["workers"][0]["worker_id"], "worker-a");
+        assert_eq!(json["workers"][0]["jobs_in_flight"], 3);
+        assert_eq!(json["queues"][1]["priority"], "background");
+        assert_eq!(json["queues"][1]["pending"], 900);
+        assert_eq!(json["layer_cache"]["hits"], 30);
+        assert_eq!(json["vulndb"]["age_seconds"], 7_260);
     }
 
     #[test]

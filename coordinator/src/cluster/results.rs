@@ -16,8 +16,12 @@ use super::{CAS_ATTEMPTS, Coordinator, CoordinatorError};
 use crate::util::lock;
 use strata_proto::text::now_unix_ms;
 
-/// Layer results applied, and scans refreshed, at once by the results loop.
+/// Layer results stored at once by the results loop.
 const RESULT_CONCURRENCY: usize = 16;
+/// Scans refreshed at once after a batch of results: each refresh waits on
+/// a few key-value round trips (and a finalize on the store), so many run
+/// together; a shared base layer's result wakes hundreds.
+const WAKE_CONCURRENCY: usize = 128;
 
 impl Coordinator {
     pub(super) async fn results_loop(self, stop: tokio::sync::watch::Receiver<bool>) {
@@ -34,39 +38,32 @@ impl Coordinator {
                     // Results of different layers are independent (layer
                     // records are compare-and-set): store a batch's
                     // concurrently, so the coordinator keeps up as workers
-                    // are added; then refresh each scan they woke once, with
-                    // every layer of it the batch finished (an image's layers
-                    // often finish together). Each result is acked once its
-                    // scans were refreshed.
+                    // are added, each acked once its layer record is stored
+                    // (the record is the truth: a scan not refreshed after a
+                    // crash is dispatched again at start and reads it back).
+                    // Then refresh each scan they woke once, with every layer
+                    // of it the batch finished (an image's layers often
+                    // finish together).
                     let this = &self;
-                    let stored: Vec<_> = futures::stream::iter(batch)
+                    let woken: Vec<Woken> = futures::stream::iter(batch)
                         .map(|delivery| async move {
-                            let stored = this.store_result(&delivery.result).await;
-                            (delivery, stored)
+                            match this.store_result(&delivery.result).await {
+                                Ok(woken) => {
+                                    let _ = delivery.ack().await;
+                                    woken
+                                }
+                                Err(err) => {
+                                    tracing::warn!(layer = %delivery.result.digest, error = %err, "result not applied; it will be redelivered");
+                                    let _ = delivery.nak(Duration::from_secs(1)).await;
+                                    None
+                                }
+                            }
                         })
                         .buffer_unordered(RESULT_CONCURRENCY)
+                        .filter_map(|w| async move { w })
                         .collect()
                         .await;
-                    let mut woken = Vec::new();
-                    let mut done = Vec::new();
-                    for (delivery, stored) in stored {
-                        match stored {
-                            Ok(s) => {
-                                woken.extend(s);
-                                done.push(delivery);
-                            }
-                            Err(err) => {
-                                tracing::warn!(layer = %delivery.result.digest, error = %err, "result not applied; it will be redelivered");
-                                let _ = delivery.nak(Duration::from_secs(1)).await;
-                            }
-                        }
-                    }
                     self.wake(woken).await;
-                    futures::stream::iter(done)
-                        .for_each_concurrent(RESULT_CONCURRENCY, |delivery| async move {
-                            let _ = delivery.ack().await;
-                        })
-                        .await;
                 }
                 Err(err) => {
                     errors = errors.saturating_add(1);
@@ -157,7 +154,7 @@ impl Coordinator {
         // A shared base layer wakes hundreds of scans: refresh them concurrently
         // (each scan's record is rewritten under its own lock).
         futures::stream::iter(scans)
-            .for_each_concurrent(RESULT_CONCURRENCY, |(id, changed)| async move {
+            .for_each_concurrent(WAKE_CONCURRENCY, |(id, changed)| async move {
                 let known = match &changed {
                     Some(changed) => Known::Changed(changed),
                     None => Known::Nothing,

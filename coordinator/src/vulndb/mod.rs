@@ -292,7 +292,15 @@ impl Db {
 
 /// Import `sources` into a database file at `out` (written to a temporary
 /// file beside it, then renamed: a failed import leaves the old one whole).
+/// Refuses, as [`import_with`] without `force`, an import that read no
+/// record or would replace a database with one of fewer than half its
+/// advisories.
 pub async fn import(sources: &[Source], out: &Path) -> Result<ImportSummary, VulnDbError> {
+    import_with(sources, out, false).await
+}
+
+/// [`import`]; `force` replaces the database whatever the import found.
+pub async fn import_with(sources: &[Source], out: &Path, force: bool) -> Result<ImportSummary, VulnDbError> {
     let mut summary = ImportSummary::default();
     let mut records = Vec::new();
     for source in sources {
@@ -303,8 +311,33 @@ pub async fn import(sources: &[Source], out: &Path) -> Result<ImportSummary, Vul
     summary.advisories = db.status.advisories;
     summary.per_ecosystem = db.status.records_per_ecosystem.clone();
     summary.version = db.status.version.clone();
+    if !force {
+        check_replacement(&summary, out)?;
+    }
     db.write(out)?;
     Ok(summary)
+}
+
+/// A source that silently yields nothing (a wrong path, links not
+/// followed, a feed gone empty) must not wipe a good database.
+fn check_replacement(summary: &ImportSummary, out: &Path) -> Result<(), VulnDbError> {
+    let refuse = |reason: String| VulnDbError::File {
+        path: out.display().to_string(),
+        reason: format!("{reason}; nothing was written (check the sources, or pass --force)"),
+    };
+    if summary.records_read == 0 {
+        return Err(refuse("the sources hold no OSV record".into()));
+    }
+    // A file that does not open (absent, or broken) is replaced.
+    if let Ok(old) = Db::open(out) {
+        let (before, after) = (old.status.advisories, summary.advisories);
+        if after < before / 2 {
+            return Err(refuse(format!(
+                "the import has {after} advisories and would replace a database of {before}: more than half would be lost"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Records (of one import or of every feed) → a database: aliases merged,
@@ -317,17 +350,22 @@ fn build<'a>(records: impl IntoIterator<Item = &'a normalize::Record>, sources: 
 }
 
 /// Fetch osv.dev's `<feed>/all.zip` for each feed and import them.
-pub async fn update(feeds: &[String], out: &Path) -> Result<ImportSummary, VulnDbError> {
-    update_from(OSV_EXPORT_BASE, feeds, out).await
+pub async fn update(feeds: &[String], out: &Path, force: bool) -> Result<ImportSummary, VulnDbError> {
+    update_from(OSV_EXPORT_BASE, feeds, out, force).await
 }
 
 /// [`update`] from another base URL (a mirror, or a test server).
-pub async fn update_from(base: &str, feeds: &[String], out: &Path) -> Result<ImportSummary, VulnDbError> {
+pub async fn update_from(
+    base: &str,
+    feeds: &[String],
+    out: &Path,
+    force: bool,
+) -> Result<ImportSummary, VulnDbError> {
     let sources: Vec<Source> = osv_export_urls(base, feeds)
         .iter()
         .map(|url| Source::parse(url))
         .collect::<Result<_, _>>()?;
-    import(&sources, out).await
+    import_with(&sources, out, force).await
 }
 
 /// `<base>/<feed>/all.zip` for each feed (osv.dev's export layout).

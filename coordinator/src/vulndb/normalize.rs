@@ -14,7 +14,12 @@ use strata_proto::text::cut_marked;
 
 /// Bound on what one record may carry (hostile feeds).
 const MAX_AFFECTED: usize = 10_000;
+/// Events of one range, of one affected package (all its ranges), and of
+/// a whole record: a cap per range alone let many ranges of many packages
+/// carry millions (the largest real records hold tens).
 const MAX_EVENTS: usize = 10_000;
+const MAX_PACKAGE_EVENTS: usize = 10_000;
+const MAX_RECORD_EVENTS: usize = 50_000;
 const MAX_VERSIONS: usize = 100_000;
 const MAX_ALIASES: usize = 1_000;
 
@@ -64,6 +69,20 @@ pub(crate) fn record(bytes: &[u8], origin: &str, summary: &mut ImportSummary) ->
             &vuln.id,
             origin,
             "record is over the size bounds (affected or aliases)",
+        );
+        return None;
+    }
+    let events: usize = vuln
+        .affected
+        .iter()
+        .flat_map(|a| &a.ranges)
+        .map(|r| r.events.len())
+        .sum();
+    if events > MAX_RECORD_EVENTS {
+        summary.skip(
+            &vuln.id,
+            origin,
+            format!("record has {events} range events, over the bound of {MAX_RECORD_EVENTS}"),
         );
         return None;
     }
@@ -144,6 +163,18 @@ fn affected_entry(
             return None;
         }
     };
+    let package_events: usize = a.ranges.iter().map(|r| r.events.len()).sum();
+    if package_events > MAX_PACKAGE_EVENTS {
+        summary.skip(
+            id,
+            origin,
+            format!(
+                "affected[{index}] ({}): {package_events} events across its ranges, over the bound of {MAX_PACKAGE_EVENTS}",
+                package.name
+            ),
+        );
+        return None;
+    }
     let mut ranges = Vec::new();
     for range in &a.ranges {
         let kind = match range.kind.as_str() {

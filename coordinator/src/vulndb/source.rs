@@ -223,7 +223,15 @@ pub(crate) fn read_dir(
 ) -> Result<(), String> {
     let mut stack = vec![(root.to_path_buf(), 0usize)];
     let mut files = 0usize;
+    // Symbolic links are followed (a feed kept as a link to a checkout is
+    // common); each directory is read once, so a link loop ends.
+    let mut seen = std::collections::HashSet::new();
     while let Some((dir, depth)) = stack.pop() {
+        if let Ok(real) = std::fs::canonicalize(&dir)
+            && !seen.insert(real)
+        {
+            continue;
+        }
         let mut entries: Vec<_> = std::fs::read_dir(&dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
             .filter_map(Result::ok)
@@ -232,7 +240,16 @@ pub(crate) fn read_dir(
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let path = entry.path();
-            let Ok(kind) = entry.file_type() else { continue };
+            let Ok(mut kind) = entry.file_type() else { continue };
+            if kind.is_symlink() {
+                match std::fs::metadata(&path) {
+                    Ok(target) => kind = target.file_type(),
+                    Err(e) => {
+                        summary.unreadable(&path.display().to_string(), format!("broken link: {e}"));
+                        continue;
+                    }
+                }
+            }
             if kind.is_dir() {
                 if depth + 1 > MAX_DIR_DEPTH {
                     return Err(format!("{}: deeper than {MAX_DIR_DEPTH} levels", path.display()));

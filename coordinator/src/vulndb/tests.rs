@@ -296,9 +296,14 @@ async fn http_object_store_and_update_sources_give_the_same_database() {
     assert_eq!(object.version, local.version);
 
     let (base, server) = serve(zip, 1).await;
-    let summary = update_from(&base, &["crates.io".to_string()], &dir.path().join("updated"))
-        .await
-        .unwrap();
+    let summary = update_from(
+        &base,
+        &["crates.io".to_string()],
+        &dir.path().join("updated"),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(summary.version, local.version);
     assert_eq!(server.await.unwrap(), ["/crates.io/all.zip"]);
     // Feed names with spaces are encoded.
@@ -402,4 +407,60 @@ fn feed_records_are_strict_and_combine_like_one_import() {
     assert_eq!(merged.aliases, ["CVE-1", "PYSEC-1"]);
     assert_eq!(merged.modified, "2024-02-01T00:00:00Z");
     assert_eq!(db.status().sources, ["a", "b"]);
+}
+
+/// The many-ranges bypass of the per-range cap (issue 16): a record of
+/// many ranges, each under the cap, is bounded per package and per record.
+#[test]
+fn events_are_capped_per_package_and_per_record_not_only_per_range() {
+    let range = |n: usize| {
+        let mut events = vec![serde_json::json!({ "introduced": "0" })];
+        events.extend((1..n).map(|i| serde_json::json!({ "fixed": format!("{i}.0") })));
+        serde_json::json!({ "type": "ECOSYSTEM", "events": events })
+    };
+    let package = |name: &str, ranges: usize, events: usize| {
+        serde_json::json!({
+            "package": { "ecosystem": "PyPI", "name": name },
+            "ranges": (0..ranges).map(|_| range(events)).collect::<Vec<_>>(),
+        })
+    };
+    let record = |id: &str, affected: Vec<serde_json::Value>| {
+        serde_json::to_vec(
+            &serde_json::json!({ "id": id, "modified": "2024-01-01T00:00:00Z", "affected": affected }),
+        )
+        .unwrap()
+    };
+    // One package: 3 ranges of 5,000 events, each under the per-range cap.
+    let mut summary = ImportSummary::default();
+    let one = super::normalize::record(
+        &record("X-1", vec![package("a", 3, 5_000), package("b", 1, 2)]),
+        "t",
+        &mut summary,
+    )
+    .unwrap();
+    assert_eq!(
+        one.affected.len(),
+        1,
+        "the package over the bound is dropped, the other kept"
+    );
+    assert!(
+        summary
+            .skipped
+            .iter()
+            .any(|s| s.reason.contains("events across its ranges")),
+        "{:?}",
+        summary.skipped
+    );
+    // Many packages, each under its bound: the record is.
+    let mut summary = ImportSummary::default();
+    let many: Vec<_> = (0..12).map(|i| package(&format!("p{i}"), 1, 5_000)).collect();
+    assert!(super::normalize::record(&record("X-2", many), "t", &mut summary).is_none());
+    assert!(
+        summary
+            .skipped
+            .iter()
+            .any(|s| s.reason.contains("over the bound of 50000")),
+        "{:?}",
+        summary.skipped
+    );
 }

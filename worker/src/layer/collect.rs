@@ -9,7 +9,7 @@
 //! once with its files. An analyser's (or sink's) error or panic becomes a
 //! warning: the layer still succeeds.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
@@ -43,6 +43,10 @@ pub(crate) struct Collector<'a> {
     /// What sinks found, by the path of the file they read (sorted, so
     /// results do not depend on the order of entries of different paths).
     streamed: BTreeMap<String, Vec<(usize, Analysis)>>,
+    /// Hashes of the paths of regular files whose bytes were not kept, so a
+    /// wanted hard link to one is known for what it is (8 bytes a file,
+    /// bounded by `max_entries`).
+    skipped: HashSet<u64>,
 }
 
 /// The sinks open on one file, by analyser index.
@@ -95,6 +99,7 @@ impl<'a> Collector<'a> {
                 .map(|(i, _)| i)
                 .collect(),
             streamed: BTreeMap::new(),
+            skipped: HashSet::new(),
         }
     }
 
@@ -258,7 +263,12 @@ impl<'a> Collector<'a> {
     /// earlier in this layer (tar hard links point backwards); otherwise
     /// the bytes have already streamed past and the link is skipped with a
     /// warning.
-    pub(crate) fn link(&mut self, path: String, target: &str) {
+    /// A regular file at `path` went past without its bytes kept.
+    pub(crate) fn skipped_file(&mut self, path: &str) {
+        self.skipped.insert(path_hash(path));
+    }
+
+    pub(crate) fn link(&mut self, path: String, target: &str) -> Result<(), LayerError> {
         // What sinks found in the target is found at the link too.
         let streamed = self
             .streamed
@@ -277,16 +287,26 @@ impl<'a> Collector<'a> {
             self.streamed.insert(path.clone(), found);
         }
         if wanted_by.is_empty() {
-            return;
+            return Ok(());
         }
         match data {
             Some(data) => self.insert(path, Captured { data, wanted_by }),
+            // The target was a file of this layer whose bytes went past.
+            None if self.skipped.contains(&path_hash(target)) => {
+                return Err(LayerError::UnkeptLinkTarget {
+                    layer: self.layer.to_owned(),
+                    path,
+                    target: target.to_owned(),
+                });
+            }
+            // No such entry earlier in this layer (a link out of it).
             None => {
                 self.warn(format!(
-                    "hard link {path} -> {target}: target not captured, skipped"
+                    "hard link {path} -> {target}: target not in this layer, skipped"
                 ));
             }
         }
+        Ok(())
     }
 
     pub(crate) fn special(&mut self, special: Special) {
@@ -394,4 +414,11 @@ fn relocate(found: &[(usize, Analysis)], from: &str, to: &str) -> Vec<(usize, An
             (*i, a)
         })
         .collect()
+}
+
+fn path_hash(path: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
 }

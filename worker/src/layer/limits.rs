@@ -127,6 +127,17 @@ pub enum LayerError {
     MediaType { layer: String, media_type: String },
     #[error("layer {layer}: reading: {source}")]
     Io { layer: String, source: io::Error },
+    /// A file an analyser reads is a hard link to an earlier entry whose
+    /// bytes were not kept (no analyser reads the target's path): reporting
+    /// the layer without it would be a silent wrong answer.
+    #[error(
+        "layer {layer}: hard link {path:?} -> {target:?}: an analyser reads {path:?}, but its bytes went past under {target:?}, which none reads; the layer is refused rather than reported without it"
+    )]
+    UnkeptLinkTarget {
+        layer: String,
+        path: String,
+        target: String,
+    },
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -156,7 +167,8 @@ impl LayerError {
             | LayerError::Tar { layer, .. }
             | LayerError::PathTraversal { layer, .. }
             | LayerError::MediaType { layer, .. }
-            | LayerError::Io { layer, .. } => layer,
+            | LayerError::Io { layer, .. }
+            | LayerError::UnkeptLinkTarget { layer, .. } => layer,
         }
     }
 }

@@ -22,7 +22,10 @@
 //! - Whiteouts (`.wh.NAME`) and opaque directories (`.wh..wh..opq`) are
 //!   recorded, never treated as files.
 //! - Hard links: a wanted link gets the bytes of its target when the target
-//!   was captured earlier in the layer (otherwise a warning); symlinks are
+//!   was captured earlier in the layer; a target earlier in the layer whose
+//!   bytes were not kept fails the layer ([`LayerError::UnkeptLinkTarget`]:
+//!   reporting it without that file would be a silent wrong answer), one
+//!   not in the layer is a warning; symlinks are
 //!   never followed; devices, FIFOs and directories hold no data. An entry
 //!   that is not captured replaces a file captured earlier at the same path.
 //! - Every cap in [`Limits`] is an error naming the layer and the limit.

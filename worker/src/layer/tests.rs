@@ -342,7 +342,7 @@ fn hard_links_share_a_captured_target_and_warn_otherwise() {
     let tar = Layer::new()
         .file("./var/lib/dpkg/status", b"libc6\n")
         .hardlink("./etc/status-copy", "./var/lib/dpkg/status")
-        .file("./usr/share/motd", b"hello\n")
+        // A link to nothing earlier in this layer.
         .hardlink("./etc/motd", "usr/share/motd")
         .tar();
     let (analyzers, _, etc) = probes();
@@ -359,6 +359,33 @@ fn hard_links_share_a_captured_target_and_warn_otherwise() {
     );
     // The link costs no extra captured bytes.
     assert_eq!(out.captured_bytes, 6);
+}
+
+/// The hostile-input report of issue 16: `var/lib/dpkg/status` a hard link
+/// to `status-old`, which came first and no analyser reads. Its bytes have
+/// gone past: the layer is refused, naming both, where it used to be
+/// reported with no packages ("No vulnerabilities found").
+#[test]
+fn a_wanted_hard_link_to_bytes_not_kept_fails_the_layer() {
+    let tar = Layer::new()
+        .file("./var/lib/dpkg/status-old", b"Package: libc6\n")
+        .hardlink("./var/lib/dpkg/status", "./var/lib/dpkg/status-old")
+        .tar();
+    let analyzers = crate::analyzers::all();
+    let err = run(&tar, None, &analyzers, &Limits::default()).unwrap_err();
+    assert!(matches!(err, LayerError::UnkeptLinkTarget { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("\"/var/lib/dpkg/status\"") && message.contains("/var/lib/dpkg/status-old"),
+        "{message}"
+    );
+    // The same link to a file that an analyser keeps is read through.
+    let (probes, dpkg, _) = probes();
+    run(&tar, None, &probes, &Limits::default()).unwrap();
+    assert_eq!(
+        seen_paths(&dpkg),
+        ["/var/lib/dpkg/status-old", "/var/lib/dpkg/status"]
+    );
 }
 
 #[test]

@@ -245,6 +245,7 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
                 };
                 if wanted_by.is_empty() {
                     c.forget(&path);
+                    c.skipped_file(&path);
                     let already = head.len() as u64;
                     if sinks.is_empty() || !sinks.write(&head) {
                         skip(&mut entry, &mut buf, already, layer)?;
@@ -279,7 +280,7 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
                     layer: layer.to_owned(),
                     path: target.to_owned(),
                 })?;
-                c.link(path, &target);
+                c.link(path, &target)?;
             }
             // Directories, symlinks (never followed), devices, FIFOs, PAX
             // global headers: no data for analysers.

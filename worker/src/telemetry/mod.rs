@@ -262,4 +262,3 @@ mod tests {
         drop(guard);
     }
 }
-

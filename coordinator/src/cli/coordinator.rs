@@ -132,7 +132,7 @@ pub async fn run(
     )
     .with_event_log(events);
 
-    let shutdown = Shutdown::on_signal("coordinator", c.cluster.shutdown_timeout());
+    let shutdown = Shutdown::on_signal("coordinator", c.cluster.shutdown.timeout());
     let metrics_at = roles::spawn_metrics(metrics_addr, metrics, shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -64,15 +64,9 @@ pub struct ServeSettings {
     /// A file of image references to watch, one per line (`#` comments).
     #[arg(long, env = "STRATA_WATCH", value_name = "FILE")]
     pub watch: Option<PathBuf>,
-    /// Seconds from SIGTERM to exit: past them the process logs so and
-    /// exits with status 2. A second signal exits at once.
-    #[arg(
-        long,
-        env = "STRATA_SHUTDOWN_TIMEOUT_SECS",
-        value_name = "SECS",
-        default_value_t = 45
-    )]
-    pub shutdown_timeout_secs: u64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub shutdown: settings::ShutdownSettings,
     #[command(flatten)]
     #[serde(flatten)]
     pub server: ServerSettings,
@@ -147,7 +141,7 @@ pub async fn run(
     ctx.metrics = Some(WorkerMetrics::new(&metrics));
     ctx.source.insecure_registries = c.server.insecure_registries.clone();
 
-    let shutdown = Shutdown::on_signal("serve", std::time::Duration::from_secs(c.shutdown_timeout_secs));
+    let shutdown = Shutdown::on_signal("serve", c.shutdown.timeout());
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     // Stops on a signal, or when --exit-when-done has its summary.
     let stop = {

@@ -296,6 +296,14 @@ pub struct ClusterSettings {
     /// OTLP/gRPC collector for traces and metrics (off when unset).
     #[arg(long, env = "STRATA_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub shutdown: ShutdownSettings,
+}
+
+/// How long a role may take to stop: every long-running role has it.
+#[derive(clap::Args, Serialize, Deserialize, Debug, Clone)]
+pub struct ShutdownSettings {
     /// Seconds from SIGTERM to exit: past them (NATS or the store
     /// unreachable, a drain that cannot finish) the process logs so and
     /// exits with status 2. A second signal exits at once.
@@ -308,11 +316,13 @@ pub struct ClusterSettings {
     pub shutdown_timeout_secs: u64,
 }
 
-impl ClusterSettings {
-    pub fn shutdown_timeout(&self) -> std::time::Duration {
+impl ShutdownSettings {
+    pub fn timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.shutdown_timeout_secs)
     }
+}
 
+impl ClusterSettings {
     pub fn store_url(&self) -> anyhow::Result<&str> {
         self.store.as_deref().context(
             "no object store: give --store file:///DIR or s3://BUCKET/PREFIX (the same for every role)",

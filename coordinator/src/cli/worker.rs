@@ -68,9 +68,9 @@ pub struct WorkerSettings {
 impl WorkerSettings {
     fn validate(self) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            self.cluster.shutdown_timeout_secs > self.shutdown_grace_secs,
+            self.cluster.shutdown.shutdown_timeout_secs > self.shutdown_grace_secs,
             "--shutdown-timeout-secs ({}) must be longer than --shutdown-grace-secs ({}): jobs in hand get the grace, then are handed back before the deadline",
-            self.cluster.shutdown_timeout_secs,
+            self.cluster.shutdown.shutdown_timeout_secs,
             self.shutdown_grace_secs
         );
         anyhow::ensure!(
@@ -117,7 +117,7 @@ pub async fn run(
     ctx.source.insecure_registries = c.insecure_registries.clone();
     ctx.source.docker_config = c.docker_config.clone();
 
-    let shutdown = Shutdown::on_signal("worker", c.cluster.shutdown_timeout());
+    let shutdown = Shutdown::on_signal("worker", c.cluster.shutdown.timeout());
     let metrics_at = roles::spawn_metrics(metrics_addr, metrics, shutdown.clone()).await?;
     let client = roles::connect_nats(&c.cluster.nats, &format!("strata-worker {worker_id}")).await?;
     // The coordinator creates the streams; wait for them (or for a signal).

@@ -1,5 +1,5 @@
 //! The in-process queue's semantics (the NATS transport is tested against a
-//! real server in `tests/tests/queue_nats.rs`).
+//! real server in `tests/tests/queue_nats.rs`, in the harness crate).
 
 use std::time::Duration;
 

@@ -136,14 +136,11 @@ async fn a_duplicate_job_id_within_the_window_is_dropped() {
     assert!(worker.next_jobs(10, WAIT).await.unwrap().is_empty());
 }
 
-/// FAILS today, so it is ignored (found 2026-12-07, see the session's
-/// closing note): with `max_ack_pending` 5 and 20 jobs, `next_jobs(20, …)`
-/// did not return the 5 it could have; it blocked until `ack_wait` expired
-/// and filled up with redeliveries of the jobs still held (60 deliveries of
-/// 20 jobs in 660 s). Run it with `--ignored` once `NatsQueue::fetch`
-/// returns what the server can deliver.
+/// Found 2026-12-07: a fetch asking for more than the consumer may hand
+/// out (`max_ack_pending`) stayed open on the server until `ack_wait`
+/// passed and came back full of redeliveries of jobs still held (60
+/// deliveries of 20 jobs in 660 s); the no-wait fetch now has an expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a fetch over max_ack_pending blocks until ack_wait and returns redeliveries"]
 async fn max_ack_pending_holds_across_fetches() {
     let nats = NatsServer::start().unwrap();
     let settings = QueueSettings {

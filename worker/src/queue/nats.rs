@@ -38,6 +38,8 @@ use super::{
 };
 
 const TRACEPARENT: &str = "traceparent";
+/// How long a no-wait fetch may stay open on the server (see `fetch`).
+const NO_WAIT_EXPIRES: Duration = Duration::from_millis(100);
 /// A long poll is cut into slices this long, so a CI job that arrives while
 /// a worker waits on the background queue is seen soon.
 const POLL_SLICE: Duration = Duration::from_millis(250);
@@ -450,9 +452,14 @@ async fn fetch(
     expires: Option<Duration>,
 ) -> Result<Vec<jetstream::Message>, QueueError> {
     let mut batch = match expires {
+        // A no-wait fetch still needs an expiry: when the consumer is at
+        // `max_ack_pending`, the server delivers what it may and then holds
+        // the request open; without one it stayed open until `ack_wait`
+        // passed and filled up with redeliveries of jobs still held.
         None => consumer
             .fetch()
             .max_messages(max)
+            .expires(NO_WAIT_EXPIRES)
             .messages()
             .await
             .map_err(|e| QueueError::nats("fetching jobs", e))?,

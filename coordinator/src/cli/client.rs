@@ -430,7 +430,9 @@ fn check_token(token: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_bounded(path: &Path, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
+/// At most `max` bytes of `path`, whatever it is (a pipe or a device has no
+/// size to check first): the read stops one byte past the cap.
+pub(super) fn read_bounded(path: &Path, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
     let file = std::fs::File::open(path).with_context(|| format!("{what} {}", path.display()))?;
     let mut bytes = Vec::new();
     file.take(max + 1)

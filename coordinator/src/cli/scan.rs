@@ -125,22 +125,7 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<u8> {
     })
 }
 
-fn read_sbom(path: &PathBuf) -> anyhow::Result<(Vec<Package>, Option<OsRelease>)> {
-    let bytes = read_capped(path, MAX_SBOM_BYTES).with_context(|| format!("sbom {}", path.display()))?;
+fn read_sbom(path: &std::path::Path) -> anyhow::Result<(Vec<Package>, Option<OsRelease>)> {
+    let bytes = super::client::read_bounded(path, MAX_SBOM_BYTES, "sbom")?;
     output::sbom_in::read(&bytes).with_context(|| format!("sbom {}", path.display()))
-}
-
-/// Reads at most `max` bytes of `path`, whatever it is: a pipe, a device
-/// (`/dev/zero`) or a file growing while read has no size to check
-/// first, so the read itself stops one byte past the cap.
-fn read_capped(path: &PathBuf, max: u64) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path)?;
-    let mut bytes = Vec::new();
-    file.take(max + 1).read_to_end(&mut bytes)?;
-    anyhow::ensure!(
-        bytes.len() as u64 <= max,
-        "over the {max}-byte limit (read stopped there)"
-    );
-    Ok(bytes)
 }

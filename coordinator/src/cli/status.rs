@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Args;
 
 use strata_proto::v1;
+use strata_worker::queue::Priority;
 
 use super::client::ConnectArgs;
 
@@ -72,7 +73,7 @@ fn status_json(status: &v1::GetStatusResponse) -> serde_json::Value {
         .iter()
         .map(|q| {
             serde_json::json!({
-                "priority": priority_word(q.priority),
+                "priority": Priority::from_proto(q.priority).as_str(),
                 "pending": q.pending,
                 "in_flight": q.in_flight,
             })
@@ -150,14 +151,6 @@ fn shown_age(secs: i64) -> String {
     }
 }
 
-fn priority_word(p: i32) -> &'static str {
-    match v1::Priority::try_from(p) {
-        Ok(v1::Priority::Ci) => "ci",
-        Ok(v1::Priority::Background) => "background",
-        _ => "unspecified",
-    }
-}
-
 /// `-` for never.
 fn shown_time(unix_ms: i64) -> String {
     rfc3339(unix_ms).unwrap_or_else(|| "-".to_owned())
@@ -200,7 +193,7 @@ fn status_text(status: &v1::GetStatusResponse) -> String {
             .map(|q| {
                 format!(
                     "{} {} pending + {} in flight",
-                    priority_word(q.priority),
+                    Priority::from_proto(q.priority).as_str(),
                     q.pending,
                     q.in_flight
                 )

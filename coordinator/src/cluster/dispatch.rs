@@ -25,7 +25,7 @@ impl Coordinator {
         republish: bool,
     ) -> Result<Option<ScanRecord>, CoordinatorError> {
         let id = &scan.id;
-        let mut known: HashMap<String, Option<LayerNow>> = HashMap::new();
+        let mut known: HashMap<String, LayerNow> = HashMap::new();
         for layer in &scan.layers {
             if layer.state.is_terminal() || known.contains_key(&layer.digest) {
                 continue;
@@ -38,7 +38,7 @@ impl Coordinator {
                 .or_default()
                 .insert(id.to_owned());
             let now = self.ensure_layer(scan, layer, &key, republish).await?;
-            known.insert(layer.digest.clone(), Some(now));
+            known.insert(layer.digest.clone(), now);
         }
         self.refresh_scan(id, Known::All(&known)).await
     }

@@ -57,7 +57,7 @@ impl Coordinator {
                 Some(s) => s.clone(),
                 None => {
                     let now = match known.get(&layer.digest) {
-                        Some(now) => now,
+                        Some(now) => Some(now),
                         // Woken for another layer: this one has not changed
                         // (its own result wakes this scan again).
                         None if known.only_these() => continue,
@@ -291,20 +291,20 @@ impl LayerNow {
     }
 }
 
-/// What the caller of `refresh_scan` knows of the scan's layers (by
-/// digest; `None`: no layer record).
+/// What the caller of `refresh_scan` knows of the scan's layers (their
+/// records' states, by digest).
 pub(super) enum Known<'a> {
     /// Nothing: every unfinished layer is read from the layer index.
     Nothing,
     /// Every layer's state, as `dispatch` just found or made it (a layer
     /// not named is read).
-    All(&'a HashMap<String, Option<LayerNow>>),
+    All(&'a HashMap<String, LayerNow>),
     /// The layers whose results were just stored: only they changed.
-    Changed(&'a HashMap<String, Option<LayerNow>>),
+    Changed(&'a HashMap<String, LayerNow>),
 }
 
 impl Known<'_> {
-    fn get(&self, digest: &str) -> Option<Option<LayerNow>> {
+    fn get(&self, digest: &str) -> Option<LayerNow> {
         match self {
             Known::Nothing => None,
             Known::All(map) | Known::Changed(map) => map.get(digest).cloned(),

@@ -136,7 +136,7 @@ impl Coordinator {
     /// state is not known here reads every layer back).
     async fn wake(&self, woken: Vec<Woken>) {
         // Scan → its layers that changed (by digest); `None`: read all.
-        let mut scans: HashMap<String, Option<HashMap<String, Option<LayerNow>>>> = HashMap::new();
+        let mut scans: HashMap<String, Option<HashMap<String, LayerNow>>> = HashMap::new();
         {
             let mut waiters = lock(&self.inner.waiters);
             for w in woken {
@@ -144,7 +144,7 @@ impl Coordinator {
                     let entry = scans.entry(id).or_insert_with(|| Some(HashMap::new()));
                     match (&w.stored, entry.as_mut()) {
                         (Some(now), Some(changed)) => {
-                            changed.insert(w.digest.clone(), Some(now.clone()));
+                            changed.insert(w.digest.clone(), now.clone());
                         }
                         _ => *entry = None,
                     }

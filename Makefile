@@ -3,7 +3,8 @@
 #               OSV advisories, then `strata serve` (coordinator, workers and an
 #               in-process queue in one process) scans a small demo fleet that
 #               shares base layers, and prints the fleet summary
-#   make test   runs every test (installs nats-server, docker-registry and moto first when missing)
+#   make test   runs every test (installs nats-server, docker-registry and moto first when missing),
+#               then each fuzz target for a few seconds on its seeds (fuzz/ci.sh; nightly, cargo-fuzz)
 
 # The OSV records the demo matches, shipped in the repository (sources and
 # licences in deploy/demo/osv/SOURCES.md); point OSV at other data (files,
@@ -28,3 +29,4 @@ demo:
 test:
 	.ci/install-deps
 	cargo test --workspace
+	fuzz/ci.sh

@@ -22,6 +22,8 @@ pub mod cluster;
 pub mod compose;
 pub mod engine;
 pub mod feeds;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod matching;
 pub mod metrics;
 pub mod notify;

@@ -197,6 +197,8 @@ async fn fleet_service_answers_for_the_whole_fleet() {
         .workers(2)
         .db(&db)
         .insecure_registry(&host)
+        // Unreachable, but listed: what a caller meets is the registry being away.
+        .insecure_registry("127.0.0.1:1")
         .start()
         .unwrap();
     let mut c = fleet(&cluster).await;

@@ -381,7 +381,17 @@ async fn malformed_requests_are_refused_and_the_server_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let db = build_db(STRATA, dir.path());
     let registry = Registry::start().unwrap();
-    let cluster = start_cluster(&registry.host(), &db);
+    // A registry that accepts connections and never answers (listed, so
+    // the policy lets callers name it over plain HTTP).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cluster = Cluster::builder(STRATA)
+        .workers(1)
+        .db(&db)
+        .insecure_registry(registry.host())
+        .insecure_registry(silent.local_addr().unwrap().to_string())
+        .worker_args(["--concurrency", "2"])
+        .start()
+        .unwrap();
     let mut client = ScanServiceClient::new(channel(&cluster).await);
 
     let huge = "a".repeat(1 << 20);
@@ -440,10 +450,8 @@ async fn malformed_requests_are_refused_and_the_server_goes_on() {
         .expect_err("an empty scan id");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 
-    // A registry that accepts connections and never answers: the client's
-    // deadline ends the submit with DEADLINE_EXCEEDED, long before the
-    // coordinator's own resolve timeout.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // The silent registry: the client's deadline ends the submit with
+    // DEADLINE_EXCEEDED, long before the coordinator's own resolve timeout.
     let mut request = tonic::Request::new(submit_request(
         &format!("{}/silent/app:1", silent.local_addr().unwrap()),
         true,

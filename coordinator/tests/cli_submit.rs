@@ -140,7 +140,8 @@ async fn submit_waits_prints_reports_and_gates() {
         .unwrap();
     image.push(&registry, "team/db", "1").await.unwrap();
     let reference = format!("{host}/team/db:1");
-    let server = Server::start(dir.path(), &db, &[]);
+    // The server lists the registry: a caller may then ask for plain HTTP.
+    let server = Server::start(dir.path(), &db, &["--insecure-registry", &host]);
     let submit = |extra: &[&str]| -> Output {
         strata()
             .args([
@@ -507,6 +508,8 @@ async fn tls_client_certificates_and_tokens() {
             &write(d, "client-ca.pem", &client_ca.pem()),
             "--token-file",
             &tokens,
+            "--insecure-registry",
+            &registry.host(),
         ],
     );
     assert!(server.grpc.starts_with("https://"));

@@ -350,7 +350,31 @@ async fn the_coordinator_and_nats_restarted_mid_run_lose_nothing() {
     for r in &refs[..6] {
         ids.push(submit(&cluster, r).await);
     }
-    // Mid-run: jobs queued and in flight.
+    // Mid-run: jobs queued and in flight. Proved, not assumed: a blob
+    // fetch has started (workers hold jobs), and no scan has finished.
+    let digests: Vec<String> = base.iter().map(|l| l.digest.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while digests.iter().all(|d| proxy.blob_requests(d) == 0) {
+        assert!(Instant::now() < deadline, "no fetch started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut scans = client(&cluster).await;
+    // A scan's report exists only once it is done.
+    let mut running = 0;
+    for id in &ids {
+        let report = scans
+            .get_report(v1::GetReportRequest {
+                selector: Some(Selector::ScanId(id.clone())),
+            })
+            .await;
+        if report.is_err() {
+            running += 1;
+        }
+    }
+    assert!(
+        running > 0,
+        "every scan finished before the kill: nothing was in flight"
+    );
     cluster.kill_coordinator();
     cluster.restart_coordinator().unwrap();
     for r in &refs[6..] {

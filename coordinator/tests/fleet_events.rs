@@ -225,6 +225,7 @@ async fn a_moved_tag_costs_only_its_new_layers_and_its_findings_change() -> Resu
     let moved = image("2.31.0", "tag 3, rebuilt")?;
     moved.push(&registry, repo, "v3").await?;
     let new_layer = moved.layers[1].digest.clone();
+    let blob_gets_before = proxy.blob_gets_total();
     c.fleet_refresh().await?;
     wait_events(&s, seen + 1).await?;
     // Give the moved tag's scan time to finish and its events to land.
@@ -255,6 +256,14 @@ async fn a_moved_tag_costs_only_its_new_layers_and_its_findings_change() -> Resu
     assert_eq!(proxy.blob_gets(&new_layer), 1, "the new layer fetched once");
     let again: Vec<u64> = layers.iter().map(|d| proxy.blob_gets(d)).collect();
     assert_eq!(again, gets, "no old layer fetched again");
+    // Everything the refresh fetched: the moved image's config and its one
+    // new layer, nothing else.
+    assert_eq!(
+        proxy.blob_gets_total() - blob_gets_before,
+        2,
+        "only the moved image's config and new layer"
+    );
+    assert_eq!(proxy.blob_gets(&moved.config_digest), 1);
     let e = c.event_log().after(seen, 10).await?;
     assert!(
         e[0].image_reference.ends_with(":v3"),

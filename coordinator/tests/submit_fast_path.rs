@@ -102,12 +102,16 @@ async fn resubmit_is_cheap_and_a_moved_tag_is_noticed() -> Result<(), BoxError> 
     assert_eq!(config_gets, 1, "the first submit reads the config once");
     let revision = image_revision(&setup, &reference).await?;
 
-    // Resubmits: the existing scan, without the config blob, without a write.
+    // Resubmits: the existing scan, without the config blob, without a
+    // write, each for one manifest HEAD and no manifest GET.
+    let (gets, heads) = (proxy.manifest_gets(), proxy.manifest_heads());
     for _ in 0..5 {
         let (again, existed) = submit(&setup, &reference).await?;
         assert!(existed);
         assert_eq!(again.id, first.id);
     }
+    assert_eq!(proxy.manifest_gets(), gets, "a resubmit fetched the manifest");
+    assert_eq!(proxy.manifest_heads(), heads + 5, "one HEAD per resubmit");
     assert_eq!(
         proxy.blob_requests(&a.config_digest),
         config_gets,
@@ -145,9 +149,11 @@ async fn resubmit_is_cheap_and_a_moved_tag_is_noticed() -> Result<(), BoxError> 
 
     // A digest reference needs no request at all to find its scan.
     let by_digest = format!("{}/app@{}", proxy.host(), b.manifest_digest);
+    let before = proxy.requests();
     let (pinned, existed) = submit(&setup, &by_digest).await?;
     assert!(existed);
     assert_eq!(pinned.id, moved.id);
+    assert_eq!(proxy.requests(), before, "a known digest asked the registry");
     assert_eq!(proxy.blob_requests(&b.config_digest), 1);
 
     setup.stop().await?;

@@ -192,7 +192,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// Blob GETs of every layer, and how many layers were fetched at least once.
-fn layer_fetches(registry: &SyntheticRegistry) -> (u64, usize) {
+pub(crate) fn layer_fetches(registry: &SyntheticRegistry) -> (u64, usize) {
     let gets = registry.all_blob_gets();
     let layers = registry.layer_digests();
     let total = layers
@@ -207,22 +207,22 @@ fn layer_fetches(registry: &SyntheticRegistry) -> (u64, usize) {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Counts {
-    complete: u64,
-    failed: u64,
-    in_progress: u64,
-    findings: u64,
+pub(crate) struct Counts {
+    pub(crate) complete: u64,
+    pub(crate) failed: u64,
+    pub(crate) in_progress: u64,
+    pub(crate) findings: u64,
 }
 
-struct Clients {
-    fleet: FleetServiceClient<tonic::transport::Channel>,
-    admin: AdminServiceClient<tonic::transport::Channel>,
+pub(crate) struct Clients {
+    pub(crate) fleet: FleetServiceClient<tonic::transport::Channel>,
+    pub(crate) admin: AdminServiceClient<tonic::transport::Channel>,
 }
 
 impl Clients {
     /// Images complete, failed and still in progress, and findings, as the
     /// fleet summary counts them.
-    async fn done(&mut self) -> Result<Counts, BoxError> {
+    pub(crate) async fn done(&mut self) -> Result<Counts, BoxError> {
         let s = self
             .fleet
             .summary(v1::SummaryRequest { top_n: 1 })
@@ -250,11 +250,11 @@ impl Clients {
         })
     }
 
-    async fn status(&mut self) -> Result<v1::GetStatusResponse, BoxError> {
+    pub(crate) async fn status(&mut self) -> Result<v1::GetStatusResponse, BoxError> {
         Ok(self.admin.get_status(v1::GetStatusRequest {}).await?.into_inner())
     }
 
-    async fn queue(&mut self) -> Result<(u64, u64), BoxError> {
+    pub(crate) async fn queue(&mut self) -> Result<(u64, u64), BoxError> {
         let s = self.admin.get_status(v1::GetStatusRequest {}).await?.into_inner();
         Ok((
             s.queues.iter().map(|q| q.pending).sum(),
@@ -265,7 +265,7 @@ impl Clients {
 
 /// Registers every repository (`concurrency` at once) on a task of its
 /// own; the task returns the tags registered.
-fn register_all(
+pub(crate) fn register_all(
     fleet: &FleetServiceClient<tonic::transport::Channel>,
     host: &str,
     repositories: &[String],
@@ -413,7 +413,7 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
     let dir = tempfile::tempdir()?;
     let (cluster, updates) = match &o.target {
         Target::Start => {
-            let (cluster, updates) = start_cluster(o, &registry, dir.path())?;
+            let (cluster, updates) = start_cluster(o, &registry, dir.path(), &[])?;
             (Some(cluster), Some(updates))
         }
         Target::Existing { feed_dir, .. } => (None, feed_dir.clone()),
@@ -566,10 +566,11 @@ pub async fn run(o: &RunOptions, quiet: bool) -> Result<RunResults, BoxError> {
 /// Starts nats-server, a coordinator polling two feeds (the PyPI export,
 /// and a directory the advisory update is written to, returned) and the
 /// workers, all allowed plain HTTP to the synthetic registry.
-fn start_cluster(
+pub(crate) fn start_cluster(
     o: &RunOptions,
     registry: &SyntheticRegistry,
     dir: &Path,
+    coordinator_args: &[String],
 ) -> Result<(Cluster, PathBuf), BoxError> {
     let pypi = o.testdata.join("osv/PyPI/all.zip");
     let db = strata_harness::fixtures::import_db(Command::new(&o.strata), dir, &[pypi.as_path()]);
@@ -594,6 +595,7 @@ fn start_cluster(
         .insecure_registry(registry.host())
         .worker_args(o.worker_args.clone())
         .coordinator_args(feeds)
+        .coordinator_args(coordinator_args)
         .start()?;
     Ok((cluster, updates))
 }

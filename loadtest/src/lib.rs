@@ -6,5 +6,6 @@ pub mod fleetgen;
 pub mod fleetrun;
 pub mod memory;
 pub mod plot;
+pub mod soak;
 pub mod synth;
 pub mod synthreg;

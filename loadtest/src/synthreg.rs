@@ -250,6 +250,19 @@ impl SyntheticRegistry {
         read(&self.shared.image_digests)[image].clone()
     }
 
+    /// Every tag served now: (repository, tag, manifest digest).
+    pub fn tag_digests(&self) -> Vec<(String, String, String)> {
+        let digests = read(&self.shared.image_digests);
+        let tags = read(&self.shared.tags);
+        let mut all = Vec::new();
+        for (repo, repo_tags) in tags.iter() {
+            for (tag, &image) in repo_tags {
+                all.push((repo.clone(), tag.clone(), digests[image].clone()));
+            }
+        }
+        all
+    }
+
     /// A copy of the fleet as served now (moved tags included).
     pub fn fleet(&self) -> Fleet {
         read(&self.shared.fleet).clone()

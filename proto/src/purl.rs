@@ -120,7 +120,21 @@ impl Purl {
                 ty: ty.clone(),
                 namespace: short(ns),
             })?;
-        Ok(Purl::from_package_url(ecosystem, &p))
+        let purl = Purl::from_package_url(ecosystem, &p);
+        // `packageurl` drops `.`/`..` and empty namespace segments when it
+        // parses but writes what is left as it is: `pkg:composer/../x@1` is
+        // written `pkg:composer//x@1`, which does not parse. Only a purl
+        // whose canonical text reads back as itself is one (the contract).
+        match PackageUrl::from_str(&purl.text) {
+            Ok(back) if back.to_string() == purl.text => Ok(purl),
+            _ => Err(PurlError::Parse {
+                purl: short(s),
+                reason: format!(
+                    "its canonical form {:?} does not read back as itself",
+                    short(&purl.text)
+                ),
+            }),
+        }
     }
 
     /// The purl of an installed package, checked to read back as the same
@@ -478,6 +492,33 @@ mod tests {
         assert_eq!(u.ecosystem(), Ecosystem::Ubuntu);
         assert!(p.for_distro(Ecosystem::Alpine).is_err());
         assert!(p.for_distro(Ecosystem::PyPI).is_err());
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `purl`): a namespace of only dot
+    /// segments was dropped on parsing, and the text written for the purl
+    /// (`pkg:composer//x@2`) did not parse.
+    #[test]
+    fn parse_refuses_what_would_not_read_back() {
+        for s in [
+            // The fuzzer's input, as it found it.
+            "pkg:composer/../\u{11}\0@o\0e@e\u{1}x@2k",
+            "pkg:composer/../x@2",
+            "pkg:npm/./a@1",
+            "pkg:maven/../a@1",
+        ] {
+            match Purl::parse(s) {
+                Err(PurlError::Parse { .. }) => {}
+                Err(e) => panic!("{s}: unexpected error {e}"),
+                Ok(p) => assert_eq!(
+                    Purl::parse(p.as_str()).map(|b| b.as_str().to_owned()),
+                    Ok(p.as_str().to_owned()),
+                    "{s}"
+                ),
+            }
+        }
+        // Ordinary purls still parse and keep their text.
+        let p = Purl::parse("pkg:composer/monolog/monolog@3.5.0").unwrap();
+        assert_eq!(p.as_str(), "pkg:composer/monolog/monolog@3.5.0");
     }
 
     #[test]

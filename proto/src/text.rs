@@ -32,7 +32,7 @@ pub fn cut_marked(s: &str, n: usize) -> String {
 /// or a file's line inside ours.
 pub fn one_line(s: &str, n: usize) -> String {
     let flat = s
-        .split(|c: char| c.is_whitespace() || c.is_control())
+        .split(|c: char| c.is_whitespace() || hidden(c))
         .filter(|w| !w.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
@@ -44,7 +44,6 @@ pub fn one_line(s: &str, n: usize) -> String {
 /// overrides, which reorder what a reader sees, written as `\u{..}`
 /// escapes. For messages that may quote outside text (a tar path, a tag).
 pub fn escape_controls(s: &str) -> String {
-    let hidden = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     if !s.chars().any(hidden) {
         return s.to_owned();
     }
@@ -57,6 +56,12 @@ pub fn escape_controls(s: &str) -> String {
         }
     }
     out
+}
+
+/// Whether `c` would act on a terminal rather than show: a control
+/// character, or a Unicode bidirectional override or isolate.
+pub fn hidden(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// An error and its sources, `: `-joined, skipping a source whose text the

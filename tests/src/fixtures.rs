@@ -309,3 +309,103 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
 }
+
+/// How a child process ended (see [`run_measured`]).
+#[derive(Debug)]
+pub struct Measured {
+    /// The exit code; `None` when a signal ended it (or the limit killed it).
+    pub code: Option<i32>,
+    pub stdout: String,
+    /// Its stderr, without GNU time's line.
+    pub stderr: String,
+    /// The process's own peak resident set, as the kernel counted it
+    /// (`ru_maxrss`, reported by GNU time).
+    pub peak_rss_bytes: u64,
+    /// Killed for running past the limit.
+    pub timed_out: bool,
+}
+
+/// GNU time's marker on the last line of a measured child's stderr.
+const PEAK_MARK: &str = "strata-harness peak_rss_kib=";
+
+/// Runs `command` to its end (killed past `limit`) under GNU time
+/// (`/usr/bin/time`, Debian's `time`, installed by `.ci/install-deps`),
+/// capturing its output and its own peak resident set: the kernel's
+/// `ru_maxrss` of that one process, which time reads from `wait4` (this
+/// crate forbids the `unsafe` calling it directly would need).
+pub fn run_measured(command: Command, limit: Duration) -> Measured {
+    use std::process::Stdio;
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-f")
+        .arg(format!("{PEAK_MARK}%M"))
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(v) => timed.env(key, v),
+            None => timed.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    timed
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = timed.spawn().unwrap_or_else(|e| {
+        panic!("spawning /usr/bin/time (Debian package `time`; .ci/install-deps installs it): {e}")
+    });
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    use std::io::Read as _;
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the measured child") {
+            break status;
+        }
+        if !timed_out && Instant::now() > deadline {
+            // The measured process (time's child) first, then time.
+            let _ = Command::new("pkill")
+                .arg("-KILL")
+                .arg("-P")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.kill();
+            timed_out = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = stderr.join().unwrap_or_default();
+    let (peak, rest): (Vec<&str>, Vec<&str>) = stderr.lines().partition(|l| l.starts_with(PEAK_MARK));
+    let peak_kib: u64 = peak
+        .last()
+        .and_then(|l| l[PEAK_MARK.len()..].trim().parse().ok())
+        .unwrap_or(0);
+    // GNU time says "Command exited with non-zero status N" before its line.
+    let rest: Vec<&str> = rest
+        .into_iter()
+        .filter(|l| {
+            !l.starts_with("Command exited with non-zero status")
+                && !l.starts_with("Command terminated by signal")
+        })
+        .collect();
+    Measured {
+        code: status.code(),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: rest.join("\n"),
+        peak_rss_bytes: peak_kib * 1024,
+        timed_out,
+    }
+}

@@ -388,6 +388,43 @@ impl Layer {
         self
     }
 
+    /// A layer whose tar is written by `write` straight into the compressor,
+    /// never held whole: for layers that inflate to gigabytes (bombs, a
+    /// million entries). `tar` stays empty (no docker archive of it), the
+    /// diff_id is hashed as the tar streams past.
+    pub fn streamed(
+        compression: Compression,
+        write: impl FnOnce(&mut tar::Builder<&mut dyn std::io::Write>) -> std::io::Result<()>,
+    ) -> Result<Layer> {
+        let fail = |e| HarnessError::io("streaming a layer", e);
+        let mut hashing = Hashing {
+            inner: match compression {
+                Compression::None => Box::new(Vec::new()) as Box<dyn Finish>,
+                Compression::Gzip => Box::new(flate2::write::GzEncoder::new(
+                    Vec::new(),
+                    flate2::Compression::default(),
+                )),
+                Compression::Zstd => Box::new(zstd::Encoder::new(Vec::new(), 3).map_err(fail)?),
+            },
+            hasher: <sha2::Sha256 as sha2::Digest>::new(),
+        };
+        {
+            let mut builder = tar::Builder::new(&mut hashing as &mut dyn std::io::Write);
+            write(&mut builder).map_err(fail)?;
+            builder.finish().map_err(fail)?;
+        }
+        let diff_id = format!("sha256:{}", hex::encode(sha2::Digest::finalize(hashing.hasher)));
+        let blob = hashing.inner.finish_box().map_err(fail)?;
+        Ok(Layer {
+            digest: sha256_digest(&blob),
+            diff_id,
+            blob,
+            tar: Vec::new(),
+            compression,
+            honest_blob: None,
+        })
+    }
+
     /// A layer made of arbitrary `bytes`, declared with `compression`'s media
     /// type (say, gzip that is not gzip). Digest and diff_id are `sha256(bytes)`.
     pub fn garbage(compression: Compression, bytes: impl Into<Vec<u8>>) -> Layer {
@@ -401,6 +438,46 @@ impl Layer {
             compression,
             honest_blob: None,
         }
+    }
+}
+
+/// A compressor (or a plain buffer) that hands back its bytes at the end.
+trait Finish: std::io::Write {
+    fn finish_box(self: Box<Self>) -> std::io::Result<Vec<u8>>;
+}
+
+impl Finish for Vec<u8> {
+    fn finish_box(self: Box<Self>) -> std::io::Result<Vec<u8>> {
+        Ok(*self)
+    }
+}
+
+impl Finish for flate2::write::GzEncoder<Vec<u8>> {
+    fn finish_box(self: Box<Self>) -> std::io::Result<Vec<u8>> {
+        (*self).finish()
+    }
+}
+
+impl Finish for zstd::Encoder<'static, Vec<u8>> {
+    fn finish_box(self: Box<Self>) -> std::io::Result<Vec<u8>> {
+        (*self).finish()
+    }
+}
+
+/// Hashes what passes through to `inner` (the uncompressed tar).
+struct Hashing {
+    inner: Box<dyn Finish>,
+    hasher: sha2::Sha256,
+}
+
+impl std::io::Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -35,6 +35,10 @@
 //!   sent a `Content-Length`, the GET stops counting as in progress just
 //!   before its last byte is handed on, so a client that reads a body to the
 //!   end and then starts the next GET is never seen overlapping with itself.
+//! - Manifest requests are counted by method
+//!   ([`manifest_gets`](RegistryProxy::manifest_gets),
+//!   [`manifest_heads`](RegistryProxy::manifest_heads)), and every request
+//!   ([`requests`](RegistryProxy::requests)).
 //! - Dropping the handle stops the server and cancels requests in flight.
 
 use std::collections::HashMap;
@@ -144,6 +148,8 @@ impl RegistryProxyBuilder {
             in_flight: AtomicU64::new(0),
             in_flight_max: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            manifest_gets: AtomicU64::new(0),
+            manifest_heads: AtomicU64::new(0),
             digests: Mutex::new(HashMap::new()),
         });
         // As registries do (Go's net/http sets it): the tail of a blob must
@@ -234,6 +240,22 @@ impl RegistryProxy {
         self.shared.requests.load(Ordering::SeqCst)
     }
 
+    /// Manifest `GET`s that arrived (by tag or digest), over every repository.
+    pub fn manifest_gets(&self) -> u64 {
+        self.shared.manifest_gets.load(Ordering::SeqCst)
+    }
+
+    /// Manifest `HEAD`s that arrived, over every repository.
+    pub fn manifest_heads(&self) -> u64 {
+        self.shared.manifest_heads.load(Ordering::SeqCst)
+    }
+
+    /// Blob GETs the upstream answered 2xx, over every digest.
+    pub fn blob_gets_total(&self) -> u64 {
+        let digests = self.shared.digests.lock().unwrap_or_else(|e| e.into_inner());
+        digests.values().map(|c| c.gets).sum()
+    }
+
     /// How many blob GETs were answered 429 by the proxy.
     pub fn throttled(&self) -> u64 {
         self.shared.throttled.load(Ordering::SeqCst)
@@ -298,6 +320,9 @@ struct Shared {
     in_flight_max: AtomicU64,
     /// Every request that arrived (manifests, tags, blobs, `/v2/`).
     requests: AtomicU64,
+    /// `GET` and `HEAD` of `/v2/<name>/manifests/<reference>`.
+    manifest_gets: AtomicU64,
+    manifest_heads: AtomicU64,
     digests: Mutex<HashMap<String, Counts>>,
 }
 
@@ -359,6 +384,13 @@ fn blob_get_digest(method: &Method, path: &str) -> Option<String> {
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    if request.uri().path().starts_with("/v2/") && request.uri().path().contains("/manifests/") {
+        match *request.method() {
+            Method::GET => shared.manifest_gets.fetch_add(1, Ordering::SeqCst),
+            Method::HEAD => shared.manifest_heads.fetch_add(1, Ordering::SeqCst),
+            _ => 0,
+        };
+    }
     let Some(digest) = blob_get_digest(request.method(), request.uri().path()) else {
         return match forward(&shared, request).await {
             Ok(upstream) => respond(upstream, &shared, None),

@@ -190,6 +190,7 @@ async fn without_workers_the_jobs_wait_for_the_caller() {
     let sandbox = ClusterSandbox::builder()
         .workers(0)
         .queue(SandboxQueue::NatsAt(nats.url()))
+        .insecure_registry(registry.host())
         .start()
         .await
         .expect("sandbox start");

@@ -18,6 +18,19 @@ use tokio::io::AsyncReadExt;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// [`source_config`] with the token service listed as a plain-HTTP host
+/// too: the registry policy checks the realm a registry names like a
+/// redirect.
+fn token_config(
+    registry_host: &str,
+    tokens: &support::TokenServer,
+    docker_config: Option<PathBuf>,
+) -> SourceConfig {
+    let mut config = source_config(registry_host, docker_config);
+    config.insecure_registries.push(tokens.host());
+    config
+}
+
 fn source_config(registry_host: &str, docker_config: Option<PathBuf>) -> SourceConfig {
     SourceConfig {
         insecure_registries: vec![registry_host.to_owned()],
@@ -26,6 +39,7 @@ fn source_config(registry_host: &str, docker_config: Option<PathBuf>) -> SourceC
         docker_config: Some(
             docker_config.unwrap_or_else(|| PathBuf::from("/nonexistent/strata/config.json")),
         ),
+        ..SourceConfig::default()
     }
 }
 
@@ -176,8 +190,11 @@ async fn anonymous_registry_resolve_and_stream_every_layer() -> TestResult {
 
     // A registry not marked insecure is spoken to over HTTPS only: this one
     // speaks plain HTTP, so that fails (and is not NotFound or success).
+    // (The open policy: the strict one would refuse the loopback address
+    // before any HTTPS is tried.)
     let https_only = SourceConfig {
         insecure_registries: vec![],
+        policy: strata_worker::source::RegistryPolicy::open(),
         ..config.clone()
     };
     let err = resolve(&reference, &https_only, None).await.err();
@@ -311,7 +328,24 @@ async fn bearer_token_flow() -> TestResult {
 
     let issued_for_push = tokens.issued();
     let good = support::write_docker_config(dir.path(), "good.json", &host, "bob", "t0ken-pass", true)?;
-    let (source, resolved) = resolve(&reference, &source_config(&host, Some(good.clone())), None).await?;
+    // A token service on plain HTTP that the policy does not list is
+    // refused before it is asked (the registry names it; a hostile one
+    // could name an internal service).
+    let issued_before = tokens.issued();
+    let err = resolve(&reference, &source_config(&host, Some(good.clone())), None)
+        .await
+        .err();
+    assert!(
+        matches!(&err, Some(SourceError::Policy(p)) if p.rule == "insecure_registries"),
+        "{err:?}"
+    );
+    assert_eq!(tokens.issued(), issued_before, "the token service was not asked");
+    let (source, resolved) = resolve(
+        &reference,
+        &token_config(&host, &tokens, Some(good.clone())),
+        None,
+    )
+    .await?;
     assert_eq!(layers_of(&resolved), pushed_layers(&image));
     stream_all(source.as_ref(), &resolved, &blobs(&image)).await?;
     assert!(
@@ -321,18 +355,20 @@ async fn bearer_token_flow() -> TestResult {
 
     // A worker opens layers by descriptor without resolving first: the
     // token flow must happen on that path too.
-    let fresh = open(&reference, &source_config(&host, Some(good.clone()))).await?;
+    let fresh = open(&reference, &token_config(&host, &tokens, Some(good.clone()))).await?;
     let bytes = read_layer(fresh.as_ref(), &resolved.layers[2]).await?;
     assert_eq!(bytes, image.layers[2].blob);
 
     let wrong = support::write_docker_config(dir.path(), "wrong.json", &host, "bob", "nope", true)?;
-    let err = resolve(&reference, &source_config(&host, Some(wrong)), None)
+    let err = resolve(&reference, &token_config(&host, &tokens, Some(wrong)), None)
         .await
         .err();
     assert!(matches!(err, Some(SourceError::Unauthorized(_))), "{err:?}");
 
     // Anonymous: this token service refuses anonymous requests.
-    let err = resolve(&reference, &source_config(&host, None), None).await.err();
+    let err = resolve(&reference, &token_config(&host, &tokens, None), None)
+        .await
+        .err();
     assert!(matches!(err, Some(SourceError::Unauthorized(_))), "{err:?}");
     Ok(())
 }
@@ -414,11 +450,11 @@ async fn tag_list_with_bearer_token_flow() -> TestResult {
     let good = support::write_docker_config(dir.path(), "good.json", &host, "bob", "t0ken-pass", true)?;
     let issued = tokens.issued();
     assert_eq!(
-        list_tags(&host, "team/app", &source_config(&host, Some(good))).await?,
+        list_tags(&host, "team/app", &token_config(&host, &tokens, Some(good))).await?,
         ["v1", "v1.1"]
     );
     assert!(tokens.issued() > issued, "no token was issued for the tag list");
-    let err = list_tags(&host, "team/app", &source_config(&host, None))
+    let err = list_tags(&host, "team/app", &token_config(&host, &tokens, None))
         .await
         .err();
     assert!(matches!(err, Some(SourceError::Unauthorized(_))), "{err:?}");
@@ -918,6 +954,11 @@ mod support {
                 self.port,
                 self.cert_pem.display()
             )
+        }
+
+        /// `127.0.0.1:PORT`: the token service speaks plain HTTP.
+        pub fn host(&self) -> String {
+            format!("127.0.0.1:{}", self.port)
         }
 
         pub fn issued(&self) -> usize {

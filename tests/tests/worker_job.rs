@@ -65,7 +65,16 @@ async fn a_registry_layer_is_analysed_once_and_stored_by_content_address() {
 
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-    let ctx = JobContext::new("worker-1", store.clone());
+    let mut ctx = JobContext::new("worker-1", store.clone());
+    // A job may ask for plain HTTP only to a registry the worker lists.
+    let refused = job::process(&ctx, &registry_job(&ctx, &registry, "team/app", &layer), 1).await;
+    let f = failed(&refused);
+    assert!(f.permanent, "{f:?}");
+    assert!(
+        f.error.contains("(registry policy: insecure_registries)"),
+        "{f:?}"
+    );
+    ctx.source.insecure_registries.push(registry.host());
     let job = registry_job(&ctx, &registry, "team/app", &layer);
 
     let result = job::process(&ctx, &job, 1).await;
@@ -112,10 +121,11 @@ async fn bad_blobs_fail_permanently_unreachable_registries_transiently() {
         .unwrap();
     image.push(&registry, "team/bad", "1").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ctx = JobContext::new(
+    let mut ctx = JobContext::new(
         "w",
         Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap()),
     );
+    ctx.source.insecure_registries = vec![registry.host(), "127.0.0.1:1".into()];
 
     let result = job::process(&ctx, &registry_job(&ctx, &registry, "team/bad", &corrupt), 1).await;
     let f = failed(&result);
@@ -137,7 +147,8 @@ async fn bad_blobs_fail_permanently_unreachable_registries_transiently() {
     .clone();
     assert!(!f.error.is_empty());
 
-    // Nothing listens there: transient, a retry may work.
+    // Nothing listens there (listed, so the policy lets it be tried):
+    // transient, a retry may work.
     let mut job = registry_job(&ctx, &registry, "team/bad", &good);
     if let Some(Location::Registry(r)) = job.source.as_mut().and_then(|s| s.location.as_mut()) {
         r.registry = "127.0.0.1:1".into();

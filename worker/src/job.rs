@@ -45,8 +45,8 @@ pub struct JobContext {
     pub limits: Limits,
     /// Where inventories go (a local directory or S3-compatible storage).
     pub store: Arc<dyn ObjectStore>,
-    /// Docker config and other registry settings; a job's `insecure` flag
-    /// adds its registry to the plain-HTTP list.
+    /// Docker config, plain-HTTP registries and the registry policy; a
+    /// job's `insecure` flag is honoured only for a registry listed here.
     pub source: SourceConfig,
     /// Per-registry fetch limits and 429 pauses, shared by the worker's slots.
     pub gate: Arc<RegistryGate>,
@@ -181,6 +181,15 @@ async fn run(
     Ok((key, analysis.inventory, job.size))
 }
 
+/// A registry source's failure: a refusal of the registry policy is
+/// permanent (another delivery would be refused too), the rest transient.
+fn source_failed(err: SourceError) -> v1::LayerFailed {
+    match err {
+        SourceError::Policy(_) => permanent(err),
+        other => transient(other),
+    }
+}
+
 async fn open_blob(
     ctx: &JobContext,
     job: &v1::LayerJob,
@@ -197,11 +206,20 @@ async fn open_blob(
             let ImageRef::Registry(image) = ImageRef::parse(&reference).map_err(permanent)? else {
                 return Err(permanent(format!("{reference}: not a registry reference")));
             };
-            let mut config = ctx.source.clone();
-            if r.insecure {
-                config.insecure_registries.push(r.registry.clone());
-            }
-            let source = ctx.sources.registry(image, &config).map_err(transient)?;
+            // The coordinator checked the reference against its policy; this
+            // worker checks it against its own (plain HTTP only to a registry
+            // its own `insecure_registries` lists), and its client checks
+            // every address and redirect.
+            ctx.source
+                .policy
+                .check_registry(
+                    image.registry(),
+                    image.resolve_registry(),
+                    &ctx.source.insecure_registries,
+                    r.insecure,
+                )
+                .map_err(permanent)?;
+            let source = ctx.sources.registry(image, &ctx.source).map_err(source_failed)?;
             // Each 429 pauses every fetch from this registry (the gate), not only this one.
             let mut limited = RateLimitWait::new("a blob fetch");
             loop {
@@ -219,7 +237,7 @@ async fn open_blob(
                         ctx.gate
                             .throttle(&registry, limited.pause(&registry, retry_after));
                     }
-                    Err(err) => return Err(transient(err)),
+                    Err(err) => return Err(source_failed(err)),
                 }
             }
         }

@@ -16,6 +16,8 @@
 //!   (OTLP when configured) and W3C trace context over NATS headers.
 
 pub mod analyzers;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod job;
 pub mod layer;

@@ -192,11 +192,14 @@ impl FleetService for FleetApi {
                         scan_id,
                         error: String::new(),
                     },
-                    Some((reference, Err(err))) => v1::RegisteredImage {
-                        reference,
-                        scan_id: String::new(),
-                        error: err.to_string(),
-                    },
+                    Some((reference, Err(err))) => {
+                        super::audit_refusal(&who, "RegisterImages", &reference, &err);
+                        v1::RegisteredImage {
+                            reference,
+                            scan_id: String::new(),
+                            error: err.to_string(),
+                        }
+                    }
                     None => return Err(Status::internal("registration results missing")),
                 },
             };
@@ -237,7 +240,10 @@ impl FleetService for FleetApi {
                 req.insecure_registry,
             )
             .await
-            .map_err(status_of)?;
+            .map_err(|e| {
+                super::audit_refusal(&who, "RegisterRepository", &req.repository, &e);
+                status_of(e)
+            })?;
         tracing::info!(caller = %who, repository = %req.repository, tags_registered, "repository registered");
         Ok(Response::new(v1::RegisterRepositoryResponse { tags_registered }))
     }

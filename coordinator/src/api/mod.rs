@@ -52,6 +52,21 @@ pub(crate) fn caller<T>(request: &tonic::Request<T>) -> String {
     }
 }
 
+/// The audit line of a request the server refused to act on for who made
+/// it (the registry policy, a credential the registry refused): the caller,
+/// the call and the reference, escaped, with the rule in the error.
+pub(crate) fn audit_refusal(who: &str, call: &str, reference: &str, err: &CoordinatorError) {
+    if let CoordinatorError::Unauthorized(reason) = err {
+        tracing::warn!(
+            caller = %who,
+            call,
+            reference = %strata_proto::text::escape_controls(reference),
+            reason = %strata_proto::text::escape_controls(reason),
+            "request refused"
+        );
+    }
+}
+
 /// One span per call, child of the caller's W3C `traceparent` when it sends
 /// one: a CI job's trace then spans submit → dispatch → analysis → match.
 fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {

@@ -173,7 +173,11 @@ impl ScanService for ScanApi {
             // In the request's span, so the caller's trace reaches the jobs.
             tokio::spawn(
                 async move {
-                    let (scan, existing) = coordinator.submit(request).await?;
+                    let reference = request.reference.clone();
+                    let (scan, existing) = coordinator
+                        .submit(request)
+                        .await
+                        .inspect_err(|e| super::audit_refusal(&who, "SubmitImage", &reference, e))?;
                     tracing::info!(caller = %who, scan = %scan.id, reference = %scan.reference, existing, "image submitted");
                     Ok::<_, crate::cluster::CoordinatorError>((scan, existing))
                 }

@@ -303,9 +303,9 @@ impl Connection {
             Code::Unauthenticated => {
                 "the server wants a token (give --token-file FILE or STRATA_TOKEN)".to_owned()
             }
-            Code::PermissionDenied => {
-                "the server does not allow this (token or client certificate)".to_owned()
-            }
+            // The reason (the token's or certificate's rights, the registry
+            // policy's rule) follows.
+            Code::PermissionDenied => "the server does not allow this".to_owned(),
             // The server could not reach what it needs (a registry, its store).
             Code::Unavailable => "the server could not complete the request".to_owned(),
             Code::DeadlineExceeded => format!("no answer from {} in time", self.server),

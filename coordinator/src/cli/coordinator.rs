@@ -49,6 +49,8 @@ pub async fn run(
 ) -> anyhow::Result<u8> {
     let c = settings::resolve(args.settings, matches, args.config.as_deref())?;
     let store_url = c.cluster.store_url()?.to_owned();
+    // Checked before anything starts (the registry policy's settings among them).
+    let config = c.server.coordinator_config(&store_url)?;
     let (listen, metrics_addr) = c.server.addresses()?;
     let queue_settings = c.server.queue.to_queue()?;
     let feeds_config = c.server.feeds_config()?;
@@ -121,7 +123,6 @@ pub async fn run(
             }
         }
     };
-    let config = c.server.coordinator_config(&store_url);
     let coordinator = Coordinator::new(
         config,
         queue,

@@ -27,6 +27,14 @@ pub struct ImageArgs {
     /// Layers analysed at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The caps on one layer's content, for `scan`/`sbom` and the worker roles
+/// (flags, and config-file keys of `strata worker` and `strata serve`).
+#[derive(Args, Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct LimitArgs {
     /// Cap: decompressed bytes of one layer [default: 16 GiB].
     #[arg(long, value_name = "BYTES")]
     pub max_layer_bytes: Option<u64>,
@@ -47,9 +55,9 @@ pub struct ImageArgs {
     pub max_nesting_depth: Option<u32>,
 }
 
-impl ImageArgs {
-    pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
-        let platform = self.platform.as_deref().map(Platform::parse).transpose()?;
+impl LimitArgs {
+    /// The caps given, the defaults for the rest.
+    pub fn limits(&self) -> anyhow::Result<Limits> {
         let defaults = Limits::default();
         let limits = Limits {
             max_uncompressed_bytes: self.max_layer_bytes.unwrap_or(defaults.max_uncompressed_bytes),
@@ -59,11 +67,29 @@ impl ImageArgs {
             max_path_len: self.max_path_len.unwrap_or(defaults.max_path_len),
             max_nesting_depth: self.max_nesting_depth.unwrap_or(defaults.max_nesting_depth),
         };
+        anyhow::ensure!(
+            limits.max_uncompressed_bytes > 0
+                && limits.max_file_bytes > 0
+                && limits.max_captured_bytes > 0
+                && limits.max_entries > 0
+                && limits.max_path_len > 0,
+            "every --max-* cap must be at least 1"
+        );
+        Ok(limits)
+    }
+}
+
+impl ImageArgs {
+    pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
+        let platform = self.platform.as_deref().map(Platform::parse).transpose()?;
+        let limits = self.limits.limits()?;
         Ok(EngineConfig {
             limits,
             source: SourceConfig {
                 insecure_registries: self.insecure_registries.clone(),
                 docker_config: self.docker_config.clone(),
+                // The user running `strata scan` is its only caller.
+                policy: strata_worker::source::RegistryPolicy::open(),
             },
             platform,
             concurrency: self.concurrency.clamp(1, 64),

@@ -112,6 +112,7 @@ pub fn init_logging(global: &GlobalArgs) {
         .with_writer(std::io::stderr);
     match global.log_format {
         LogFormat::Text => builder
+            .fmt_fields(strata_worker::telemetry::EscapedFields)
             .with_ansi(strata_worker::telemetry::stderr_colours())
             .init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),

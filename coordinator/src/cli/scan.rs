@@ -107,7 +107,10 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<u8> {
     let today = time::OffsetDateTime::now_utc().date();
     let summary = suppress::apply(&mut report, &suppressions, today);
     for warning in &summary.warnings {
-        eprintln!("strata: warning: {warning}");
+        eprintln!(
+            "strata: warning: {}",
+            strata_proto::text::escape_controls(&warning.to_string())
+        );
     }
 
     let stdout = std::io::stdout();

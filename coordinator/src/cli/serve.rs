@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use strata_proto::text::escape_controls;
 
 use anyhow::Context;
 use clap::Args;
@@ -64,6 +65,9 @@ pub struct ServeSettings {
     /// A file of image references to watch, one per line (`#` comments).
     #[arg(long, env = "STRATA_WATCH", value_name = "FILE")]
     pub watch: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub limits: super::image::LimitArgs,
     #[command(flatten)]
     #[serde(flatten)]
     pub shutdown: settings::ShutdownSettings,
@@ -127,7 +131,8 @@ pub async fn run(
         .clone();
     let events = EventLog::local(state.clone())?;
     let cursors = Kv::Local(LocalKv::new(state, webhook::WEBHOOKS_BUCKET));
-    let config = c.server.coordinator_config(&store_url);
+    let config = c.server.coordinator_config(&store_url)?;
+    let config_source = config.source.clone();
     let coordinator = Coordinator::new(
         config,
         queue.clone(),
@@ -139,7 +144,8 @@ pub async fn run(
     .with_event_log(events);
     let mut ctx = JobContext::new("serve", store);
     ctx.metrics = Some(WorkerMetrics::new(&metrics));
-    ctx.source.insecure_registries = c.server.insecure_registries.clone();
+    ctx.source = config_source;
+    ctx.limits = c.limits.limits()?;
 
     let shutdown = Shutdown::on_signal("serve", c.shutdown.timeout());
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
@@ -220,7 +226,11 @@ pub async fn run(
             match coordinator.submit(request).await {
                 Ok((scan, _)) => ids.push(scan.id),
                 Err(err) => {
-                    eprintln!("strata: {reference}: {err}");
+                    eprintln!(
+                        "strata: {}: {}",
+                        escape_controls(reference),
+                        escape_controls(&err.to_string())
+                    );
                     code = super::EXIT_ERROR;
                 }
             }
@@ -324,7 +334,7 @@ fn print_summary(scans: &[ScanRecord], coordinator: &Coordinator, took: Duration
             s.counts.unknown
         );
         if let Some(err) = &s.error {
-            println!("  error: {err}");
+            println!("  error: {}", escape_controls(err));
         }
     }
     let stats = coordinator.cache_stats();

@@ -33,6 +33,8 @@ use strata_coordinator::cluster::CoordinatorConfig;
 use strata_coordinator::feeds::{self, FeedsConfig};
 use strata_coordinator::notify::webhook::WebhookConfig;
 use strata_worker::queue as jobs;
+use strata_worker::source::RegistryPolicy;
+use strata_worker::source::policy::PolicySettings;
 
 /// Bound on a config file.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -194,9 +196,13 @@ pub struct ServerSettings {
     /// backing off up to this).
     #[arg(long, env = "STRATA_FEED_INTERVAL_SECS", value_name = "SECS", default_value_t = feeds::DEFAULT_INTERVAL_SECS)]
     pub feed_interval_secs: u64,
-    /// A registry (`host[:port]`) to speak plain HTTP to. Repeatable.
+    /// A registry (`host[:port]`) to speak plain HTTP to. Repeatable. A
+    /// caller's `--insecure-registry` may ask for plain HTTP only to these.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub registry_policy: RegistryPolicySettings,
     /// Seconds between re-resolving registered images and re-listing watched
     /// repositories (moved tags are rescanned; 0: never).
     #[arg(long, env = "STRATA_REFRESH_INTERVAL_SECS", value_name = "SECS", default_value_t = DEFAULT_REFRESH_SECS)]
@@ -257,9 +263,10 @@ impl ServerSettings {
 
     /// The coordinator's configuration these settings give, with its
     /// object store at `store_url`.
-    pub fn coordinator_config(&self, store_url: &str) -> CoordinatorConfig {
+    pub fn coordinator_config(&self, store_url: &str) -> anyhow::Result<CoordinatorConfig> {
         let mut config = CoordinatorConfig::new(store_url);
         config.source.insecure_registries = self.insecure_registries.clone();
+        config.source.policy = self.registry_policy.policy()?;
         config.local_images_over_api = self.security.allow_local_images;
         config.refresh_interval = self.refresh_interval();
         config.gc_grace = (self.gc_grace_secs > 0).then(|| Duration::from_secs(self.gc_grace_secs));
@@ -268,7 +275,39 @@ impl ServerSettings {
         config.gc_interval = config
             .gc_grace
             .map(|g| (g / 24).clamp(Duration::from_secs(60), Duration::from_secs(3600)));
-        config
+        Ok(config)
+    }
+}
+
+/// Where callers may make the server connect: the registry policy of the
+/// coordinator, the workers and `serve` (see
+/// `strata_worker::source::policy`). Private, loopback and link-local
+/// addresses are refused unless a network below holds them or the host is
+/// named exactly here or in `insecure_registries`.
+#[derive(clap::Args, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct RegistryPolicySettings {
+    /// A registry callers may name (`host[:port]` glob, e.g. `ghcr.io` or
+    /// `*.example.com`; without a port, any port). Repeatable. None given:
+    /// every registry not denied.
+    #[arg(long = "allow-registry", value_name = "GLOB")]
+    pub allowed_registries: Vec<String>,
+    /// A registry refused even when allowed (glob, as above); also checked
+    /// on every redirect. Repeatable.
+    #[arg(long = "deny-registry", value_name = "GLOB")]
+    pub denied_registries: Vec<String>,
+    /// A private, loopback or link-local network (CIDR, e.g. 10.0.0.0/8)
+    /// registries may be reached in. Repeatable.
+    #[arg(long = "allow-network", value_name = "CIDR")]
+    pub allowed_networks: Vec<String>,
+}
+
+impl RegistryPolicySettings {
+    pub fn policy(&self) -> anyhow::Result<RegistryPolicy> {
+        Ok(RegistryPolicy::new(&PolicySettings {
+            allowed_registries: self.allowed_registries.clone(),
+            denied_registries: self.denied_registries.clone(),
+            allowed_networks: self.allowed_networks.clone(),
+        })?)
     }
 }
 

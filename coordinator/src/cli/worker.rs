@@ -49,9 +49,16 @@ pub struct WorkerSettings {
     /// Blob fetches in flight per registry, 1 to 256.
     #[arg(long, env = "STRATA_REGISTRY_CONCURRENCY", default_value_t = strata_worker::job::DEFAULT_REGISTRY_CONCURRENCY)]
     pub registry_concurrency: usize,
-    /// A registry (`host[:port]`) to speak plain HTTP to. Repeatable.
+    /// A registry (`host[:port]`) to speak plain HTTP to. Repeatable. A
+    /// job may ask for plain HTTP only to these.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub registry_policy: settings::RegistryPolicySettings,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub limits: super::image::LimitArgs,
     /// The Docker config file with registry credentials.
     #[arg(long, env = "STRATA_DOCKER_CONFIG", value_name = "FILE")]
     pub docker_config: Option<PathBuf>,
@@ -116,6 +123,8 @@ pub async fn run(
     ctx.metrics = Some(WorkerMetrics::new(&metrics));
     ctx.source.insecure_registries = c.insecure_registries.clone();
     ctx.source.docker_config = c.docker_config.clone();
+    ctx.source.policy = c.registry_policy.policy()?;
+    ctx.limits = c.limits.limits()?;
 
     let shutdown = Shutdown::on_signal("worker", c.cluster.shutdown.timeout());
     let metrics_at = roles::spawn_metrics(metrics_addr, metrics, shutdown.clone()).await?;

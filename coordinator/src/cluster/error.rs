@@ -53,7 +53,9 @@ impl From<SourceError> for CoordinatorError {
                 CoordinatorError::InvalidArgument(e.to_string())
             }
             SourceError::NotFound(_) => CoordinatorError::NotFound(e.to_string()),
-            SourceError::Unauthorized(_) => CoordinatorError::Unauthorized(e.to_string()),
+            SourceError::Unauthorized(_) | SourceError::Policy(_) => {
+                CoordinatorError::Unauthorized(e.to_string())
+            }
             SourceError::Format { .. } => CoordinatorError::InvalidArgument(e.to_string()),
             SourceError::Registry { .. } | SourceError::RateLimited { .. } | SourceError::Io { .. } => {
                 CoordinatorError::Unavailable(e.to_string())

@@ -33,6 +33,22 @@ pub(super) enum Head {
 }
 
 impl Coordinator {
+    /// The registry policy's verdict on a registry a caller named (see
+    /// `strata_worker::source::policy`): `Unauthorized` (`PERMISSION_DENIED`)
+    /// naming the rule that refused it.
+    pub(super) fn check_registry_policy(
+        &self,
+        registry: &str,
+        resolved: &str,
+        plain_http: bool,
+    ) -> Result<(), CoordinatorError> {
+        let source = &self.inner.config.source;
+        source
+            .policy
+            .check_registry(registry, resolved, &source.insecure_registries, plain_http)
+            .map_err(|e| SourceError::Policy(e).into())
+    }
+
     /// Accepts a scan: resolves the image and creates (or finds) its scan.
     /// Returns the scan and whether it already existed.
     pub async fn submit(&self, req: SubmitRequest) -> Result<(ScanRecord, bool), CoordinatorError> {
@@ -46,12 +62,12 @@ impl Coordinator {
             )
         };
         let image_ref = ImageRef::parse(&reference)?;
-        let mut source_config = self.inner.config.source.clone();
+        let source_config = &self.inner.config.source;
         let registry_host = registry_host(&image_ref);
-        if req.insecure_registry
-            && let Some(host) = &registry_host
-        {
-            source_config.insecure_registries.push(host.clone());
+        // Before anything connects: the caller may name only registries the
+        // policy allows, and ask for plain HTTP only to listed ones.
+        if let ImageRef::Registry(r) = &image_ref {
+            self.check_registry_policy(r.registry(), r.resolve_registry(), req.insecure_registry)?;
         }
         let platform_key = platform.as_ref().map(ToString::to_string).unwrap_or_default();
         // One bound for the fast path and the full resolve together.
@@ -62,7 +78,7 @@ impl Coordinator {
         // not be known here.
         if let ImageRef::Registry(r) = &image_ref
             && (r.digest().is_some() || self.inner.fleet.knows(&r.to_string()) != Some(false))
-            && let Ok(source) = self.inner.sources.registry(r.clone(), &source_config)
+            && let Ok(source) = self.inner.sources.registry(r.clone(), source_config)
             && let Ok(Some(found)) = tokio::time::timeout_at(
                 deadline,
                 self.submit_known(&req, &source, &r.to_string(), &platform_key),
@@ -72,7 +88,7 @@ impl Coordinator {
             return Ok(found);
         }
         let resolve = async {
-            let source = match self.inner.sources.open(image_ref.clone(), &source_config).await? {
+            let source = match self.inner.sources.open(image_ref.clone(), source_config).await? {
                 Source::RootDir(_) => {
                     return Err(CoordinatorError::InvalidArgument(
                         "dir: references are for `strata scan`; the coordinator scans images".into(),

@@ -15,9 +15,12 @@ use super::{ImageSbom, OutputError, evidence_note, short_digest, sorted_packages
 
 const FORMAT: &str = "table";
 
-/// `s` with every control character replaced by `?`.
+/// `s` with every control character and bidirectional override (which
+/// would reorder what a reader sees) replaced by `?`.
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    s.chars()
+        .map(|c| if strata_proto::text::hidden(c) { '?' } else { c })
+        .collect()
 }
 
 /// Writes `rows` (the first one is the header) with aligned columns, each

@@ -31,7 +31,7 @@
 
 pub mod diff;
 mod feed;
-mod normalize;
+pub(crate) mod normalize;
 mod osv;
 pub(crate) mod source;
 mod store;
@@ -178,8 +178,10 @@ impl fmt::Display for ImportSummary {
             "imported {} advisories from {} records (version {})",
             self.advisories, self.records_read, self.version
         )?;
+        // Ids, ecosystems and reasons come from the records: escaped.
+        use strata_proto::text::escape_controls as esc;
         for (eco, n) in &self.per_ecosystem {
-            writeln!(f, "  {eco:<14} {n}")?;
+            writeln!(f, "  {:<14} {n}", esc(&eco.to_string()))?;
         }
         writeln!(
             f,
@@ -187,7 +189,13 @@ impl fmt::Display for ImportSummary {
             self.withdrawn, self.git_ranges_skipped, self.skipped_total
         )?;
         for s in self.skipped.iter().take(20) {
-            writeln!(f, "  skipped {} ({}): {}", s.id, s.source, s.reason)?;
+            writeln!(
+                f,
+                "  skipped {} ({}): {}",
+                esc(&s.id),
+                esc(&s.source),
+                esc(&s.reason)
+            )?;
         }
         if self.skipped_total > 20 {
             writeln!(f, "  … and {} more", self.skipped_total - 20)?;

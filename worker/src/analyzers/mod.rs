@@ -60,7 +60,7 @@ mod common;
 mod conformance;
 pub mod dotnet;
 pub mod dpkg;
-mod elf;
+pub(crate) mod elf;
 #[cfg(test)]
 mod expected;
 pub mod golang;

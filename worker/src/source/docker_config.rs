@@ -97,7 +97,7 @@ pub async fn lookup(path: &Path, registry: &str) -> Result<Option<Credentials>, 
     parse_and_find(&bytes, registry).map_err(|reason| SourceError::format(context(), reason))
 }
 
-fn parse_and_find(bytes: &[u8], registry: &str) -> Result<Option<Credentials>, String> {
+pub(crate) fn parse_and_find(bytes: &[u8], registry: &str) -> Result<Option<Credentials>, String> {
     let file: ConfigFile = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
     let wanted = normalize_host(registry);
     let Some((key, entry)) = file.auths.iter().find(|(k, _)| normalize_host(k) == wanted) else {

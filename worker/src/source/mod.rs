@@ -24,11 +24,12 @@
 //! [`Source::RootDir`] with the path, for the layer module to walk.
 
 mod bounded;
-mod docker_archive;
-mod docker_config;
-mod manifest;
+pub(crate) mod docker_archive;
+pub(crate) mod docker_config;
+pub(crate) mod manifest;
 mod oci_layout;
 pub mod platform;
+pub mod policy;
 mod pool;
 pub mod reference;
 mod registry;
@@ -42,6 +43,7 @@ use tokio::io::AsyncRead;
 pub use bounded::BoundedReader;
 pub use manifest::{MAX_CONFIG_BYTES, MAX_INDEX_ENTRIES, MAX_LAYERS, MAX_MANIFEST_BYTES};
 pub use platform::Platform;
+pub use policy::{PolicyError, RegistryPolicy};
 pub use pool::SourcePool;
 pub use reference::ImageRef;
 pub use registry::{RegistrySource, TagListError};
@@ -74,6 +76,9 @@ pub enum SourceError {
     },
     #[error("{context}: {reason}")]
     Format { context: String, reason: String },
+    /// The registry policy refused the reference, a redirect or an address.
+    #[error("refused: {0}")]
+    Policy(#[from] PolicyError),
 }
 
 fn offered_list(offered: &[String]) -> String {
@@ -100,7 +105,8 @@ impl SourceError {
 }
 
 /// How to reach images. `Default` is: HTTPS everywhere, credentials from the
-/// Docker config file found through `$DOCKER_CONFIG` or `~/.docker`.
+/// Docker config file found through `$DOCKER_CONFIG` or `~/.docker`, the
+/// strict registry policy (see [`policy`]).
 #[derive(Debug, Clone, Default)]
 pub struct SourceConfig {
     /// Registries (`host[:port]`, as written in references) spoken to over
@@ -109,6 +115,8 @@ pub struct SourceConfig {
     /// The Docker config file to read credentials from. `None`: the
     /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
     pub docker_config: Option<PathBuf>,
+    /// Where a reference may make us connect.
+    pub policy: RegistryPolicy,
 }
 
 /// A blob as a manifest describes it.

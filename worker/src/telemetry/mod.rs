@@ -172,6 +172,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         LogFormat::Text => (
             Some(
                 tracing_subscriber::fmt::layer()
+                    .fmt_fields(EscapedFields)
                     .with_ansi(stderr_colours())
                     .with_writer(std::io::stderr),
             ),
@@ -205,6 +206,69 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         tracer_provider: Some(provider),
         installed,
     })
+}
+
+/// The text log's fields, each value escaped with
+/// [`strata_proto::text::escape_controls`]: log lines quote outside text
+/// (tar paths, tags, registry answers), and tracing's own formatter writes
+/// `%value` fields raw, so an image could colour, rewrite or forge log
+/// lines. Escaping here, once, covers every event and span field. (JSON
+/// logs are escaped by serde_json.)
+pub struct EscapedFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = EscapingVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'w> {
+    writer: tracing_subscriber::fmt::format::Writer<'w>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl tracing::field::Visit for EscapingVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, value);
+        } else {
+            self.write(field, &format!("{value:?}"));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.write(field, &format!("{value:?}"));
+    }
+}
+
+impl EscapingVisitor<'_> {
+    fn write(&mut self, field: &tracing::field::Field, text: &str) {
+        let name = field.name();
+        // `log` crate records bridged into tracing carry their metadata as
+        // fields; the formatter shows it already.
+        if self.result.is_err() || name.starts_with("log.") {
+            return;
+        }
+        let text = strata_proto::text::escape_controls(text);
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if name == "message" {
+            write!(self.writer, "{sep}{text}")
+        } else {
+            write!(self.writer, "{sep}{}={text}", name.trim_start_matches("r#"))
+        };
+    }
 }
 
 /// Whether log lines on stderr may carry colour: only on a terminal (not in
@@ -260,5 +324,51 @@ mod tests {
         };
         let guard = init(&config).expect("init with OTLP");
         drop(guard);
+    }
+
+    #[test]
+    fn log_fields_from_outside_cannot_colour_rewrite_or_forge_lines() {
+        use std::sync::{Arc, Mutex};
+        let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(EscapedFields)
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("grpc", path = %"/a\u{9b}31m");
+            let _entered = span.enter();
+            let tag = "v1\x1b[2J\rforged line\nINFO fake: ok \u{202e}";
+            tracing::warn!(reference = %tag, count = 3, "layer {} failed", "etc/\x1b]0;title\x07");
+        });
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "one event, one line: {text:?}");
+        assert!(
+            !text
+                .trim_end_matches('\n')
+                .chars()
+                .any(strata_proto::text::hidden),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("reference=v1\\u{1b}[2J\\u{d}forged line\\u{a}INFO fake: ok \\u{202e}"),
+            "{text}"
+        );
+        assert!(text.contains("layer etc/\\u{1b}]0;title\\u{7} failed"), "{text}");
+        assert!(text.contains("path=/a\\u{9b}31m"), "span fields too: {text}");
+        assert!(text.contains("count=3"), "{text}");
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }

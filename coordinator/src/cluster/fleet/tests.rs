@@ -81,8 +81,11 @@ async fn tag_listing_maps_the_registry_answers() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
     let buckets = Buckets::local(&dir.path().join("state.redb")).unwrap();
+    let host = canned_registry().await;
     let mut config = CoordinatorConfig::new("memory:///");
     config.source.docker_config = Some(dir.path().join("no-docker-config.json"));
+    // The server lists it: callers may then ask for plain HTTP to it.
+    config.source.insecure_registries = vec![host.clone(), "127.0.0.1:1".to_owned()];
     config.resolve_timeout = std::time::Duration::from_secs(20);
     let c = Coordinator::new(
         config,
@@ -92,7 +95,6 @@ async fn tag_listing_maps_the_registry_answers() {
         VulnData::new(&Db::from_advisories(vec![], vec![])),
         strata_worker::telemetry::Metrics::new("test", None).unwrap(),
     );
-    let host = canned_registry().await;
     let list = |repo: &str| {
         let repository = format!("{host}/{repo}");
         let c = &c;
@@ -120,6 +122,12 @@ async fn tag_listing_maps_the_registry_answers() {
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     let err = c.list_tags("127.0.0.1:1/nothing/here", true).await.unwrap_err();
     assert!(matches!(err, CoordinatorError::Unavailable(_)), "{err:?}");
+    // Plain HTTP to a registry the server does not list: refused, naming the rule.
+    let err = c.list_tags("127.0.0.1:2/nothing/here", true).await.unwrap_err();
+    assert!(
+        matches!(&err, CoordinatorError::Unauthorized(m) if m.contains("(registry policy: insecure_registries)")),
+        "{err:?}"
+    );
 }
 
 /// A coordinator over a local state file and an in-memory store, with

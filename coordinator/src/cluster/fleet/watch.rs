@@ -283,13 +283,8 @@ impl Coordinator {
                 "{repository}: not a registry repository"
             )));
         };
-        let mut source_config = self.inner.config.source.clone();
-        if insecure_registry {
-            source_config
-                .insecure_registries
-                .push(r.resolve_registry().to_owned());
-        }
-        let source = self.inner.sources.registry(r, &source_config)?;
+        self.check_registry_policy(r.registry(), r.resolve_registry(), insecure_registry)?;
+        let source = self.inner.sources.registry(r, &self.inner.config.source)?;
         let timeout = self.inner.config.resolve_timeout;
         // A 429 is waited out (from the first page again), within the timeout.
         let listing = async {

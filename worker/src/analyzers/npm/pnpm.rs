@@ -74,8 +74,13 @@ fn key_of(rest: &str) -> Option<&str> {
             return inner[end + 1..].starts_with(':').then_some(&inner[..end]);
         }
     }
-    let end = rest.find(": ").unwrap_or(rest.len().checked_sub(1)?);
-    rest[end..].starts_with(':').then(|| unquote(&rest[..end]))
+    // `key: value`, or `key:` ending the line (a multi-byte last
+    // character is not a colon: found by fuzzing, it was sliced through).
+    let key = match rest.find(": ") {
+        Some(end) => &rest[..end],
+        None => rest.strip_suffix(':')?,
+    };
+    Some(unquote(key))
 }
 
 /// (name, version) of a package key; the version without peer suffixes.
@@ -93,4 +98,21 @@ fn name_version(key: &str, slash_form: bool) -> Option<(&str, &str)> {
     };
     let end = version.find(['(', '_']).unwrap_or(version.len());
     Some((name, &version[..end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_of;
+
+    #[test]
+    fn keys_ending_in_a_multi_byte_character_are_not_sliced_through() {
+        // Found by fuzzing (fuzz/seeds/npm): the last byte of `К` was
+        // taken for the colon's place, and the slice panicked.
+        assert_eq!(key_of("/@sК"), None);
+        assert_eq!(key_of("/a@1.0.0:"), Some("/a@1.0.0"));
+        assert_eq!(key_of("lockfileVersion: 5.4"), Some("lockfileVersion"));
+        assert_eq!(key_of("'/b@2.0.0':"), Some("/b@2.0.0"));
+        assert_eq!(key_of("dev: false"), Some("dev"));
+        assert_eq!(key_of(""), None);
+    }
 }

@@ -89,7 +89,12 @@ pub(super) fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 /// A network error on a request to `registry` about `what`.
+/// A refusal of the registry policy (a redirect, an address) is that,
+/// whichever request met it.
 pub(super) fn net_error(registry: &str, what: &str, e: &reqwest::Error) -> SourceError {
+    if let Some(refused) = crate::source::policy::find_policy_error(e) {
+        return SourceError::Policy(refused.clone());
+    }
     SourceError::Registry {
         registry: registry.to_owned(),
         message: format!("{what}: {}", one_line(&error_chain(e))),

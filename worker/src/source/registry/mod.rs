@@ -1,14 +1,18 @@
-//! Images in an OCI / Docker registry, over the Distribution API with
-//! `oci-client`: anonymous, HTTP basic auth, or the bearer-token flow
-//! (`oci-client` follows the `WWW-Authenticate` challenge to the token
-//! service). Credentials come from the Docker config file on first use.
+//! Images in an OCI / Docker registry, over the Distribution API:
+//! anonymous, HTTP basic auth, or the bearer-token flow (the
+//! `WWW-Authenticate` challenge followed to the token service).
+//! Credentials come from the Docker config file on first use.
 //!
 //! Plain HTTP is used only for the registries in
-//! [`SourceConfig::insecure_registries`].
+//! [`SourceConfig::insecure_registries`], and every connection obeys the
+//! registry policy ([`super::policy`]).
 //!
-//! Manifests are fetched by hand with `reqwest` (using the credentials or
-//! token `oci-client` settled on) because `oci-client` reads a manifest
-//! response whole, without bound, before anyone can look at its size: here
+//! Every request is made by hand with one `reqwest` client, not through
+//! `oci-client` (kept for its reference type and error envelopes):
+//! `oci-client` reads a manifest response whole, without bound, before
+//! anyone can look at its size, and its token flow fetches whatever realm
+//! a registry names with a client of its own that the registry policy
+//! cannot reach, reading the answer without bound. Here
 //! at most [`manifest::MAX_MANIFEST_BYTES`] are read, and the digest is
 //! checked against the reference's (when it names one) and the registry's
 //! `Docker-Content-Digest`. Blobs are fetched by hand too, to honour `429`
@@ -46,9 +50,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
 use tokio::sync::OnceCell;
 
 pub(in crate::source) use auth::AuthSlot;
@@ -56,18 +58,23 @@ use auth::OpenSlot;
 pub use tags::TagListError;
 
 use super::{
-    ImageSource, LayerDesc, LayerReader, Platform, ResolvedImage, SourceConfig, SourceError, docker_config,
+    ImageSource, LayerDesc, LayerReader, Platform, RegistryPolicy, ResolvedImage, SourceConfig, SourceError,
+    docker_config,
 };
 use strata_proto::text::error_chain;
 
 pub struct RegistrySource {
     reference: Reference,
-    client: Client,
     docker_config: Option<PathBuf>,
-    /// Set on first use: read the Docker config, then authenticate.
-    auth: OnceCell<RegistryAuth>,
-    /// Manifests and blobs: read with a size bound (see the module header).
+    /// Set on first use: the credentials the Docker config holds, if any.
+    auth: OnceCell<Option<docker_config::Credentials>>,
+    /// Every request: read with a size bound (see the module header), the
+    /// registry policy applied to each address and redirect.
     http: reqwest::Client,
+    /// Checks the token service a registry names (see `auth.rs`).
+    policy: RegistryPolicy,
+    /// The plain-HTTP registries, as the policy is given them.
+    insecure_listed: std::sync::Arc<[String]>,
     /// `http` or `https` for this reference's registry.
     scheme: &'static str,
     /// Shared by every source of the same repository made by [`Self::with_reference`],
@@ -81,43 +88,45 @@ pub struct RegistrySource {
 
 impl RegistrySource {
     pub fn new(reference: Reference, config: &SourceConfig) -> Result<Self, SourceError> {
+        config.policy.check_registry(
+            reference.registry(),
+            reference.resolve_registry(),
+            &config.insecure_registries,
+            false,
+        )?;
         let insecure = config
             .insecure_registries
             .iter()
             .any(|h| h == reference.registry() || h == reference.resolve_registry());
-        let http = reqwest::Client::builder()
+        // Every request (manifests, blobs, tags, the token flow) goes
+        // through this one client: the policy's resolver checks each
+        // address connected to, its redirect policy each hop.
+        let mut listed = config.insecure_registries.clone();
+        if insecure && !listed.iter().any(|h| h == reference.resolve_registry()) {
+            listed.push(reference.resolve_registry().to_owned());
+        }
+        let listed: std::sync::Arc<[String]> = listed.into();
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| SourceError::Registry {
-                registry: reference.registry().to_owned(),
-                message: format!("HTTP client: {}", error_chain(&e)),
-            })?;
-        let protocol = if config.insecure_registries.is_empty() {
-            ClientProtocol::Https
-        } else {
-            // oci-client compares against the resolved host (`index.docker.io`
-            // for Docker Hub), so list both spellings of the hub.
-            let mut hosts = config.insecure_registries.clone();
-            if hosts.iter().any(|h| h == "docker.io") {
-                hosts.push("index.docker.io".to_owned());
-            }
-            ClientProtocol::HttpsExcept(hosts)
-        };
-        let client = Client::new(ClientConfig {
-            protocol,
-            // We choose from indexes ourselves, to report what they offer.
-            platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(120)),
-            ..ClientConfig::default()
-        });
+            .redirect(config.policy.redirect_policy(listed.clone()));
+        if let Some(resolver) = config
+            .policy
+            .resolver(listed.clone(), reference.resolve_registry())
+        {
+            builder = builder.dns_resolver(resolver);
+        }
+        let http = builder.build().map_err(|e| SourceError::Registry {
+            registry: reference.registry().to_owned(),
+            message: format!("HTTP client: {}", error_chain(&e)),
+        })?;
         Ok(RegistrySource {
             reference,
-            client,
             docker_config: docker_config::config_path(config.docker_config.as_deref()),
             auth: OnceCell::new(),
             http,
+            policy: config.policy.clone(),
+            insecure_listed: listed,
             scheme: if insecure { "http" } else { "https" },
             last_auth: AuthSlot::default(),
             open_since: OpenSlot::default(),
@@ -131,7 +140,8 @@ impl RegistrySource {
         let same_repository = reference.repository() == self.reference.repository();
         RegistrySource {
             reference,
-            client: self.client.clone(),
+            policy: self.policy.clone(),
+            insecure_listed: self.insecure_listed.clone(),
             docker_config: self.docker_config.clone(),
             auth: self.auth.clone(),
             http: self.http.clone(),
@@ -156,7 +166,8 @@ impl RegistrySource {
         debug_assert_eq!(reference.registry(), self.reference.registry());
         RegistrySource {
             reference,
-            client: self.client.clone(),
+            policy: self.policy.clone(),
+            insecure_listed: self.insecure_listed.clone(),
             docker_config: self.docker_config.clone(),
             auth: self.auth.clone(),
             http: self.http.clone(),

@@ -139,6 +139,7 @@ async fn head_digest_reads_the_registrys_digest() {
     let config = SourceConfig {
         insecure_registries: vec![host.clone()],
         docker_config: Some(docker_config),
+        ..SourceConfig::default()
     };
     let source = |reference: &str| {
         let reference: Reference = format!("{host}/{reference}")
@@ -193,6 +194,7 @@ async fn list_tags_pages_with_basic_auth_from_the_docker_config() {
     let config = |docker_config: PathBuf| SourceConfig {
         insecure_registries: vec![host.clone()],
         docker_config: Some(docker_config),
+        ..SourceConfig::default()
     };
     let source = |repo: &str, docker_config: PathBuf| {
         let reference: Reference = format!("{host}/{repo}").parse().unwrap_or_else(|e| panic!("{e}"));

@@ -469,3 +469,93 @@ fn hostile_images_in_a_cluster_fail_alone_and_the_worker_stays_bounded() {
         assert!(peak < RSS_BOUND, "worker peak RSS {} MiB", peak >> 20);
     });
 }
+
+/// A registry that serves `image`'s manifest and config honestly, and its
+/// layer blob as the layer's bytes followed by zeros, forever (chunked, no
+/// length). Runs on `rt`; returns its `host:port`.
+fn endless_registry(rt: &tokio::runtime::Runtime, image: &Image) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let image = image.clone();
+    rt.spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let image = image.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                let answer = |status: &str, kind: &str, extra: String, body: &[u8]| {
+                    let mut a = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    if method != "HEAD" {
+                        a.extend_from_slice(body);
+                    }
+                    a
+                };
+                let reply = if path == "/v2/" {
+                    answer("200 OK", "application/json", String::new(), b"{}")
+                } else if path.contains("/manifests/") {
+                    let digest = format!("docker-content-digest: {}\r\n", image.manifest_digest);
+                    answer("200 OK", image.manifest_media_type(), digest, &image.manifest)
+                } else if path.ends_with(&image.config_digest) {
+                    answer("200 OK", "application/octet-stream", String::new(), &image.config)
+                } else if path.contains("/blobs/") {
+                    // The layer: its bytes, then zeros without end.
+                    let start = "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+                    if conn.write_all(start.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut chunk = image.layers[0].blob.clone();
+                    loop {
+                        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                        if conn.write_all(&framed).await.is_err() {
+                            return;
+                        }
+                        chunk = vec![0u8; 64 * 1024];
+                    }
+                } else {
+                    answer("404 Not Found", "application/json", String::new(), b"{}")
+                };
+                let _ = conn.write_all(&reply).await;
+            });
+        }
+    });
+    host
+}
+
+#[test]
+fn a_registry_streaming_a_blob_forever_is_cut_at_the_descriptor() {
+    let _serial = serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(STRATA, dir.path());
+    let layer = debian_layer("12", STATUS);
+    let digest = layer.digest.clone();
+    let image = Image::builder().layer(layer).build().unwrap();
+    let host = endless_registry(&rt, &image);
+    let mut command = fixtures::strata_command(STRATA);
+    command
+        .args(["--log", "warn", "scan", "--db"])
+        .arg(&db)
+        .arg(format!("{host}/endless/app:1"))
+        .args(["--insecure-registry", &host, "-f", "json"]);
+    let m = run_measured(command, SCAN_LIMIT);
+    assert_failed(
+        "a blob streamed forever",
+        &m,
+        &digest,
+        &["blob is longer than its descriptor's"],
+    );
+}

@@ -162,21 +162,24 @@ async fn analyze_one(
     analyzers: Arc<Vec<Box<dyn Analyzer>>>,
     limits: Limits,
 ) -> LayerOutcome {
-    let reader = match source.open_layer(&desc).await {
-        Ok(r) => r,
-        Err(err) => {
-            let result = Err(LayerError::Io {
-                layer: desc.digest.to_string(),
-                source: std::io::Error::other(err.to_string()),
-            });
-            return LayerOutcome {
-                desc,
-                result,
-                warnings: Vec::new(),
-            };
-        }
-    };
-    match layer::analyze_layer_stream(reader, &desc.digest, &desc.media_type, analyzers, limits).await {
+    // Read again (rarely) when a wanted hard link's target went past: see
+    // `layer::analyze_layer_reopening`.
+    let (src, d) = (&source, &desc);
+    let analysed = layer::analyze_layer_reopening(
+        move || src.open_layer(d),
+        &desc.digest,
+        &desc.media_type,
+        analyzers,
+        limits,
+    )
+    .await
+    .unwrap_or_else(|err| {
+        Err(LayerError::Io {
+            layer: desc.digest.to_string(),
+            source: std::io::Error::other(err.to_string()),
+        })
+    });
+    match analysed {
         Ok(analysis) => LayerOutcome {
             desc,
             warnings: analysis.warnings.iter().map(ToString::to_string).collect(),

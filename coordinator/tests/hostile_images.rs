@@ -28,6 +28,9 @@ const RSS_BOUND: u64 = 256 << 20;
 
 const GIB: u64 = 1 << 30;
 
+/// A dpkg status with the base's package and one more, to tell it apart.
+const LINKED_STATUS: &str = "Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nSource: zlib\nVersion: 1:1.2.13.dfsg-1\n\nPackage: linked-pkg\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0-1\n\n";
+
 /// A layer holding one file of `size` zero bytes.
 fn zeros(compression: Compression, size: u64) -> Layer {
     Layer::streamed(compression, |tar| {
@@ -227,21 +230,6 @@ fn hostile_layers_fail_with_the_layer_and_the_limit_in_bounded_memory() {
     let m = scan(&db, &layout(dir.path(), "traversal", &on_base(escape)), &[]);
     assert_failed("traversal", &m, &digest, &["escapes the root"]);
 
-    // A wanted file hard-linked to an earlier entry nobody kept.
-    let linked = Layer::builder()
-        .file("var/lib/dpkg/status-old", STATUS)
-        .hardlink("var/lib/dpkg/status", "var/lib/dpkg/status-old")
-        .build(Compression::Gzip)
-        .unwrap();
-    let digest = linked.digest.clone();
-    let m = scan(&db, &layout(dir.path(), "hardlink", &on_base(linked)), &[]);
-    assert_failed(
-        "hard link to an unkept file",
-        &m,
-        &digest,
-        &["var/lib/dpkg/status"],
-    );
-
     // A 500 MiB package database: over the 128 MiB per-file cap. Not read,
     // and not skipped either (a scan reporting no packages would be wrong):
     // the layer fails, naming the file and the cap.
@@ -305,6 +293,27 @@ fn allowed_hostile_content_is_read_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let db = build_db(STRATA, dir.path());
     let base = debian_layer("12", STATUS);
+
+    // A package database hard-linked to an earlier name no analyser reads
+    // (`status-old` stored first, `status` as the link): the layer is read
+    // again keeping that file, and the link's packages are found.
+    let linked = Layer::builder()
+        .file("var/lib/dpkg/status-old", LINKED_STATUS)
+        .hardlink("var/lib/dpkg/status", "var/lib/dpkg/status-old")
+        .build(Compression::Gzip)
+        .unwrap();
+    let image = Image::builder()
+        .layer(base.clone())
+        .layer(linked)
+        .build()
+        .unwrap();
+    let m = scan(&db, &layout(dir.path(), "hardlink", &image), &[]);
+    assert_eq!(m.code, Some(0), "a hard-linked database: {}", m.stderr);
+    assert!(
+        m.stdout.contains("linked-pkg"),
+        "the link's packages: {}",
+        m.stdout
+    );
 
     // Links that loop, and an absolute path: a result, quickly.
     let loops = Layer::builder()
@@ -377,8 +386,11 @@ fn hostile_images_in_a_cluster_fail_alone_and_the_worker_stays_bounded() {
             .build(Compression::Gzip)
             .unwrap();
         let many = entries(300_000);
+        // The good image's database is a hard link to an earlier name
+        // (read again by the worker, keeping it).
         let good = Layer::builder()
-            .file("srv/app", "fine")
+            .file("var/lib/dpkg/status-old", LINKED_STATUS)
+            .hardlink("var/lib/dpkg/status", "var/lib/dpkg/status-old")
             .build(Compression::Gzip)
             .unwrap();
         let cases = [
@@ -463,6 +475,18 @@ fn hostile_images_in_a_cluster_fail_alone_and_the_worker_stays_bounded() {
             "the good image: {done:?}"
         );
         assert_eq!(done.layers_failed, 0, "{done:?}");
+        let report = client
+            .get_report(v1::GetReportRequest {
+                selector: Some(v1::get_report_request::Selector::ScanId(ids[3].clone())),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            report.packages.iter().any(|p| p.name == "linked-pkg"),
+            "the hard-linked database's packages: {:?}",
+            report.packages
+        );
         let peak = vm_hwm_bytes(worker);
         eprintln!("worker peak RSS after the hostile images: {} MiB", peak >> 20);
         assert!(peak > 0, "the worker's peak was read");
@@ -470,10 +494,19 @@ fn hostile_images_in_a_cluster_fail_alone_and_the_worker_stays_bounded() {
     });
 }
 
+/// How the hostile registry serves the layer blob.
+#[derive(Clone, Copy)]
+enum Blob {
+    /// The layer's bytes, then zeros without end (chunked, no length).
+    Endless,
+    /// Half the layer's bytes (of the right length), then nothing, the
+    /// connection held open.
+    Stalled,
+}
+
 /// A registry that serves `image`'s manifest and config honestly, and its
-/// layer blob as the layer's bytes followed by zeros, forever (chunked, no
-/// length). Runs on `rt`; returns its `host:port`.
-fn endless_registry(rt: &tokio::runtime::Runtime, image: &Image) -> String {
+/// layer blob as `blob` says. Runs on `rt`; returns its `host:port`.
+fn endless_registry(rt: &tokio::runtime::Runtime, image: &Image, blob: Blob) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let host = listener.local_addr().unwrap().to_string();
@@ -511,6 +544,16 @@ fn endless_registry(rt: &tokio::runtime::Runtime, image: &Image) -> String {
                     answer("200 OK", image.manifest_media_type(), digest, &image.manifest)
                 } else if path.ends_with(&image.config_digest) {
                     answer("200 OK", "application/octet-stream", String::new(), &image.config)
+                } else if path.contains("/blobs/") && matches!(blob, Blob::Stalled) {
+                    let bytes = &image.layers[0].blob;
+                    let start = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+                        bytes.len()
+                    );
+                    let _ = conn.write_all(start.as_bytes()).await;
+                    let _ = conn.write_all(&bytes[..bytes.len() / 2]).await;
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
                 } else if path.contains("/blobs/") {
                     // The layer: its bytes, then zeros without end.
                     let start = "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
@@ -544,7 +587,7 @@ fn a_registry_streaming_a_blob_forever_is_cut_at_the_descriptor() {
     let layer = debian_layer("12", STATUS);
     let digest = layer.digest.clone();
     let image = Image::builder().layer(layer).build().unwrap();
-    let host = endless_registry(&rt, &image);
+    let host = endless_registry(&rt, &image, Blob::Endless);
     let mut command = fixtures::strata_command(STRATA);
     command
         .args(["--log", "warn", "scan", "--db"])
@@ -557,5 +600,39 @@ fn a_registry_streaming_a_blob_forever_is_cut_at_the_descriptor() {
         &m,
         &digest,
         &["blob is longer than its descriptor's"],
+    );
+}
+
+/// A registry that stops sending in the middle of a blob: the read times
+/// out (the registry client's 120 s read timeout), the scan fails naming
+/// the layer, nothing hangs. Slow by nature: one read timeout.
+#[test]
+fn a_registry_stalling_mid_blob_times_out() {
+    let _serial = serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(STRATA, dir.path());
+    let layer = debian_layer("12", STATUS);
+    let digest = layer.digest.clone();
+    let image = Image::builder().layer(layer).build().unwrap();
+    let host = endless_registry(&rt, &image, Blob::Stalled);
+    let mut command = fixtures::strata_command(STRATA);
+    command
+        .args(["--log", "warn", "scan", "--db"])
+        .arg(&db)
+        .arg(format!("{host}/stalled/app:1"))
+        .args(["--insecure-registry", &host, "-f", "json"]);
+    let started = std::time::Instant::now();
+    let m = run_measured(command, SCAN_LIMIT);
+    eprintln!(
+        "stalled blob: {:?} after {:?}: {}",
+        m.code,
+        started.elapsed(),
+        m.stderr
+    );
+    assert_failed("a blob stalled midway", &m, &digest, &["timed out"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(170),
+        "bounded by the read timeout"
     );
 }

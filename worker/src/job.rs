@@ -156,15 +156,17 @@ async fn run(
         media_type: job.media_type.clone(),
         size: job.size,
     };
-    let reader = open_blob(ctx, job, &desc).await?;
-    let analysis = layer::analyze_layer_stream(
-        reader,
+    // Read again (rarely) when a wanted hard link's target went past: see
+    // `layer::analyze_layer_reopening`.
+    let desc = &desc;
+    let analysis = layer::analyze_layer_reopening(
+        move || open_blob(ctx, job, desc),
         &digest,
         &job.media_type,
         ctx.analyzers.clone(),
         ctx.limits,
     )
-    .await
+    .await?
     .map_err(|err| match &err {
         // Bytes that are not the blob (a digest mismatch found by the
         // registry stream's check) will not change on a retry.

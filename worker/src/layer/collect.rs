@@ -47,6 +47,10 @@ pub(crate) struct Collector<'a> {
     /// wanted hard link to one is known for what it is (8 bytes a file,
     /// bounded by `max_entries`).
     skipped: HashSet<u64>,
+    /// Paths whose bytes are kept although no analyser wants them: the
+    /// targets of wanted hard links found by an earlier pass over this
+    /// layer (see [`super::analyze_layer_keeping`]).
+    keep: &'a BTreeSet<String>,
 }
 
 /// The sinks open on one file, by analyser index.
@@ -80,7 +84,12 @@ impl Sinks {
 }
 
 impl<'a> Collector<'a> {
-    pub(crate) fn new(layer: &'a str, analyzers: &'a [Box<dyn Analyzer>], limits: &'a Limits) -> Self {
+    pub(crate) fn new(
+        layer: &'a str,
+        analyzers: &'a [Box<dyn Analyzer>],
+        limits: &'a Limits,
+        keep: &'a BTreeSet<String>,
+    ) -> Self {
         Collector {
             layer,
             analyzers,
@@ -100,7 +109,13 @@ impl<'a> Collector<'a> {
                 .collect(),
             streamed: BTreeMap::new(),
             skipped: HashSet::new(),
+            keep,
         }
+    }
+
+    /// Whether `path`'s bytes are kept for a hard link to it, wanted or not.
+    pub(crate) fn keeps(&self, path: &str) -> bool {
+        self.keep.contains(path)
     }
 
     /// Whether any analyser streams (then every regular file's head is read

@@ -36,7 +36,9 @@ pub fn analyze_dir(
     if !meta.is_dir() {
         return Err(io_err(std::io::Error::other("not a directory")));
     }
-    let mut c = Collector::new(&layer, analyzers, limits);
+    // A directory is read by path: a hard link's target is always there.
+    let keep = std::collections::BTreeSet::new();
+    let mut c = Collector::new(&layer, analyzers, limits, &keep);
     // Explicit stack rather than recursion: depth is bounded by the path
     // length cap, but the thread's stack is not ours to spend.
     let mut stack: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];

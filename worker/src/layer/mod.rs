@@ -22,10 +22,14 @@
 //! - Whiteouts (`.wh.NAME`) and opaque directories (`.wh..wh..opq`) are
 //!   recorded, never treated as files.
 //! - Hard links: a wanted link gets the bytes of its target when the target
-//!   was captured earlier in the layer; a target earlier in the layer whose
-//!   bytes were not kept fails the layer ([`LayerError::UnkeptLinkTarget`]:
-//!   reporting it without that file would be a silent wrong answer), one
-//!   not in the layer is a warning; symlinks are
+//!   was captured earlier in the layer. A target earlier in the layer whose
+//!   bytes went past (a tar writer stores the first of two names of one
+//!   inode as the file: `status-old` before `status`) fails that pass with
+//!   [`LayerError::UnkeptLinkTarget`]; [`analyze_layer_reopening`] then
+//!   reads the layer again keeping that target's bytes (at most
+//!   [`MAX_LINK_TARGET_PASSES`] targets, one more read of the blob each),
+//!   which is what the worker and `strata scan` do. A target not in the
+//!   layer is a warning; symlinks are
 //!   never followed; devices, FIFOs and directories hold no data. An entry
 //!   that is not captured replaces a file captured earlier at the same path.
 //! - Every cap in [`Limits`] is an error naming the layer and the limit.
@@ -52,8 +56,8 @@ use strata_proto::LayerInventory;
 pub use dir::analyze_dir;
 pub use limits::{LayerError, LimitKind, Limits, Nesting};
 pub use stream::Compression;
-pub use stream_async::analyze_layer_stream;
-pub use walk::analyze_layer;
+pub use stream_async::{MAX_LINK_TARGET_PASSES, analyze_layer_reopening, analyze_layer_stream};
+pub use walk::{analyze_layer, analyze_layer_keeping};
 
 /// A non-fatal problem met while reading a layer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -388,6 +388,100 @@ fn a_wanted_hard_link_to_bytes_not_kept_fails_the_layer() {
     );
 }
 
+/// The same layer read again keeping the link's target: the link gets its
+/// bytes (the target itself still goes to no analyser), one more read of
+/// the blob, as `analyze_layer_reopening` does on the error above.
+#[test]
+fn a_second_pass_keeping_the_target_resolves_the_link() {
+    let status = b"Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nArchitecture: amd64\n\n";
+    let tar = Layer::new()
+        .file("./var/lib/dpkg/status-old", status)
+        .hardlink("./var/lib/dpkg/status", "./var/lib/dpkg/status-old")
+        .tar();
+    let analyzers = crate::analyzers::all();
+    let keep = std::collections::BTreeSet::from(["/var/lib/dpkg/status-old".to_owned()]);
+    let out = crate::layer::analyze_layer_keeping(
+        &tar[..],
+        &digest(&tar),
+        None,
+        &analyzers,
+        &Limits::default(),
+        &keep,
+    )
+    .unwrap();
+    let names: Vec<&str> = out.inventory.packages.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["libc6"], "{:?}", out.inventory);
+    assert_eq!(out.inventory.packages[0].path, "/var/lib/dpkg/status");
+}
+
+#[tokio::test]
+async fn reopening_reads_the_layer_again_for_each_unkept_target_within_a_bound() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let status = b"Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nArchitecture: amd64\n\n";
+    let tar = Layer::new()
+        .file("./var/lib/dpkg/status-old", status)
+        .hardlink("./var/lib/dpkg/status", "./var/lib/dpkg/status-old")
+        .tar();
+    let analyzers = std::sync::Arc::new(crate::analyzers::all());
+    let opened = AtomicUsize::new(0);
+    let open = || {
+        opened.fetch_add(1, Ordering::SeqCst);
+        let reader: crate::source::LayerReader = Box::new(std::io::Cursor::new(tar.clone()));
+        std::future::ready(Ok::<_, std::convert::Infallible>(reader))
+    };
+    let d = digest(&tar);
+    let out = crate::layer::analyze_layer_reopening(
+        open,
+        &d,
+        "application/vnd.oci.image.layer.v1.tar",
+        analyzers.clone(),
+        Limits::default(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(out.inventory.packages.len(), 1);
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        2,
+        "one more read, for the one target"
+    );
+
+    // More unkept targets than the bound: the error, after the bound's reads.
+    let mut layer = Layer::new();
+    let n = crate::layer::MAX_LINK_TARGET_PASSES + 1;
+    for i in 0..n {
+        layer.file(&format!("./srv/{i}"), b"x");
+    }
+    // Each link is wanted (a dpkg status.d entry), each target distinct.
+    for i in 0..n {
+        layer.hardlink(&format!("./var/lib/dpkg/status.d/p{i}"), &format!("./srv/{i}"));
+    }
+    let tar = layer.tar();
+    let d = digest(&tar);
+    let opened = AtomicUsize::new(0);
+    let open = || {
+        opened.fetch_add(1, Ordering::SeqCst);
+        let reader: crate::source::LayerReader = Box::new(std::io::Cursor::new(tar.clone()));
+        std::future::ready(Ok::<_, std::convert::Infallible>(reader))
+    };
+    let err = crate::layer::analyze_layer_reopening(
+        open,
+        &d,
+        "application/vnd.oci.image.layer.v1.tar",
+        analyzers,
+        Limits::default(),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(matches!(err, LayerError::UnkeptLinkTarget { .. }), "{err}");
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        crate::layer::MAX_LINK_TARGET_PASSES + 1
+    );
+}
+
 #[test]
 fn later_entries_replace_earlier_ones_at_the_same_path() {
     let tar = Layer::new()

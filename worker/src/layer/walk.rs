@@ -1,5 +1,6 @@
 //! The tar walk over one layer blob: see the contract in [`super`].
 
+use std::collections::BTreeSet;
 use std::io::{self, BufReader, Read};
 use std::rc::Rc;
 use std::sync::mpsc;
@@ -31,6 +32,21 @@ pub fn analyze_layer<R: Read>(
     media_type: Option<&str>,
     analyzers: &[Box<dyn Analyzer>],
     limits: &Limits,
+) -> Result<LayerAnalysis, LayerError> {
+    analyze_layer_keeping(blob, expected, media_type, analyzers, limits, &BTreeSet::new())
+}
+
+/// [`analyze_layer`], also keeping the bytes of the files at `keep` (the
+/// targets of wanted hard links that a first pass met only after their
+/// bytes had gone past: [`LayerError::UnkeptLinkTarget`]), so the links
+/// get them. See [`super::analyze_layer_reopening`].
+pub fn analyze_layer_keeping<R: Read>(
+    blob: R,
+    expected: &Digest,
+    media_type: Option<&str>,
+    analyzers: &[Box<dyn Analyzer>],
+    limits: &Limits,
+    keep: &BTreeSet<String>,
 ) -> Result<LayerAnalysis, LayerError> {
     let layer = expected.as_str();
     let io_err = |source: io::Error| LayerError::Io {
@@ -67,7 +83,8 @@ pub fn analyze_layer<R: Read>(
         );
         // Dropping `raw` (on any return) ends the hashing thread; the scope
         // then joins it.
-        let (collector, raw) = read_layer(raw, &shared, layer, claimed, media_type, analyzers, limits)?;
+        let collector = Collector::new(layer, analyzers, limits, keep);
+        let (collector, raw) = read_layer(raw, &shared, collector, claimed, media_type)?;
         drop(raw);
         let actual = hashing
             .join()
@@ -88,19 +105,17 @@ pub fn analyze_layer<R: Read>(
 fn read_layer<'a, R: Read>(
     mut raw: HashingReader<R>,
     shared: &Rc<Shared>,
-    layer: &'a str,
+    mut collector: Collector<'a>,
     claimed: Option<Compression>,
     media_type: Option<&str>,
-    analyzers: &'a [Box<dyn Analyzer>],
-    limits: &'a Limits,
 ) -> Result<(Collector<'a>, HashingReader<R>), LayerError> {
+    let (layer, limits) = (collector.layer, collector.limits);
     let prefix = read_prefix(&mut raw).map_err(|source| LayerError::Io {
         layer: layer.to_owned(),
         source,
     })?;
     let compression = Compression::sniff(&prefix);
 
-    let mut collector = Collector::new(layer, analyzers, limits);
     if let Some(claimed) = claimed
         && claimed != compression
     {
@@ -243,7 +258,7 @@ fn walk<R: Read>(archive: &mut tar::Archive<R>, shared: &Shared, c: &mut Collect
                 } else {
                     (Vec::new(), Sinks::none())
                 };
-                if wanted_by.is_empty() {
+                if wanted_by.is_empty() && !c.keeps(&path) {
                     c.forget(&path);
                     c.skipped_file(&path);
                     let already = head.len() as u64;

@@ -51,7 +51,11 @@ impl RegistrySource {
         use futures::TryStreamExt as _;
         let stream: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> =
             Box::pin(DigestCheck {
-                inner: response.bytes_stream().map_err(std::io::Error::other),
+                // The whole chain: reqwest says "error decoding response
+                // body" and keeps "operation timed out" in its sources.
+                inner: response
+                    .bytes_stream()
+                    .map_err(|e| std::io::Error::other(strata_proto::text::error_chain(&e))),
                 hasher: Some(<sha2::Sha256 as sha2::Digest>::new()),
                 expected: blob.digest.clone(),
             });

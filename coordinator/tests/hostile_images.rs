@@ -315,12 +315,17 @@ fn allowed_hostile_content_is_read_in_bounded_memory() {
         m.stdout
     );
 
-    // Links that loop, and an absolute path: a result, quickly.
+    // Symbolic and hard links that loop (hard links to themselves and to
+    // each other, wanted paths among them), and an absolute path: a result,
+    // quickly.
     let loops = Layer::builder()
         .symlink("srv/a", "b")
         .symlink("srv/b", "a")
         .symlink("srv/self", "self")
         .symlink("etc/os-release", "../etc/os-release")
+        .hardlink("srv/h", "srv/h")
+        .hardlink("var/lib/dpkg/status.d/x", "var/lib/dpkg/status.d/y")
+        .hardlink("var/lib/dpkg/status.d/y", "var/lib/dpkg/status.d/x")
         .raw_file("/srv/absolute", "x")
         .build(Compression::Gzip)
         .unwrap();

@@ -364,16 +364,6 @@ fn write_layout_with_manifest(dir: &Path, image: &Image, manifest: &[u8]) {
     std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
 }
 
-/// A process's own peak resident set so far (`VmHWM`), while it runs.
-fn vm_hwm_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
 #[test]
 fn hostile_images_in_a_cluster_fail_alone_and_the_worker_stays_bounded() {
     use strata_proto::v1::{self, scan_service_client::ScanServiceClient};
@@ -492,7 +482,7 @@ fn hostile_images_in_a_cluster_fail_alone_and_the_worker_stays_bounded() {
             "the hard-linked database's packages: {:?}",
             report.packages
         );
-        let peak = vm_hwm_bytes(worker);
+        let peak = strata_loadtest::memory::peak_rss_kib_of(worker) * 1024;
         eprintln!("worker peak RSS after the hostile images: {} MiB", peak >> 20);
         assert!(peak > 0, "the worker's peak was read");
         assert!(peak < RSS_BOUND, "worker peak RSS {} MiB", peak >> 20);
@@ -511,8 +501,8 @@ enum Blob {
 
 /// A registry that serves `image`'s manifest and config honestly, and its
 /// layer blob as `blob` says. Runs on `rt`; returns its `host:port`.
-fn endless_registry(rt: &tokio::runtime::Runtime, image: &Image, blob: Blob) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+fn hostile_registry(rt: &tokio::runtime::Runtime, image: &Image, blob: Blob) -> String {
+    use tokio::io::AsyncWriteExt as _;
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let host = listener.local_addr().unwrap().to_string();
     let image = image.clone();
@@ -520,15 +510,9 @@ fn endless_registry(rt: &tokio::runtime::Runtime, image: &Image, blob: Blob) -> 
         while let Ok((mut conn, _)) = listener.accept().await {
             let image = image.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(head) = fixtures::read_request_head(&mut conn).await else {
+                    return;
+                };
                 let mut words = head.split_whitespace();
                 let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
                 let answer = |status: &str, kind: &str, extra: String, body: &[u8]| {
@@ -583,23 +567,31 @@ fn endless_registry(rt: &tokio::runtime::Runtime, image: &Image, blob: Blob) -> 
     host
 }
 
-#[test]
-fn a_registry_streaming_a_blob_forever_is_cut_at_the_descriptor() {
-    let _serial = serial();
+/// `strata scan` of an image whose registry serves its layer as `blob`
+/// says: the measured run, the layer's digest and how long it took.
+fn scan_from_hostile_registry(blob: Blob) -> (fixtures::Measured, String, Duration) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = build_db(STRATA, dir.path());
     let layer = debian_layer("12", STATUS);
     let digest = layer.digest.clone();
     let image = Image::builder().layer(layer).build().unwrap();
-    let host = endless_registry(&rt, &image, Blob::Endless);
+    let host = hostile_registry(&rt, &image, blob);
     let mut command = fixtures::strata_command(STRATA);
     command
         .args(["--log", "warn", "scan", "--db"])
         .arg(&db)
-        .arg(format!("{host}/endless/app:1"))
+        .arg(format!("{host}/hostile/app:1"))
         .args(["--insecure-registry", &host, "-f", "json"]);
+    let started = std::time::Instant::now();
     let m = run_measured(command, SCAN_LIMIT);
+    (m, digest, started.elapsed())
+}
+
+#[test]
+fn a_registry_streaming_a_blob_forever_is_cut_at_the_descriptor() {
+    let _serial = serial();
+    let (m, digest, _) = scan_from_hostile_registry(Blob::Endless);
     assert_failed(
         "a blob streamed forever",
         &m,
@@ -614,30 +606,8 @@ fn a_registry_streaming_a_blob_forever_is_cut_at_the_descriptor() {
 #[test]
 fn a_registry_stalling_mid_blob_times_out() {
     let _serial = serial();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = build_db(STRATA, dir.path());
-    let layer = debian_layer("12", STATUS);
-    let digest = layer.digest.clone();
-    let image = Image::builder().layer(layer).build().unwrap();
-    let host = endless_registry(&rt, &image, Blob::Stalled);
-    let mut command = fixtures::strata_command(STRATA);
-    command
-        .args(["--log", "warn", "scan", "--db"])
-        .arg(&db)
-        .arg(format!("{host}/stalled/app:1"))
-        .args(["--insecure-registry", &host, "-f", "json"]);
-    let started = std::time::Instant::now();
-    let m = run_measured(command, SCAN_LIMIT);
-    eprintln!(
-        "stalled blob: {:?} after {:?}: {}",
-        m.code,
-        started.elapsed(),
-        m.stderr
-    );
+    let (m, digest, took) = scan_from_hostile_registry(Blob::Stalled);
+    eprintln!("stalled blob: {:?} after {took:?}: {}", m.code, m.stderr);
     assert_failed("a blob stalled midway", &m, &digest, &["timed out"]);
-    assert!(
-        started.elapsed() < Duration::from_secs(170),
-        "bounded by the read timeout"
-    );
+    assert!(took < Duration::from_secs(170), "bounded by the read timeout");
 }

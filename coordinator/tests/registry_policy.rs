@@ -21,7 +21,7 @@ use strata_harness::{Cluster, Registry};
 use strata_proto::v1::{
     self, fleet_service_client::FleetServiceClient, scan_service_client::ScanServiceClient,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tonic::Code;
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
@@ -55,16 +55,10 @@ async fn redirecting_registry(location: String) -> u16 {
         while let Ok((mut conn, _)) = listener.accept().await {
             let location = location.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut got = 0;
                 // One request per connection: read its head, answer, close.
-                while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") && got < buf.len() {
-                    match conn.read(&mut buf[got..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got += n,
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..got]);
+                let Some(head) = fixtures::read_request_head(&mut conn).await else {
+                    return;
+                };
                 let path = head.split_whitespace().nth(1).unwrap_or("/");
                 let answer = if path == "/v2/" {
                     "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".to_owned()

@@ -1,7 +1,12 @@
-//! This process's memory, from `/proc/self/status` (Linux; 0 elsewhere).
+//! Memory of this process, or of another by pid, from `/proc/<pid>/status`
+//! (Linux; 0 elsewhere, or when the process is gone).
 
 fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    status_kib_at("/proc/self/status", field)
+}
+
+fn status_kib_at(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()
@@ -19,6 +24,16 @@ pub fn peak_rss_kib() -> u64 {
 /// Resident set size now, in KiB (`VmRSS`).
 pub fn rss_kib() -> u64 {
     status_kib("VmRSS:")
+}
+
+/// Resident set size of process `pid` now, in KiB.
+pub fn rss_kib_of(pid: u32) -> u64 {
+    status_kib_at(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// Peak resident set size of process `pid` so far (`VmHWM`), in KiB.
+pub fn peak_rss_kib_of(pid: u32) -> u64 {
+    status_kib_at(&format!("/proc/{pid}/status"), "VmHWM:")
 }
 
 /// Starts the peak over from the current size (Linux ≥ 4.0: writing 5 to

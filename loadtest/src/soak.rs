@@ -87,13 +87,7 @@ pub struct SoakResults {
 
 /// `VmRSS` of a process, bytes (0 when it is gone).
 fn rss_bytes(pid: Option<u32>) -> u64 {
-    let Some(pid) = pid else { return 0 };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+    pid.map_or(0, |p| crate::memory::rss_kib_of(p) * 1024)
 }
 
 /// The run; progress on stderr unless `quiet`.

@@ -409,3 +409,23 @@ pub fn run_measured(command: Command, limit: Duration) -> Measured {
         timed_out,
     }
 }
+
+/// The head of one HTTP/1.1 request on `conn` (method, path, headers: up to
+/// the blank line), at most 64 KiB; `None` when the peer goes away or sends
+/// more. For the small hostile servers tests write (a registry that
+/// redirects, streams forever, stalls).
+pub async fn read_request_head(conn: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > 64 * 1024 {
+            return None;
+        }
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}

@@ -123,7 +123,7 @@ async fn local_webhooks_retry_give_up_and_resume_from_their_cursor() {
         let log = EventLog::local(db.clone()).unwrap();
         let cursors = Kv::Local(LocalKv::new(db, WEBHOOKS_BUCKET));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(webhook::run(hooks, log.clone(), cursors.clone(), async {
+        let task = tokio::spawn(webhook::run(hooks, log.clone(), cursors.clone(), None, async {
             let _ = stopped.await;
         }));
         (log, cursors, stop, task)

@@ -84,6 +84,8 @@ impl AdminService for AdminApi {
             feeds: Vec::new(),
             events: None,
             gc: None,
+            coordinators: Vec::new(),
+            coordinator_id: String::new(),
         };
         if let Some(feeds) = &self.feeds {
             response.feeds = feeds.status().into_iter().map(feed_status).collect();
@@ -112,6 +114,10 @@ impl AdminService for AdminApi {
                         in_flight: l.in_flight,
                     })
                     .collect();
+            }
+            if let Some(peers) = c.peers() {
+                response.coordinator_id = peers.id().to_owned();
+                response.coordinators = coordinators(peers).await;
             }
             let db = c.vulndb();
             response.vulndb = Some(v1::VulnDbInfo {
@@ -161,4 +167,28 @@ fn feed_status(s: crate::feeds::FeedState) -> v1::FeedStatus {
         next_poll_unix_ms: s.next_poll_unix_ms,
         records: s.records,
     }
+}
+
+/// Every live coordinator, with the leases the bucket says each holds
+/// (read now: a coordinator's own record may be a third of the lease
+/// time old).
+async fn coordinators(peers: &crate::cluster::peers::Peers) -> Vec<v1::CoordinatorInfo> {
+    let holders = peers.lease_holders().await.unwrap_or_default();
+    peers
+        .members()
+        .into_iter()
+        .map(|m| v1::CoordinatorInfo {
+            leases: holders
+                .iter()
+                .filter(|(_, holder)| **holder == m.id)
+                .map(|(lease, _)| lease.clone())
+                .collect(),
+            answering: m.id == peers.id(),
+            id: m.id,
+            address: m.address,
+            version: m.version,
+            started_unix_ms: m.started_unix_ms,
+            last_seen_unix_ms: m.last_seen_unix_ms,
+        })
+        .collect()
 }

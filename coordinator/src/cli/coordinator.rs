@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use strata_coordinator::api::{self, AdminApi, NatsHandle, Services};
 use strata_coordinator::cluster::kv::Kv;
+use strata_coordinator::cluster::peers::{self, PeerConfig, Peers};
 use strata_coordinator::cluster::{Buckets, Coordinator};
 use strata_coordinator::feeds::Feeds;
 use strata_coordinator::notify::EventLog;
@@ -40,6 +41,67 @@ pub struct CoordinatorSettings {
     #[command(flatten)]
     #[serde(flatten)]
     pub server: ServerSettings,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub peers: PeerSettings,
+}
+
+/// How this coordinator runs beside others on the same NATS (see
+/// `cluster::peers`): any number may run, all active.
+#[derive(Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PeerSettings {
+    /// This coordinator's name, unique among the cluster's (a pod name).
+    /// Default: the host name and the process id.
+    #[arg(long, env = "STRATA_COORDINATOR_ID", value_name = "ID")]
+    pub coordinator_id: Option<String>,
+    /// The gRPC address `strata status` shows for this coordinator
+    /// (default: --listen).
+    #[arg(long, env = "STRATA_ADVERTISE_ADDRESS", value_name = "HOST:PORT")]
+    pub advertise_address: Option<String>,
+    /// Seconds a coordinator's presence and leases last unrenewed (renewed
+    /// every third): how long the work of a coordinator that died waits
+    /// before the others take it over. 2 to 300.
+    #[arg(long, env = "STRATA_LEASE_TTL_SECS", value_name = "SECS", default_value_t = DEFAULT_LEASE_TTL_SECS)]
+    pub lease_ttl_secs: u64,
+}
+
+const DEFAULT_LEASE_TTL_SECS: u64 = 10;
+
+impl PeerSettings {
+    fn config(&self, listen: std::net::SocketAddr) -> anyhow::Result<PeerConfig> {
+        anyhow::ensure!(
+            (2..=300).contains(&self.lease_ttl_secs),
+            "lease_ttl_secs: {} is outside 2 to 300 seconds",
+            self.lease_ttl_secs
+        );
+        let id = match &self.coordinator_id {
+            Some(id) => {
+                let clean = peers::sanitize_id(id);
+                anyhow::ensure!(
+                    clean == *id,
+                    "coordinator_id: {id:?} may hold only letters, digits, '-' and '_' (at most 64)"
+                );
+                clean
+            }
+            None => {
+                let host = std::env::var("HOSTNAME")
+                    .ok()
+                    .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "coordinator".to_owned());
+                peers::sanitize_id(&format!("{host}-{}", std::process::id()))
+            }
+        };
+        Ok(PeerConfig {
+            id,
+            address: self
+                .advertise_address
+                .clone()
+                .unwrap_or_else(|| listen.to_string()),
+            ttl: std::time::Duration::from_secs(self.lease_ttl_secs),
+        })
+    }
 }
 
 pub async fn run(
@@ -52,6 +114,7 @@ pub async fn run(
     // Checked before anything starts (the registry policy's settings among them).
     let config = c.server.coordinator_config(&store_url)?;
     let (listen, metrics_addr) = c.server.addresses()?;
+    let peer_config = c.peers.config(listen)?;
     let queue_settings = c.server.queue.to_queue()?;
     let feeds_config = c.server.feeds_config()?;
     // Without feeds the data is --db's: required, and read before connecting.
@@ -123,6 +186,15 @@ pub async fn run(
             }
         }
     };
+    let peers = loop {
+        match Peers::open(&js, peer_config.clone(), queue_settings.replicas).await {
+            Ok(p) => break Arc::new(p),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot open the coordinators' bucket yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
     let coordinator = Coordinator::new(
         config,
         queue,
@@ -131,7 +203,8 @@ pub async fn run(
         vulndb,
         metrics.clone(),
     )
-    .with_event_log(events);
+    .with_event_log(events)
+    .with_peers(peers);
 
     let shutdown = Shutdown::on_signal("coordinator", c.cluster.shutdown.timeout());
     let metrics_at = roles::spawn_metrics(metrics_addr, metrics, shutdown.clone()).await?;
@@ -164,9 +237,13 @@ pub async fn run(
         webhooks,
         coordinator.event_log().clone(),
         cursors,
+        Some({
+            let coordinator = coordinator.clone();
+            Arc::new(move || coordinator.holds_lease(peers::LEASE_WEBHOOKS))
+        }),
         shutdown.clone().wait(),
     ));
-    tracing::info!(grpc = %listen, metrics = %metrics_at, nats = %roles::redact(&c.cluster.nats), store = %store_url, "coordinator running");
+    tracing::info!(grpc = %listen, metrics = %metrics_at, nats = %roles::redact(&c.cluster.nats), store = %store_url, id = %peer_config.id, lease_ttl_secs = peer_config.ttl.as_secs(), "coordinator running");
     let polling = feeds.map(|feeds| tokio::spawn(feeds.run(coordinator.clone(), shutdown.clone().wait())));
     coordinator.run(shutdown.clone().wait()).await;
     if let Some(polling) = polling {

@@ -192,6 +192,7 @@ pub async fn run(
         webhooks,
         coordinator.event_log().clone(),
         cursors,
+        None,
         stop(),
     ));
     let workers = tokio::spawn(run::run(

@@ -96,9 +96,26 @@ fn status_json(status: &v1::GetStatusResponse) -> serde_json::Value {
             })
         })
         .collect();
+    let coordinators: Vec<serde_json::Value> = status
+        .coordinators
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id,
+                "address": c.address,
+                "version": c.version,
+                "started": rfc3339(c.started_unix_ms),
+                "last_seen": rfc3339(c.last_seen_unix_ms),
+                "leases": c.leases,
+                "answering": c.answering,
+            })
+        })
+        .collect();
     serde_json::json!({
         "version": status.version,
         "uptime_seconds": status.uptime_seconds,
+        "coordinator_id": status.coordinator_id,
+        "coordinators": coordinators,
         "nats": { "state": state, "url": url },
         "workers": workers,
         "queues": queues,
@@ -166,6 +183,29 @@ fn status_text(status: &v1::GetStatusResponse) -> String {
         out.push_str(&format!(" ({url})"));
     }
     let now = strata_proto::text::now_unix_ms();
+    if !status.coordinators.is_empty() {
+        out.push_str(&format!("\ncoordinators {}\n", status.coordinators.len()));
+        out.push_str(&format!(
+            "  {:<32} {:<24} {:<10} {:<24} {}\n",
+            "ID", "ADDRESS", "VERSION", "LEASES", "LAST SEEN"
+        ));
+        for c in &status.coordinators {
+            let id = strata_proto::text::one_line(&c.id, 30);
+            out.push_str(&format!(
+                "  {:<32} {:<24} {:<10} {:<24} {}\n",
+                if c.answering { format!("{id} *") } else { id },
+                strata_proto::text::one_line(&c.address, 24),
+                strata_proto::text::one_line(&c.version, 10),
+                if c.leases.is_empty() {
+                    "-".to_owned()
+                } else {
+                    strata_proto::text::one_line(&c.leases.join(","), 24)
+                },
+                age_secs(c.last_seen_unix_ms, now).map_or("-".to_owned(), |a| format!("{} ago", shown_age(a)))
+            ));
+        }
+        out.push_str("  (* answered this call)\n");
+    }
     out.push_str(&format!("\nworkers   {}\n", status.workers.len()));
     if !status.workers.is_empty() {
         out.push_str(&format!(

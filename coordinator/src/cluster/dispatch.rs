@@ -25,6 +25,8 @@ impl Coordinator {
         republish: bool,
     ) -> Result<Option<ScanRecord>, CoordinatorError> {
         let id = &scan.id;
+        let mine = self.looks_after(id);
+        lock(&self.inner.running).insert(id.clone(), mine);
         let mut known: HashMap<String, LayerNow> = HashMap::new();
         for layer in &scan.layers {
             if layer.state.is_terminal() || known.contains_key(&layer.digest) {

@@ -3,8 +3,15 @@
 //! A log lives in memory while its scan runs and for a while after; a
 //! watcher of a scan whose log is gone (a restart, or evicted) gets the
 //! events rebuilt from the scan record instead: the same states, in order.
+//!
+//! An event is told once per log: its key (kind, layer index, layer
+//! state) is remembered, so the events a scan record implies can be fed
+//! again as the record changes — by another coordinator, through the
+//! change stream (`emit_replayed`) — and only what is new goes out.
+//! Clients that reconnect elsewhere and watch again drop what they were
+//! already told by the same key.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use strata_proto::v1::{self, scan_event::Event};
@@ -35,6 +42,8 @@ struct Logs {
 
 struct Log {
     events: Vec<v1::ScanEvent>,
+    /// The keys of the events told (see [`event_key`]).
+    seen: HashSet<EventKey>,
     /// Made when someone subscribes: most scans (background ones) are
     /// never watched, and a channel's buffer is allocated whole.
     tx: Option<broadcast::Sender<v1::ScanEvent>>,
@@ -45,6 +54,7 @@ impl Log {
     fn new() -> Log {
         Log {
             events: Vec::new(),
+            seen: HashSet::new(),
             tx: None,
             done: false,
         }
@@ -70,6 +80,9 @@ impl EventLogs {
         let Some(log) = logs.by_scan.get_mut(scan_id) else {
             return;
         };
+        if !log.seen.insert(event_key(&event)) {
+            return; // told already
+        }
         if log.events.len() < MAX_EVENTS || done {
             log.events.push(event.clone());
         }
@@ -80,6 +93,19 @@ impl EventLogs {
         }
         if finished_now {
             logs.finished.push_back(scan_id.to_owned());
+        }
+    }
+
+    /// Feeds the events a scan record implies (`replay`) into the scan's
+    /// log, if one is kept: those not told yet go out, in order.
+    pub fn emit_replayed(&self, scan_id: &str, replayed: Vec<v1::ScanEvent>) {
+        if !lock(&self.logs).by_scan.contains_key(scan_id) {
+            return;
+        }
+        for event in replayed {
+            if let Some(e) = event.event {
+                self.emit(scan_id, e);
+            }
         }
     }
 
@@ -94,6 +120,7 @@ impl EventLogs {
         if !logs.by_scan.contains_key(scan_id) {
             let mut log = Log::new();
             log.events = rebuild();
+            log.seen = log.events.iter().map(event_key).collect();
             log.done = log.events.iter().any(|e| matches!(e.event, Some(Event::Done(_))));
             let done = log.done;
             logs.insert(scan_id, log);
@@ -151,6 +178,21 @@ impl Logs {
                 None => break,
             }
         }
+    }
+}
+
+/// What tells one event from another: its kind, and for a layer's
+/// progress the layer's index and state. A scan tells each key once.
+pub type EventKey = (u8, u32, i32);
+
+pub fn event_key(event: &v1::ScanEvent) -> EventKey {
+    match &event.event {
+        None => (0, 0, 0),
+        Some(Event::Submitted(_)) => (1, 0, 0),
+        Some(Event::Resolved(_)) => (2, 0, 0),
+        Some(Event::Layer(l)) => (3, l.index, l.state),
+        Some(Event::Matched(_)) => (4, 0, 0),
+        Some(Event::Done(_)) => (5, 0, 0),
     }
 }
 
@@ -247,6 +289,35 @@ mod tests {
         assert_eq!(l.by_scan.len(), MAX_LOGS);
         assert!(!l.by_scan.contains_key("s0"));
         assert!(l.by_scan.contains_key("s10"));
+    }
+
+    #[test]
+    fn events_replayed_from_the_record_go_out_once() {
+        let logs = EventLogs::default();
+        logs.emit("s", progress());
+        let (past, mut rx) = logs.subscribe("s", || unreachable!("the log is kept"));
+        assert_eq!(past.len(), 1);
+        let layer = |index, state| {
+            v1::ScanEvent {
+                scan_id: "s".into(),
+                at_unix_ms: 1,
+                event: Some(Event::Layer(v1::LayerProgress {
+                    index,
+                    state,
+                    ..Default::default()
+                })),
+            }
+        };
+        // Another coordinator's record: submitted (told), layer 0 queued.
+        logs.emit_replayed("s", vec![past[0].clone(), layer(0, 1)]);
+        // The same record again, then a newer one.
+        logs.emit_replayed("s", vec![past[0].clone(), layer(0, 1)]);
+        logs.emit_replayed("s", vec![past[0].clone(), layer(0, 1), layer(0, 3)]);
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).map(|e| event_key(&e)).collect();
+        assert_eq!(got, vec![(3, 0, 1), (3, 0, 3)]);
+        // No log kept: nothing is made for a scan nobody watches.
+        logs.emit_replayed("other", vec![layer(0, 1)]);
+        assert!(!lock(&logs.logs).by_scan.contains_key("other"));
     }
 
     #[test]

@@ -38,13 +38,29 @@ impl Coordinator {
         id: &str,
         known: Known<'_>,
     ) -> Result<Option<ScanRecord>, CoordinatorError> {
+        let mut known = known;
+        for _ in 0..super::CAS_ATTEMPTS {
+            match self.refresh_scan_once(id, known).await? {
+                Refreshed::Stored(scan) => return Ok(scan),
+                // Another coordinator wrote the scan meanwhile (two of them
+                // briefly looking after it): read it and every layer back.
+                Refreshed::Conflict => known = Known::Nothing,
+            }
+        }
+        Err(CoordinatorError::Internal(format!(
+            "scan {id} changed concurrently"
+        )))
+    }
+
+    async fn refresh_scan_once(&self, id: &str, known: Known<'_>) -> Result<Refreshed, CoordinatorError> {
         let guard = self.scan_lock(id);
         let _held = guard.lock().await;
         let Some((mut scan, revision)) = self.load_scan(id).await? else {
-            return Ok(None);
+            return Ok(Refreshed::Stored(None));
         };
         if scan.status.is_terminal() {
-            return Ok(Some(scan));
+            lock(&self.inner.running).remove(id);
+            return Ok(Refreshed::Stored(Some(scan)));
         }
         let mut changed = false;
         let mut states: HashMap<String, (ScanLayerState, Option<String>, u32)> = HashMap::new();
@@ -100,7 +116,7 @@ impl Coordinator {
         }
         let done = scan.layers.iter().all(|l| l.state.is_terminal());
         if !changed && !done {
-            return Ok(Some(scan));
+            return Ok(Refreshed::Stored(Some(scan)));
         }
         scan.updated_unix_ms = now_unix_ms();
         if done {
@@ -127,13 +143,10 @@ impl Coordinator {
                 // the status; a layer moving from pending to queued is not news.
                 self.fleet_scan_changed(&scan)
             }
-            Cas::Conflict => {
-                return Err(CoordinatorError::Internal(format!(
-                    "scan {id} changed concurrently"
-                )));
-            }
+            Cas::Conflict => return Ok(Refreshed::Conflict),
         }
         if done {
+            lock(&self.inner.running).remove(id);
             self.inner.metrics.scans("running", -1);
             self.inner.metrics.scans(scan.status.as_str(), 1);
             let (cached, analysed, failed) = scan.layer_counts();
@@ -159,7 +172,7 @@ impl Coordinator {
             );
             tracing::info!(scan = %id, status = scan.status.as_str(), findings = scan.findings, "scan done");
         }
-        Ok(Some(scan))
+        Ok(Refreshed::Stored(Some(scan)))
     }
 
     /// Composes and matches a scan whose layers are all done, and stores its report.
@@ -289,6 +302,14 @@ impl LayerNow {
             packages: record.packages,
         }
     }
+}
+
+/// What one refresh attempt came to.
+enum Refreshed {
+    /// The scan as stored after (`None`: no such scan).
+    Stored(Option<ScanRecord>),
+    /// Someone else rewrote the record first.
+    Conflict,
 }
 
 /// What the caller of `refresh_scan` knows of the scan's layers (their

@@ -62,6 +62,9 @@ impl Coordinator {
                 _ = tokio::time::sleep(interval) => {}
                 _ = stop.changed() => return,
             }
+            if !self.holds_lease(super::peers::LEASE_GC) {
+                continue; // another coordinator collects
+            }
             match self.gc_once(grace).await {
                 Ok(run) if run != GcRun::default() => {
                     tracing::info!(

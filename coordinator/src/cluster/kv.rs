@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt as _, TryStreamExt};
 
 /// Longest value accepted (records are small JSON; a scan of 128 layers is a few KiB).
 pub const MAX_VALUE_BYTES: i32 = 1 << 20;
@@ -41,6 +41,18 @@ pub enum Cas {
     /// Someone else wrote first (or the key exists, for `create`).
     Conflict,
 }
+
+/// One change seen by [`Kv::watch_after`]: `value` is `None` for a
+/// deleted or purged key.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub key: String,
+    pub value: Option<Bytes>,
+    pub revision: u64,
+}
+
+/// The stream of a bucket's changes.
+pub type Changes = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Change, KvError>> + Send>>;
 
 /// One bucket. Cheap to clone.
 #[derive(Clone)]
@@ -76,6 +88,95 @@ impl Kv {
                 .map_err(|e| err("creating", &e))?,
         };
         Ok(Kv::Nats(Box::new(store), bucket.to_owned()))
+    }
+
+    /// Opens (creating when missing) a JetStream bucket whose entries expire
+    /// `max_age` after they were last written: the coordinators' presence
+    /// and leases (`peers.rs`), which end by themselves when their holder
+    /// stops renewing them, by the NATS server's clock. A bucket that
+    /// exists keeps its own expiry (said in a warning when it differs).
+    pub async fn nats_expiring(
+        js: &async_nats::jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+        max_age: std::time::Duration,
+    ) -> Result<Kv, KvError> {
+        let err = |what: &str, e: &dyn std::fmt::Display| KvError::Backend {
+            bucket: bucket.to_owned(),
+            what: what.to_owned(),
+            reason: e.to_string(),
+        };
+        let store = match js.get_key_value(bucket).await {
+            Ok(mut store) => {
+                if let Ok(info) = store.stream.info().await
+                    && info.config.max_age != max_age
+                {
+                    tracing::warn!(
+                        bucket,
+                        stored_secs = info.config.max_age.as_secs_f64(),
+                        wanted_secs = max_age.as_secs_f64(),
+                        "the bucket keeps the expiry it was created with (delete it to change the lease time)"
+                    );
+                }
+                store
+            }
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    history: 1,
+                    max_value_size: 64 * 1024,
+                    max_age,
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    num_replicas: replicas.max(1),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| err("creating", &e))?,
+        };
+        Ok(Kv::Nats(Box::new(store), bucket.to_owned()))
+    }
+
+    /// Every change written to the bucket after `revision` (0: from now
+    /// on), as the server orders them; `None` for a local bucket (one
+    /// process writes it: its hooks see every change). A bucket keeps one
+    /// value per key, so a watch resumed from a revision sees each key's
+    /// latest value since, not every step between.
+    pub async fn watch_after(&self, revision: u64) -> Result<Option<Changes>, KvError> {
+        let Kv::Nats(store, _) = self else {
+            return Ok(None);
+        };
+        let watch = if revision == 0 {
+            store.watch_all().await
+        } else {
+            store.watch_all_from_revision(revision + 1).await
+        }
+        .map_err(|e| self.error("watching", e))?;
+        let name = self.name().to_owned();
+        Ok(Some(Box::pin(watch.map(move |entry| match entry {
+            Ok(e) => Ok(Change {
+                value: (e.operation == Operation::Put).then_some(e.value),
+                key: e.key,
+                revision: e.revision,
+            }),
+            Err(e) => Err(KvError::Backend {
+                bucket: name.clone(),
+                what: "watching".to_owned(),
+                reason: e.to_string(),
+            }),
+        }))))
+    }
+
+    /// The revision of the bucket's latest write (0: empty, or local):
+    /// where a watch started before reading the bucket begins.
+    pub async fn last_revision(&self) -> Result<u64, KvError> {
+        match self {
+            Kv::Nats(store, _) => store
+                .status()
+                .await
+                .map(|s| s.info.state.last_sequence)
+                .map_err(|e| self.error("status", e)),
+            Kv::Local(_) => Ok(0),
+        }
     }
 
     /// The embedded database a local bucket lives in (`None` in the

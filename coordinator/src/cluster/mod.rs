@@ -56,10 +56,17 @@
 //!    put in force (`apply_vulndb`: only touched packages re-matched), and
 //!    when it is unregistered; each change is a fleet event.
 //!
-//! One coordinator is active per cluster: waiters live in its memory (two
-//! coordinators would split the results between them).
+//! Several coordinators may run against one NATS, all active
+//! (`peers.rs`): each takes submits and answers every call; the results
+//! are shared through one durable consumer; each follows the buckets'
+//! change streams (`changes.rs`), so waiters, scan events and the fleet
+//! index are current wherever a change was made; each running scan is
+//! refreshed and finalized by the one coordinator rendezvous hashing
+//! picks among the live ones; the refresh loop, feed polling, garbage
+//! collection and findings histories run under leases.
 
 mod blobs;
+mod changes;
 mod coalesce;
 mod config;
 mod dispatch;
@@ -69,6 +76,7 @@ mod finalize;
 pub mod fleet;
 pub mod gc;
 pub mod kv;
+pub mod peers;
 pub mod records;
 mod report;
 mod request;
@@ -158,6 +166,12 @@ struct Inner {
     /// What is unreferenced, since when, and what was removed (`gc.rs`).
     gc_candidates: Mutex<gc::Candidates>,
     gc_stats: gc::GcStats,
+    /// The other coordinators and the leases (`None`: alone, as `strata serve`).
+    peers: Option<Arc<peers::Peers>>,
+    /// Running scans known here (submitted here or seen in the change
+    /// stream) → whether this coordinator looked after each as of the last
+    /// change of coordinators.
+    running: Mutex<HashMap<String, bool>>,
 }
 
 impl Coordinator {
@@ -199,6 +213,8 @@ impl Coordinator {
                 reconcile_pending: std::sync::Mutex::default(),
                 gc_candidates: Mutex::new(gc::Candidates::default()),
                 gc_stats: gc::GcStats::default(),
+                peers: None,
+                running: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -215,6 +231,31 @@ impl Coordinator {
             None => tracing::error!("with_event_log on a shared coordinator: the memory log stays"),
         }
         self
+    }
+
+    /// This coordinator as one of several (`peers.rs`). Call right after
+    /// [`Self::new`], before the coordinator is cloned.
+    pub fn with_peers(mut self, peers: Arc<peers::Peers>) -> Coordinator {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.peers = Some(peers),
+            None => tracing::error!("with_peers on a shared coordinator: it runs alone"),
+        }
+        self
+    }
+
+    /// The other coordinators and the leases, when there may be others.
+    pub fn peers(&self) -> Option<&Arc<peers::Peers>> {
+        self.inner.peers.as_ref()
+    }
+
+    /// Whether this coordinator holds `lease` (alone: every lease).
+    pub fn holds_lease(&self, lease: &str) -> bool {
+        self.inner.peers.as_ref().is_none_or(|p| p.holds(lease))
+    }
+
+    /// Whether this coordinator refreshes and finalizes `scan_id`.
+    pub(crate) fn looks_after(&self, scan_id: &str) -> bool {
+        self.inner.peers.as_ref().is_none_or(|p| p.responsible(scan_id))
     }
 
     /// The fleet event log.

@@ -134,13 +134,20 @@ impl Coordinator {
     /// Refreshes every scan waiting on the layers `woken`, once each, told
     /// which of its layers changed and how (a scan woken by a layer whose
     /// state is not known here reads every layer back).
-    async fn wake(&self, woken: Vec<Woken>) {
+    pub(super) async fn wake(&self, woken: Vec<Woken>) {
         // Scan → its layers that changed (by digest); `None`: read all.
         let mut scans: HashMap<String, Option<HashMap<String, LayerNow>>> = HashMap::new();
         {
             let mut waiters = lock(&self.inner.waiters);
             for w in woken {
-                for id in waiters.remove(&w.key).unwrap_or_default() {
+                // Another coordinator looks after the rest (it follows the
+                // same layer changes); if it leaves, the scan is taken over whole.
+                for id in waiters
+                    .remove(&w.key)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|id| self.looks_after(id))
+                {
                     let entry = scans.entry(id).or_insert_with(|| Some(HashMap::new()));
                     match (&w.stored, entry.as_mut()) {
                         (Some(now), Some(changed)) => {
@@ -204,8 +211,8 @@ impl Coordinator {
 }
 
 /// A layer whose result was stored: the scans waiting on `key` are woken.
-struct Woken {
-    key: String,
-    digest: String,
-    stored: Option<LayerNow>,
+pub(super) struct Woken {
+    pub(super) key: String,
+    pub(super) digest: String,
+    pub(super) stored: Option<LayerNow>,
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 
+use super::changes::Followed;
+use super::peers::LEASE_HISTORY;
 use super::records::ScanStatus;
 use super::{Coordinator, CoordinatorError};
 use crate::util::lock;
@@ -18,6 +20,16 @@ impl Coordinator {
     /// scan is dispatched again, then results, dead jobs, heartbeats and
     /// queue lag are followed.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        // With other coordinators: the leases and the members first (who
+        // looks after which scan decides what is dispatched again), and the
+        // change streams' starting points before the buckets are read.
+        let mut follow_from = Vec::new();
+        if let Some(peers) = self.peers() {
+            peers.round().await;
+            for which in [Followed::Scans, Followed::Layers, Followed::Images] {
+                follow_from.push((which, self.follow_from(which).await));
+            }
+        }
         if let Err(err) = self.recover().await {
             tracing::error!(error = %err, "recovering unfinished scans failed; they resume when resubmitted");
         }
@@ -43,6 +55,10 @@ impl Coordinator {
         tasks.spawn(self.clone().retry_loop(stop_rx.clone()));
         tasks.spawn(self.clone().refresh_loop(stop_rx.clone()));
         tasks.spawn(self.clone().gc_loop(stop_rx.clone()));
+        for (which, after) in follow_from {
+            tasks.spawn(self.clone().follow_bucket(which, after, stop_rx.clone()));
+        }
+        tasks.spawn(self.clone().peers_loop(stop_rx.clone()));
         shutdown.await;
         let _ = stop_tx.send(true);
         // Each loop finishes what it holds (a result batch is acked only
@@ -51,6 +67,43 @@ impl Coordinator {
             while tasks.join_next().await.is_some() {}
         })
         .await;
+        // Stopping cleanly: the others take the leases and this
+        // coordinator's scans now, not when its records expire.
+        if let Some(peers) = self.peers() {
+            peers.leave().await;
+        }
+    }
+
+    /// Renews presence and leases every third of the lease time; a lease
+    /// gained or a coordinator gone changes what this one does.
+    async fn peers_loop(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(peers) = self.peers().cloned() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(peers.config().renew_every()) => {}
+                _ = stop.changed() => return,
+            }
+            let round = peers.round().await;
+            if round.gained.contains(&LEASE_HISTORY) {
+                // What another holder recorded is read afresh, then every
+                // registered image compared (changes missed meanwhile become
+                // events now; the event log drops repeats).
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.inner.histories.lock().await.reset();
+                    if let Err(err) = this.fleet_reconcile_all().await {
+                        tracing::warn!(error = %err, "recording findings changes after taking the history lease failed; the next change retries");
+                    }
+                });
+            }
+            if round.members_changed {
+                let this = self.clone();
+                let someone_left = !round.left.is_empty();
+                tokio::spawn(async move { this.adopt_scans(someone_left).await });
+            }
+        }
     }
 
     async fn recover(&self) -> Result<(), CoordinatorError> {
@@ -61,6 +114,12 @@ impl Coordinator {
                 continue;
             };
             if scan.status == ScanStatus::Running {
+                // Followed wherever it runs; dispatched again here only if
+                // this coordinator looks after it.
+                self.track_running(&scan);
+                if !self.looks_after(&scan.id) {
+                    continue;
+                }
                 resumed += 1;
                 if let Err(err) = self.dispatch_scan(&scan, true).await {
                     tracing::warn!(scan = %scan.id, error = %err, "could not resume scan");

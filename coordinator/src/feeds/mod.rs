@@ -40,7 +40,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 
 use crate::cluster::kv::Kv;
 use crate::cluster::{Coordinator, VulnData};
@@ -58,6 +58,9 @@ pub const DEFAULT_INTERVAL_SECS: u64 = 3600;
 const FIRST_RETRY: Duration = Duration::from_secs(15);
 /// The loop wakes at least this often (feed age gauges stay current).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// How often a coordinator without the feeds lease looks for what the
+/// holder stored (a head of one object, a key-value read per feed).
+const FOLLOW_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
@@ -134,6 +137,9 @@ struct Inner {
     data: Mutex<InForce>,
     /// One round at a time.
     round: tokio::sync::Mutex<()>,
+    /// The stored combined database last taken in without the feeds lease
+    /// (its entity tag, time and size).
+    followed: Mutex<Option<String>>,
 }
 
 struct InForce {
@@ -240,6 +246,7 @@ impl Feeds {
                 records: Mutex::new(records),
                 data: Mutex::new(data),
                 round: tokio::sync::Mutex::new(()),
+                followed: Mutex::new(None),
             }),
         })
     }
@@ -276,7 +283,22 @@ impl Feeds {
         tokio::pin!(shutdown);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut first = true;
+        if let Some(peers) = coordinator.peers() {
+            tokio::select! {
+                _ = peers.first_round() => {}
+                _ = &mut shutdown => return,
+            }
+        }
         loop {
+            // With several coordinators one polls (the feeds lease); the
+            // others load what it stores.
+            if !coordinator.holds_lease(crate::cluster::peers::LEASE_FEEDS) {
+                self.follow(&coordinator).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(FOLLOW_EVERY) => continue,
+                    _ = &mut shutdown => return,
+                }
+            }
             let round = self.round(&coordinator, first, stop_rx.clone());
             tokio::pin!(round);
             tokio::select! {
@@ -296,6 +318,82 @@ impl Feeds {
                 _ = &mut shutdown => return,
             }
         }
+    }
+
+    /// Without the feeds lease: takes in what the holder stored, each
+    /// feed's state and records (so a lease taken over polls on from where
+    /// the holder was, validators and records agreeing) and the combined
+    /// database, put in force here as the holder did (only what changed
+    /// re-matched).
+    async fn follow(&self, coordinator: &Coordinator) {
+        for (i, feed) in self.inner.feeds.iter().enumerate() {
+            let Ok(Some(mut stored)) = state::load_state(&self.inner.kv, &feed.key).await else {
+                continue;
+            };
+            stored.url = feed.shown.clone();
+            let ours = lock(&self.inner.states).get(i).map(|s| s.content.clone());
+            if ours.as_deref() != Some(stored.content.as_str()) {
+                match state::load_records(&self.inner.store, &feed.key, &stored.content).await {
+                    Ok(Some(records)) => lock(&self.inner.records)[i] = Some(Arc::new(records)),
+                    // Not readable yet: what is kept here stays, with its state.
+                    _ => continue,
+                }
+            }
+            lock(&self.inner.states)[i] = stored.clone();
+            lock(&self.inner.published)[i] = stored;
+        }
+        let tag = match self
+            .inner
+            .store
+            .head(&object_store::path::Path::from(state::COMBINED_PATH))
+            .await
+        {
+            Ok(meta) => format!("{:?}/{}/{}", meta.e_tag, meta.last_modified, meta.size),
+            Err(_) => return,
+        };
+        if lock(&self.inner.followed).as_deref() == Some(tag.as_str()) {
+            return;
+        }
+        let new = match state::load_combined(&self.inner.store).await {
+            Ok(Some(db)) => Arc::new(db),
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "the feeds' database another coordinator stored is unreadable; trying again");
+                return;
+            }
+        };
+        let old = self.db();
+        if old.version() != new.version() {
+            let applied = async {
+                let (index, changes) = {
+                    let (old, new) = (old.clone(), new.clone());
+                    tokio::task::spawn_blocking(move || (VulnData::new(&new), vulndb::diff::diff(&old, &new)))
+                        .await
+                        .map_err(|e| format!("building the vulnerability index failed: {e}"))?
+                };
+                coordinator
+                    .apply_vulndb(index, &changes)
+                    .await
+                    .map_err(|e| format!("putting the new data in force: {e}"))
+            };
+            match applied.await {
+                Ok(summary) => tracing::info!(
+                    version = new.version(),
+                    images = summary.images,
+                    "new vulnerability data in force (polled by another coordinator)"
+                ),
+                Err(err) => {
+                    tracing::warn!(error = %err, "taking in the feeds' new database failed; trying again");
+                    return;
+                }
+            }
+        }
+        let mut data = lock(&self.inner.data);
+        data.db = new;
+        data.started_empty = false;
+        data.dirty = false;
+        drop(data);
+        *lock(&self.inner.followed) = Some(tag);
     }
 
     /// One round now with every feed polled, due or not (tests, and the

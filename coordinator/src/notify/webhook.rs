@@ -47,6 +47,7 @@
 //!   is told what happens from then on, not the whole history kept.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -305,10 +306,20 @@ impl DeliveryStats {
 
 /// Delivers every webhook's events from `log` until `shutdown`, cursors
 /// kept in `cursors`. Returns once every webhook's task has stopped.
+/// Whether this process delivers now: with several coordinators, the one
+/// holding the `webhooks` lease does (the cursors are shared, so the next
+/// holder goes on from the last event delivered; around a takeover an
+/// event may be sent twice, never skipped: receivers dedupe by event id).
+pub type Holds = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// How often a deliverer without the lease looks again.
+const LEASE_CHECK: Duration = Duration::from_secs(1);
+
 pub async fn run(
     webhooks: Vec<Webhook>,
     log: EventLog,
     cursors: Kv,
+    holds: Option<Holds>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     log.deliveries()
@@ -339,6 +350,7 @@ pub async fn run(
             log: log.clone(),
             cursors: cursors.clone(),
             client: client.clone(),
+            holds: holds.clone(),
         };
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
@@ -358,6 +370,7 @@ struct Deliverer {
     log: EventLog,
     cursors: Kv,
     client: reqwest::Client,
+    holds: Option<Holds>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -377,17 +390,22 @@ impl Deliverer {
     async fn run(self) {
         let url = shown(self.hook.url());
         let mut live = self.log.subscribe();
-        let mut cursor = loop {
-            match self.start().await {
-                Ok(c) => break c,
-                Err(err) => {
-                    tracing::warn!(webhook = %url, error = %err, "webhook cursor unreadable; trying again");
-                    tokio::time::sleep(LOG_RETRY).await;
-                }
-            }
-        };
+        let held = || self.holds.as_ref().is_none_or(|h| h());
+        while !held() {
+            tokio::time::sleep(LEASE_CHECK).await;
+        }
+        let mut cursor = self.start_retrying(&url).await;
         tracing::info!(webhook = %url, after = cursor, "webhook delivering");
         loop {
+            if !held() {
+                tracing::info!(webhook = %url, "webhook paused: another coordinator holds the webhooks lease");
+                while !held() {
+                    tokio::time::sleep(LEASE_CHECK).await;
+                }
+                // The last holder moved the shared cursor on meanwhile.
+                cursor = self.start_retrying(&url).await;
+                tracing::info!(webhook = %url, after = cursor, "webhook delivering");
+            }
             let page = match self.log.after(cursor, PAGE).await {
                 Ok(page) => page,
                 Err(err) => {
@@ -433,6 +451,18 @@ impl Deliverer {
             }
             if moved {
                 self.save(cursor).await;
+            }
+        }
+    }
+
+    async fn start_retrying(&self, url: &str) -> u64 {
+        loop {
+            match self.start().await {
+                Ok(c) => return c,
+                Err(err) => {
+                    tracing::warn!(webhook = %url, error = %err, "webhook cursor unreadable; trying again");
+                    tokio::time::sleep(LOG_RETRY).await;
+                }
             }
         }
     }

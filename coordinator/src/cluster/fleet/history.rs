@@ -145,6 +145,13 @@ pub struct Histories {
     dirty: BTreeSet<String>,
 }
 
+impl Histories {
+    /// Read again from the bucket at the next use.
+    pub(in crate::cluster) fn reset(&mut self) {
+        self.loaded = false;
+    }
+}
+
 fn reason_name(r: v1::ResolvedReason) -> &'static str {
     match r {
         v1::ResolvedReason::AdvisoryChanged => "advisory_changed",
@@ -605,6 +612,10 @@ impl Coordinator {
         if h.loaded {
             return Ok(());
         }
+        // The bucket is the truth (another coordinator may have written it
+        // since this one last read it).
+        h.by_reference.clear();
+        h.dirty.clear();
         let kv = &self.inner.buckets.findings;
         let keys = kv.keys().await?;
         let mut reads = futures::stream::iter(keys)
@@ -647,7 +658,10 @@ impl Coordinator {
         references: BTreeSet<String>,
     ) -> Result<Reconciled, CoordinatorError> {
         let started = std::time::Instant::now();
-        if references.is_empty() {
+        // One coordinator tells the fleet's findings changes: the holder of
+        // the history lease (the others' changes reach it through the
+        // change stream).
+        if references.is_empty() || !self.holds_lease(crate::cluster::peers::LEASE_HISTORY) {
             return Ok(Reconciled::default());
         }
         let mut histories = self.inner.histories.lock().await;
@@ -769,6 +783,11 @@ impl Coordinator {
         references: &[String],
     ) -> Result<(), CoordinatorError> {
         let mut histories = self.inner.histories.lock().await;
+        if !self.holds_lease(crate::cluster::peers::LEASE_HISTORY) {
+            // Answering for the cluster without the history lease: what is
+            // in memory here may be behind the holder's; read it afresh.
+            histories.loaded = false;
+        }
         self.fleet_histories_load(&mut histories).await?;
         let version = self.vulndb().matcher.vulndb_version().to_owned();
         let mut events = Vec::new();

@@ -63,6 +63,65 @@ impl Coordinator {
         self.fleet_reconcile_later(references);
     }
 
+    /// Another coordinator completed a scan (the change stream): the
+    /// coordinator holding the history lease reads its report now, so the
+    /// findings changes of the images naming it are recorded; the others
+    /// read it when a query needs it (the lazy load).
+    pub(in crate::cluster) async fn fleet_follow_report(&self, scan_id: &str) {
+        if !self.holds_lease(crate::cluster::peers::LEASE_HISTORY) {
+            return;
+        }
+        let wanted = {
+            let state = self.inner.fleet.read();
+            state.by_scan.contains_key(scan_id)
+                && state.scans.get(scan_id).is_none_or(|e| e.report.is_none())
+        };
+        if !wanted {
+            return;
+        }
+        match self.report(scan_id).await {
+            Ok(report) => self.fleet_report_stored(scan_id, &report),
+            Err(err) => {
+                tracing::debug!(scan = %scan_id, error = %err, "report of a scan finished elsewhere unreadable; the next query reads it")
+            }
+        }
+    }
+
+    /// A watched repository's record was written (change stream).
+    pub(in crate::cluster) fn fleet_repository_noted(&self, record: RepositoryRecord) {
+        self.inner
+            .fleet
+            .write()
+            .repositories
+            .insert(record.repository.clone(), record);
+    }
+
+    /// An image record was deleted (change stream): only its key is known.
+    pub(in crate::cluster) fn fleet_image_key_deleted(&self, key: &str) {
+        let mut state = self.inner.fleet.write();
+        let reference = state
+            .images
+            .keys()
+            .find(|r| crate::cluster::records::image_key(r) == key)
+            .cloned();
+        if let Some(reference) = reference {
+            state.remove_image(&reference);
+        }
+    }
+
+    /// A watched repository's record was deleted (change stream).
+    pub(in crate::cluster) fn fleet_repository_key_deleted(&self, key: &str) {
+        let mut state = self.inner.fleet.write();
+        let repository = state
+            .repositories
+            .keys()
+            .find(|r| super::repository_key(r) == key)
+            .cloned();
+        if let Some(repository) = repository {
+            state.repositories.remove(&repository);
+        }
+    }
+
     /// Fills the index at start, so the first query is fast (errors are
     /// retried by the first query).
     pub(in crate::cluster) async fn fleet_warm_up(self) {

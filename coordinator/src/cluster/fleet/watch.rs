@@ -184,6 +184,9 @@ impl Coordinator {
                 _ = stop.changed() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
+            if !self.holds_lease(crate::cluster::peers::LEASE_REFRESH) {
+                continue; // another coordinator refreshes the fleet
+            }
             match self.fleet_refresh().await {
                 Ok((repositories, images)) => {
                     tracing::info!(repositories, images, "watched fleet refreshed")

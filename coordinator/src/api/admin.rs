@@ -84,6 +84,8 @@ impl AdminService for AdminApi {
             feeds: Vec::new(),
             events: None,
             gc: None,
+            coordinator_id: String::new(),
+            coordinators: Vec::new(),
         };
         if let Some(feeds) = &self.feeds {
             response.feeds = feeds.status().into_iter().map(feed_status).collect();

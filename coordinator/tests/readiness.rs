@@ -61,7 +61,6 @@ async fn wait_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_not_serving_while_nats_is_down() {
-    let _serial = fixtures::serial();
     let dir = tempfile::tempdir().unwrap();
     let db = build_db(STRATA, dir.path());
     let mut cluster = Cluster::builder(STRATA).workers(0).db(&db).start().unwrap();

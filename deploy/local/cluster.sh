@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# A Strata cluster on one machine: nats-server with JetStream, one
-# coordinator and N workers, each its own process, sharing a file:// store.
-# Everything lives under one directory (default target/strata-local) and
-# stops on Ctrl-C or when any process dies.
+# A Strata cluster on one machine: nats-server with JetStream, C
+# coordinators (active/active, default 1) and N workers, each its own
+# process, sharing one NATS and a file:// store. Everything lives under one
+# directory (default target/strata-local) and stops on Ctrl-C or when any
+# process dies.
 #
-#   deploy/local/cluster.sh [-n N] [-d DIR] [--db FILE] [--strata PATH]
+#   deploy/local/cluster.sh [-c C] [-n N] [-d DIR] [--db FILE] [--strata PATH]
 #
 # Ports (override with the environment): NATS_PORT (4222), NATS_HTTP_PORT
-# (8222), GRPC_PORT (7700, the coordinator's API), METRICS_PORT (9100, the
-# coordinator's /metrics; workers use METRICS_PORT+1 ... METRICS_PORT+N).
+# (8222), GRPC_PORT (7700: coordinator k's API on GRPC_PORT+k-1),
+# METRICS_PORT (9100: coordinator k's /metrics on METRICS_PORT+k-1, workers
+# on the N ports after those: METRICS_PORT+C ... METRICS_PORT+C+N-1).
 set -euo pipefail
 
 usage() {
   cat <<'USAGE'
 usage: deploy/local/cluster.sh [options]
 
+  -c C            number of coordinators (default 1), all active: each
+                  answers any call; pass all their URLs, comma-separated,
+                  to a client's --server
   -n N            number of workers (default 3)
   -d DIR          state directory: JetStream data, store, logs
                   (default target/strata-local)
@@ -35,6 +40,7 @@ die() {
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
+coordinators=1
 workers=3
 dir="$repo_root/target/strata-local"
 db=""
@@ -42,6 +48,7 @@ strata="$repo_root/target/release/strata"
 
 while [ "$#" -gt 0 ]; do
   case "$1" in
+    -c) [ "$#" -ge 2 ] || die "-c needs a value"; coordinators=$2; shift 2 ;;
     -n) [ "$#" -ge 2 ] || die "-n needs a value"; workers=$2; shift 2 ;;
     -d) [ "$#" -ge 2 ] || die "-d needs a value"; dir=$2; shift 2 ;;
     --db) [ "$#" -ge 2 ] || die "--db needs a value"; db=$2; shift 2 ;;
@@ -55,6 +62,10 @@ case "$workers" in
   '' | *[!0-9]*) die "-n takes a number of workers, not '$workers'" ;;
 esac
 [ "$workers" -ge 1 ] || die "-n must be at least 1"
+case "$coordinators" in
+  '' | *[!0-9]*) die "-c takes a number of coordinators, not '$coordinators'" ;;
+esac
+[ "$coordinators" -ge 1 ] || die "-c must be at least 1"
 
 nats_port=${NATS_PORT:-4222}
 nats_http_port=${NATS_HTTP_PORT:-8222}
@@ -62,6 +73,15 @@ grpc_port=${GRPC_PORT:-7700}
 metrics_port=${METRICS_PORT:-9100}
 
 [ -x "$strata" ] || die "no strata binary at $strata (cargo build --release -p strata-coordinator, or --strata PATH)"
+
+# Coordinator k is named coordinator-k and advertises its own gRPC address,
+# when the binary knows those flags (older ones run one coordinator only).
+if "$strata" coordinator --help 2>/dev/null | grep -q -- '--advertise-address'; then
+  coordinator_flags=1
+else
+  coordinator_flags=0
+  [ "$coordinators" -eq 1 ] || die "$strata has no --coordinator-id/--advertise-address: it cannot run $coordinators coordinators (use -c 1 or a newer build)"
+fi
 
 # --- nats-server -------------------------------------------------------------
 nats_server=""
@@ -167,16 +187,31 @@ wait_until() {
   die "timed out after ${secs}s waiting for $what (see $dir/logs/)"
 }
 
+worker_metrics_port() {
+  echo "$((metrics_port + coordinators + $1 - 1))"
+}
+
+coordinator_name() {
+  # One coordinator keeps the log name it always had.
+  if [ "$coordinators" -eq 1 ]; then echo coordinator; else echo "coordinator-$1"; fi
+}
+
 # --- state directory ---------------------------------------------------------
 mkdir -p "$dir/jetstream" "$dir/store" "$dir/logs"
 dir=$(cd "$dir" && pwd)
 
 used=()
-for p in "$nats_port" "$nats_http_port" "$grpc_port" "$metrics_port"; do
+for p in "$nats_port" "$nats_http_port"; do
   if port_in_use "$p"; then used+=("$p"); fi
 done
+for ((k = 0; k < coordinators; k++)); do
+  for p in "$((grpc_port + k))" "$((metrics_port + k))"; do
+    if port_in_use "$p"; then used+=("$p"); fi
+  done
+done
 for ((i = 1; i <= workers; i++)); do
-  if port_in_use "$((metrics_port + i))"; then used+=("$((metrics_port + i))"); fi
+  p=$(worker_metrics_port "$i")
+  if port_in_use "$p"; then used+=("$p"); fi
 done
 [ "${#used[@]}" -eq 0 ] || die "port(s) already in use on 127.0.0.1: ${used[*]} (set NATS_PORT, NATS_HTTP_PORT, GRPC_PORT, METRICS_PORT)"
 
@@ -199,37 +234,56 @@ store="file://$dir/store"
 start nats "$nats_server" -js -a 127.0.0.1 -p "$nats_port" -m "$nats_http_port" -sd "$dir/jetstream"
 wait_until "nats-server" 20 http_ok "http://127.0.0.1:$nats_http_port/healthz"
 
-start coordinator "$strata" coordinator \
-  --nats "$nats_url" \
-  --store "$store" \
-  --listen "127.0.0.1:$grpc_port" \
-  --metrics-listen "127.0.0.1:$metrics_port" \
-  --db "$db"
-wait_until "the coordinator" 120 http_ok "http://127.0.0.1:$metrics_port/healthz"
+servers=""
+for ((k = 1; k <= coordinators; k++)); do
+  port=$((grpc_port + k - 1))
+  ident=()
+  if [ "$coordinator_flags" -eq 1 ]; then
+    ident=(--coordinator-id "coordinator-$k" --advertise-address "127.0.0.1:$port")
+  fi
+  start "$(coordinator_name "$k")" "$strata" coordinator \
+    --nats "$nats_url" \
+    --store "$store" \
+    --listen "127.0.0.1:$port" \
+    --metrics-listen "127.0.0.1:$((metrics_port + k - 1))" \
+    --db "$db" \
+    ${ident[@]+"${ident[@]}"}
+  servers="${servers:+$servers,}http://127.0.0.1:$port"
+done
+for ((k = 1; k <= coordinators; k++)); do
+  wait_until "$(coordinator_name "$k")" 120 http_ok "http://127.0.0.1:$((metrics_port + k - 1))/healthz"
+done
 
 for ((i = 1; i <= workers; i++)); do
   start "worker-$i" "$strata" worker \
     --nats "$nats_url" \
     --store "$store" \
     --worker-id "local-$i" \
-    --metrics-listen "127.0.0.1:$((metrics_port + i))"
+    --metrics-listen "127.0.0.1:$(worker_metrics_port "$i")"
 done
 for ((i = 1; i <= workers; i++)); do
-  wait_until "worker-$i" 30 http_ok "http://127.0.0.1:$((metrics_port + i))/healthz"
+  wait_until "worker-$i" 30 http_ok "http://127.0.0.1:$(worker_metrics_port "$i")/healthz"
 done
 
+echo "Strata is running ($coordinators coordinator(s), $workers worker(s)); Ctrl-C stops everything."
+echo
+for ((k = 1; k <= coordinators; k++)); do
+  printf '  %-18s gRPC http://127.0.0.1:%s   metrics http://127.0.0.1:%s/metrics\n' \
+    "$(coordinator_name "$k")" "$((grpc_port + k - 1))" "$((metrics_port + k - 1))"
+done
+if [ "$coordinators" -gt 1 ]; then
+  echo "                     any coordinator answers any call: clients may pass them all, comma-separated, to --server"
+fi
+logs="{nats,coordinator,worker-N}"
+[ "$coordinators" -eq 1 ] || logs="{nats,coordinator-K,worker-N}"
 cat <<EOF
-Strata is running ($workers worker(s)); Ctrl-C stops everything.
-
-  coordinator gRPC   http://127.0.0.1:$grpc_port
-                       $strata status --server http://127.0.0.1:$grpc_port
-                       $strata submit IMAGE --server http://127.0.0.1:$grpc_port --wait
-  coordinator        http://127.0.0.1:$metrics_port/metrics
-  workers            http://127.0.0.1:$((metrics_port + 1))/metrics ... http://127.0.0.1:$((metrics_port + workers))/metrics
+                       $strata status --server $servers
+                       $strata submit IMAGE --server $servers --wait
+  workers            http://127.0.0.1:$(worker_metrics_port 1)/metrics ... http://127.0.0.1:$(worker_metrics_port "$workers")/metrics
   NATS               $nats_url   (monitoring http://127.0.0.1:$nats_http_port)
   store              $store
   database           $db
-  logs               $dir/logs/{nats,coordinator,worker-N}.log
+  logs               $dir/logs/$logs.log
 EOF
 
 # Stay in the foreground until Ctrl-C, or until any process exits.

@@ -8,6 +8,7 @@
 mod admin;
 pub mod auth;
 mod fleet;
+pub mod readiness;
 mod report_reply;
 mod scan;
 
@@ -157,6 +158,19 @@ pub async fn serve_all(
     security: Security,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_all_with_health(listener, services, security, |_| {}, shutdown).await
+}
+
+/// As [`serve_all`], handing `health` the health reporter once every
+/// service is marked `SERVING` (before serving): the coordinator role gives
+/// it to [`readiness::follow_nats`].
+pub async fn serve_all_with_health(
+    listener: TcpListener,
+    services: Services,
+    security: Security,
+    health: impl FnOnce(tonic_health::server::HealthReporter) + Send,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let Services { admin, scan, fleet } = services;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -181,6 +195,7 @@ pub async fn serve_all(
             .set_serving::<FleetServiceServer<FleetApi>>()
             .await;
     }
+    health(health_reporter);
     let mut server = tonic::transport::Server::builder().trace_fn(request_span);
     if let Some(tls) = security.server_tls_config() {
         auth::install_crypto_provider();

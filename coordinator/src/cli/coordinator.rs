@@ -218,10 +218,15 @@ pub async fn run(
     if let Some(feeds) = &feeds {
         admin = admin.with_feeds(feeds.clone());
     }
-    let server = tokio::spawn(api::serve_all(
+    let server = tokio::spawn(api::serve_all_with_health(
         listener,
         Services::of(&coordinator, admin),
         security,
+        {
+            // Ready only while NATS is connected (see api::readiness).
+            let (client, shutdown) = (client.clone(), shutdown.clone());
+            move |health| drop(api::readiness::follow_nats(health, client, shutdown.wait()))
+        },
         {
             // Open event watches end first, or the server's graceful
             // shutdown would wait on them forever.

@@ -83,6 +83,8 @@ async fn health_is_not_serving_while_nats_is_down() {
     )
     .await;
     eprintln!("NOT_SERVING {took:?} after NATS stopped");
+    // `/readyz` on the metrics port says the same (set in the same step).
+    assert_eq!(readyz(&cluster).await, 503);
 
     cluster.nats_mut().restart().unwrap();
     // async-nats reconnects with a backoff of a few seconds at most.
@@ -94,4 +96,11 @@ async fn health_is_not_serving_while_nats_is_down() {
     )
     .await;
     eprintln!("SERVING {took:?} after NATS restarted");
+    assert_eq!(readyz(&cluster).await, 200);
+}
+
+/// The status of `GET /readyz` on the coordinator's metrics port.
+async fn readyz(cluster: &Cluster) -> u16 {
+    let url = format!("{}/readyz", cluster.coordinator_metrics_url().trim_end_matches("/metrics"));
+    reqwest::get(&url).await.unwrap().status().as_u16()
 }

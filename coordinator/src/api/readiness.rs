@@ -8,6 +8,9 @@
 //! back, and clients with several `--server` addresses go to another
 //! coordinator. From shutdown on (the drain) they stay `NOT_SERVING`.
 //!
+//! The same state is `/readyz` on the metrics port (the `ready` flag), for
+//! probes that cannot speak TLS to the gRPC port.
+//!
 //! Liveness must not follow this: restarting a coordinator because NATS is
 //! down only adds restarts to an outage. `strata serve` (no NATS) never
 //! calls this and stays `SERVING`.
@@ -42,6 +45,7 @@ const FOLLOWING: [&str; 4] = [
 pub fn follow_nats(
     health: HealthReporter,
     client: async_nats::Client,
+    ready: strata_worker::telemetry::http::Ready,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -67,8 +71,10 @@ pub fn follow_nats(
                 _ => tracing::warn!(nats = ?state, "nats not connected: health NOT_SERVING until it is"),
             }
             set(&health, status).await;
+            ready.store(status == ServingStatus::Serving, std::sync::atomic::Ordering::Relaxed);
             last = Some(status);
         }
+        ready.store(false, std::sync::atomic::Ordering::Relaxed);
         set(&health, ServingStatus::NotServing).await;
     })
 }

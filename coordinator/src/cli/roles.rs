@@ -170,10 +170,12 @@ impl Shutdown {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `addr` in the background.
+/// Serves `/metrics`, `/healthz` and `/readyz` (following `ready`, if
+/// given) on `addr` in the background.
 pub async fn spawn_metrics(
     addr: SocketAddr,
     metrics: Metrics,
+    ready: Option<telemetry::http::Ready>,
     shutdown: Shutdown,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -189,7 +191,7 @@ pub async fn spawn_metrics(
     // Logged here, before NATS answers: with port 0 this is how to find it.
     tracing::info!(metrics = %local, "metrics and health listening");
     tokio::spawn(async move {
-        if let Err(err) = telemetry::http::serve_metrics(listener, metrics, shutdown.wait()).await {
+        if let Err(err) = telemetry::http::serve_metrics(listener, metrics, ready, shutdown.wait()).await {
             tracing::error!(error = %err, "metrics server failed");
         }
     });

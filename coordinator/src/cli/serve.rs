@@ -165,7 +165,7 @@ pub async fn run(
         }
     };
 
-    let metrics_at = roles::spawn_metrics(metrics_addr, metrics, shutdown.clone()).await?;
+    let metrics_at = roles::spawn_metrics(metrics_addr, metrics, None, shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the gRPC address {listen}"))?;

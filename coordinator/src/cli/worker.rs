@@ -127,7 +127,7 @@ pub async fn run(
     ctx.limits = c.limits.limits()?;
 
     let shutdown = Shutdown::on_signal("worker", c.cluster.shutdown.timeout());
-    let metrics_at = roles::spawn_metrics(metrics_addr, metrics, shutdown.clone()).await?;
+    let metrics_at = roles::spawn_metrics(metrics_addr, metrics, None, shutdown.clone()).await?;
     let client = roles::connect_nats(&c.cluster.nats, &format!("strata-worker {worker_id}")).await?;
     // The coordinator creates the streams; wait for them (or for a signal).
     let queue = loop {

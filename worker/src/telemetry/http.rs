@@ -1,7 +1,12 @@
 //! The plain-HTTP side port every process serves: `GET /metrics` (Prometheus
-//! text format) and `GET /healthz`.
+//! text format), `GET /healthz` (the process answers: liveness) and
+//! `GET /readyz` (it can do its job: 503 while a [`Ready`] flag it was given
+//! is down, e.g. the coordinator without NATS; a readiness probe that works
+//! whether or not the gRPC port speaks TLS).
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -14,11 +19,28 @@ use super::Metrics;
 /// The content type of the Prometheus text exposition format 0.0.4.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The router alone, for embedding in another server.
-pub fn router(metrics: Metrics) -> Router {
+/// Whether the process is ready (see the module header); set by its owner.
+pub type Ready = Arc<AtomicBool>;
+
+/// The router alone, for embedding in another server. `ready`: `None`
+/// means always ready.
+pub fn router(metrics: Metrics, ready: Option<Ready>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.is_none_or(|r| r.load(Ordering::Relaxed)) {
+                        (axum::http::StatusCode::OK, "ready")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready: NATS is not connected")
+                    }
+                }
+            }),
+        )
         .with_state(metrics)
 }
 
@@ -34,9 +56,10 @@ async fn metrics_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
+    ready: Option<Ready>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics))
+    axum::serve(listener, router(metrics, ready))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -56,7 +79,8 @@ mod tests {
             .build()
             .add(1, &[opentelemetry::KeyValue::new("priority", "normal")]);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_metrics(listener, metrics.clone(), async {
+        let ready: Ready = Arc::new(AtomicBool::new(false));
+        let server = tokio::spawn(serve_metrics(listener, metrics.clone(), Some(ready.clone()), async {
             let _ = stopped.await;
         }));
 
@@ -92,6 +116,14 @@ mod tests {
             .expect("GET /healthz");
         assert_eq!(health.status(), reqwest::StatusCode::OK);
         assert_eq!(health.text().await.expect("body"), "ok");
+
+        // Not ready until the owner says so; alive all along.
+        let readyz = |c: reqwest::Client| async move {
+            c.get(format!("http://{addr}/readyz")).send().await.expect("GET /readyz").status()
+        };
+        assert_eq!(readyz(client.clone()).await, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(readyz(client.clone()).await, reqwest::StatusCode::OK);
 
         let missing = client
             .get(format!("http://{addr}/nope"))

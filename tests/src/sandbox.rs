@@ -81,6 +81,7 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use strata_coordinator::api::{self, AdminApi, NatsHandle, Security, Services};
 use strata_coordinator::cluster::records::{ScanRecord, ScanStatus};
+use strata_coordinator::cluster::peers::{PeerConfig, Peers};
 use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, VulnData};
 use strata_coordinator::vulndb::Db;
 use strata_worker::job::JobContext;
@@ -120,6 +121,7 @@ type Configure = Box<dyn FnOnce(&mut CoordinatorConfig) + Send>;
 /// Options for [`ClusterSandbox`]; see [`ClusterSandbox::builder`].
 pub struct ClusterSandboxBuilder {
     workers: usize,
+    coordinators: usize,
     queue: SandboxQueue,
     worker_options: WorkerOptions,
     insecure_registries: Vec<String>,
@@ -133,6 +135,15 @@ impl ClusterSandboxBuilder {
     /// How many worker loops to run (default 1; 0: the caller answers jobs).
     pub fn workers(mut self, count: usize) -> Self {
         self.workers = count;
+        self
+    }
+
+    /// How many coordinators share the NATS queue and buckets (default 1;
+    /// more need a NATS queue). They run side by side as in the cluster
+    /// (`cluster::peers`), ids `sandbox-0`, `sandbox-1`, …; the extra ones
+    /// match against an empty database whatever [`Self::vulndb`] says.
+    pub fn coordinators(mut self, count: usize) -> Self {
+        self.coordinators = count.max(1);
         self
     }
 
@@ -226,22 +237,67 @@ impl ClusterSandboxBuilder {
         for f in self.configure {
             f(&mut config);
         }
-        let vulndb = self
-            .vulndb
-            .unwrap_or_else(|| VulnData::new(&Db::from_advisories(Vec::new(), Vec::new())));
+        let empty = || VulnData::new(&Db::from_advisories(Vec::new(), Vec::new()));
+        let vulndb = self.vulndb.unwrap_or_else(empty);
         let metrics = Metrics::new("strata-sandbox", None).map_err(failed("metrics"))?;
-        let coordinator = Coordinator::new(
-            config,
+        let mut coordinator = Coordinator::new(
+            config.clone(),
             queue.clone(),
             buckets.clone(),
             store.clone(),
             vulndb,
-            metrics,
+            metrics.clone(),
         );
+        // Side by side: each its own connection, queue handle and peers.
+        let mut others = Vec::new();
+        if self.coordinators > 1 {
+            let (Some(url), Some(client)) = (&nats_url, &nats_client) else {
+                return Err(HarnessError::Binary(
+                    "ClusterSandbox: several coordinators need a NATS queue".into(),
+                ));
+            };
+            let peers = |js: async_nats::jetstream::Context, i: usize| async move {
+                Peers::open(
+                    &js,
+                    PeerConfig {
+                        id: format!("sandbox-{i}"),
+                        address: format!("in-process-{i}"),
+                        ttl: Duration::from_secs(10),
+                    },
+                    1,
+                )
+                .await
+                .map(Arc::new)
+                .map_err(failed("opening the coordinators' bucket"))
+            };
+            coordinator = coordinator.with_peers(peers(async_nats::jetstream::new(client.clone()), 0).await?);
+            for i in 1..self.coordinators {
+                let client = connect(url).await?;
+                let js = async_nats::jetstream::new(client.clone());
+                let queue = NatsQueue::create(client.clone(), &QueueSettings::default())
+                    .await
+                    .map_err(failed("creating the NATS streams"))?;
+                let buckets = Buckets::nats(&js, 1)
+                    .await
+                    .map_err(failed("creating the key-value buckets"))?;
+                let other = Coordinator::new(
+                    config.clone(),
+                    Queue::Nats(Box::new(queue)),
+                    buckets,
+                    store.clone(),
+                    empty(),
+                    metrics.clone(),
+                )
+                .with_peers(peers(js, i).await?);
+                others.push((other, client));
+            }
+        }
 
         let (stop, _) = watch::channel(false);
         let mut sandbox = ClusterSandbox {
             coordinator,
+            others: others.iter().map(|(c, _)| c.clone()).collect(),
+            other_clients: others.into_iter().map(|(_, client)| client).collect(),
             buckets,
             queue,
             store,
@@ -256,10 +312,13 @@ impl ClusterSandboxBuilder {
             nats,
             dir,
         };
-        {
-            let c = sandbox.coordinator.clone();
+        let all: Vec<Coordinator> = std::iter::once(sandbox.coordinator.clone())
+            .chain(sandbox.others.iter().cloned())
+            .collect();
+        for (i, c) in all.into_iter().enumerate() {
             let stopped = sandbox.stopped();
-            sandbox.spawn("coordinator".into(), async move {
+            let name = if i == 0 { "coordinator".to_owned() } else { format!("coordinator-{i}") };
+            sandbox.spawn(name, async move {
                 c.run(stopped).await;
                 Ok(())
             });
@@ -312,6 +371,10 @@ impl ClusterSandboxBuilder {
 /// this process. See the module documentation for the contract.
 pub struct ClusterSandbox {
     coordinator: Coordinator,
+    /// The coordinators beside the first ([`ClusterSandboxBuilder::coordinators`]).
+    others: Vec<Coordinator>,
+    /// Their connections, closed by `stop` as the first one's is.
+    other_clients: Vec<async_nats::Client>,
     buckets: Buckets,
     queue: Queue,
     store: Arc<dyn ObjectStore>,
@@ -335,6 +398,7 @@ impl ClusterSandbox {
     pub fn builder() -> ClusterSandboxBuilder {
         ClusterSandboxBuilder {
             workers: 1,
+            coordinators: 1,
             queue: SandboxQueue::Memory,
             worker_options: WorkerOptions::default(),
             insecure_registries: Vec::new(),
@@ -348,6 +412,11 @@ impl ClusterSandbox {
     /// The coordinator (cheap to clone).
     pub fn coordinator(&self) -> &Coordinator {
         &self.coordinator
+    }
+
+    /// Every coordinator, the first one first.
+    pub fn coordinators(&self) -> Vec<&Coordinator> {
+        std::iter::once(&self.coordinator).chain(self.others.iter()).collect()
     }
 
     /// The coordinator's state buckets.
@@ -477,6 +546,9 @@ impl ClusterSandbox {
         // Closed while the server still runs: a connection that sees its
         // server killed before it sees its last handle dropped keeps trying
         // to reconnect, a task outliving the sandbox.
+        for client in std::mem::take(&mut self.other_clients) {
+            let _ = client.drain().await;
+        }
         if let Some(client) = self.nats_client.take() {
             let _ = client.drain().await;
             // Once the connection has closed, commands fail at once.

@@ -25,6 +25,8 @@
 //!    scans finalized (inventories read back, composed, matched against an
 //!    empty database, report stored). Time: first submit to the last scan's
 //!    `completed_unix_ms`.
+//!    Then the same with two coordinators side by side on that NATS (in
+//!    this process, submits spread over them; `cluster::peers`).
 //! 5. Prints jobs/s and images/s of each, the coordinator's time as a ratio
 //!    of the floor, and an extrapolation to 10,000 images × 5 unique layers.
 //!    Target: 10,000 images × 5 layers through the coordinator in < 10 min.
@@ -384,15 +386,27 @@ async fn through_coordinator(
     images: &[Image],
     registry: &Registry,
     o: &Options,
+    coordinators: usize,
 ) -> Result<(Phase, f64), BoxError> {
     let host = &registry.host();
     let sandbox = ClusterSandbox::builder()
         .queue(SandboxQueue::Nats)
+        .coordinators(coordinators)
         .workers(0)
         .stop_limit(STOP_LIMIT)
         .start()
         .await?;
-    let coordinator = sandbox.coordinator();
+    let all = &sandbox.coordinators();
+    // Let them see each other first, as a running cluster's would.
+    if coordinators > 1 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while all.iter().any(|c| c.peers().is_none_or(|p| p.members().len() < coordinators)) {
+            if Instant::now() > deadline {
+                return Err("the coordinators did not see each other in 30 s".into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
     let deadline = Instant::now() + o.timeout();
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker_queue = sandbox.worker_queue().await?;
@@ -409,7 +423,8 @@ async fn through_coordinator(
         let started = Instant::now();
         let mut pending: Vec<String> = futures::stream::iter(0..images.len())
             .map(|i| async move {
-                let (scan, _) = coordinator
+                // Spread over the coordinators, as a Service in front would.
+                let (scan, _) = all[i % all.len()]
                     .submit(SubmitRequest {
                         reference: format!("{host}/{}:v1", repo(i)),
                         insecure_registry: true,
@@ -446,14 +461,10 @@ async fn through_coordinator(
             }
         }
         let seconds = ((last_completed_ms - started_ms) as f64 / 1000.0).max(0.001);
-        let stats = coordinator.cache_stats();
+        let misses: u64 = all.iter().map(|c| c.cache_stats().misses).sum();
         let jobs: u64 = images.iter().map(|i| i.layers.len() as u64).sum();
-        if stats.misses != jobs {
-            return Err(format!(
-                "the coordinator queued {} jobs for {jobs} unique layers",
-                stats.misses
-            )
-            .into());
+        if misses != jobs {
+            return Err(format!("the coordinators queued {misses} jobs for {jobs} unique layers").into());
         }
         Ok((
             Phase {
@@ -516,13 +527,15 @@ async fn main() -> Result<(), BoxError> {
 
     let floor = transport_floor(&images, &host, &o).await?;
     let resolve = resolve_alone(&images, &registry, &o).await?;
-    let (coord, submitted) = through_coordinator(&images, &registry, &o).await?;
+    let (coord, submitted) = through_coordinator(&images, &registry, &o, 1).await?;
+    let (two, _) = through_coordinator(&images, &registry, &o, 2).await?;
     let open = source_open_cost(&host).await?;
 
     println!();
     line("transport floor (NatsQueue only)", &floor);
     line("resolve alone (registry, shared clients)", &resolve);
     line("coordinator (submit → finalize)", &coord);
+    line("two coordinators (same, spread)", &two);
     println!(
         "  of which every submit had returned after {submitted:.2} s ({:.1} submits/s)",
         coord.images as f64 / submitted.max(0.001)
@@ -537,6 +550,7 @@ async fn main() -> Result<(), BoxError> {
         ("transport floor", &floor),
         ("resolve alone", &resolve),
         ("coordinator", &coord),
+        ("two coordinators", &two),
     ] {
         let per = |s: f64| s * 1000.0 / p.images as f64;
         println!(
@@ -557,6 +571,10 @@ async fn main() -> Result<(), BoxError> {
         "coordinator time / transport floor: {:.1}x; / (floor + resolve): {:.1}x",
         coord.seconds / floor.seconds,
         coord.seconds / (floor.seconds + resolve.seconds)
+    );
+    println!(
+        "two coordinators / one, throughput: {:.2}x (both in this process: the same cores; what a second one costs or gains in coordination, not in hardware)",
+        coord.seconds / two.seconds
     );
     println!(
         "coordinator CPU (this process + NATS) / floor's: {:.1}x; registry CPU while the coordinator ran: {:.0}% of all measured",

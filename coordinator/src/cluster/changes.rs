@@ -50,7 +50,9 @@ impl Coordinator {
     }
 
     /// The revision each follower starts after: read before the buckets
-    /// are read at start, so nothing written in between is missed.
+    /// are read at start, so nothing written in between is missed (when it
+    /// cannot be read, the follower starts from the bucket's beginning:
+    /// slower, never short).
     pub(super) async fn follow_from(&self, which: Followed) -> u64 {
         self.followed_kv(which).last_revision().await.unwrap_or(0)
     }

@@ -136,21 +136,19 @@ impl Kv {
         Ok(Kv::Nats(Box::new(store), bucket.to_owned()))
     }
 
-    /// Every change written to the bucket after `revision` (0: from now
-    /// on), as the server orders them; `None` for a local bucket (one
-    /// process writes it: its hooks see every change). A bucket keeps one
-    /// value per key, so a watch resumed from a revision sees each key's
-    /// latest value since, not every step between.
+    /// Every change written to the bucket after `revision` (see
+    /// [`Self::last_revision`]), as the server orders them; `None` for a
+    /// local bucket (one process writes it: its hooks see every change). A
+    /// bucket keeps one value per key, so a watch from a revision sees each
+    /// key's latest value since, not every step between.
     pub async fn watch_after(&self, revision: u64) -> Result<Option<Changes>, KvError> {
         let Kv::Nats(store, _) = self else {
             return Ok(None);
         };
-        let watch = if revision == 0 {
-            store.watch_all().await
-        } else {
-            store.watch_all_from_revision(revision + 1).await
-        }
-        .map_err(|e| self.error("watching", e))?;
+        let watch = store
+            .watch_all_from_revision(revision + 1)
+            .await
+            .map_err(|e| self.error("watching", e))?;
         let name = self.name().to_owned();
         Ok(Some(Box::pin(watch.map(move |entry| match entry {
             Ok(e) => Ok(Change {

@@ -84,6 +84,9 @@ impl AdminService for AdminApi {
             feeds: Vec::new(),
             events: None,
             gc: None,
+            // Filled once coordinators hold leases (issue 17).
+            coordinator_id: String::new(),
+            coordinators: Vec::new(),
         };
         if let Some(feeds) = &self.feeds {
             response.feeds = feeds.status().into_iter().map(feed_status).collect();

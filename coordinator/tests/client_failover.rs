@@ -143,6 +143,22 @@ fn event(i: u64) -> v1::FleetEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_watch_prints_each_event_once_across_a_coordinator_kill() {
+    watch_across_a_kill(|cluster| cluster.grpc_url()).await;
+}
+
+/// Two addresses, the second dead: the watch goes round to it and back to
+/// the restarted one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_watch_with_a_dead_second_server_resumes_on_the_live_one() {
+    let dead = dead_port();
+    let stderr =
+        watch_across_a_kill(|cluster| format!("{},http://127.0.0.1:{dead}", cluster.grpc_url())).await;
+    assert!(stderr.contains("; resuming on "), "{stderr}");
+}
+
+/// `fleet watch -f json --server <servers>` across a SIGKILL and restart
+/// of the one coordinator; returns the watch's stderr.
+async fn watch_across_a_kill(servers: impl Fn(&Cluster) -> String) -> String {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let db = build_db(STRATA, dir.path());
@@ -154,7 +170,7 @@ async fn fleet_watch_prints_each_event_once_across_a_coordinator_kill() {
 
     let mut watch = fixtures::strata_command(STRATA);
     watch
-        .args(["fleet", "watch", "-f", "json", "--server", &cluster.grpc_url()])
+        .args(["fleet", "watch", "-f", "json", "--server", &servers(&cluster)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut watch = tokio::process::Command::from(watch)
@@ -202,8 +218,14 @@ async fn fleet_watch_prints_each_event_once_across_a_coordinator_kill() {
     assert_eq!(*printed.lock().unwrap(), [1, 2, 3, 4, 5, 6, 7]);
 
     let _ = watch.kill().await;
+    let mut stderr = String::new();
+    if let Some(mut pipe) = watch.stderr.take() {
+        use tokio::io::AsyncReadExt as _;
+        let _ = pipe.read_to_string(&mut stderr).await;
+    }
     drop(log);
     client.drain().await.unwrap();
+    stderr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,21 @@
 //! - Dropping the handle SIGKILLs every process, then the NATS server, and
 //!   removes the directory.
 //!
+//! # Several coordinators (active/active)
+//! - [`ClusterBuilder::coordinators`]`(n)` starts `n` coordinators, each on
+//!   ports of its own, all on the one NATS server and store. Coordinator 0 is
+//!   the one every unindexed method (`grpc_url`, `kill_coordinator`, …)
+//!   means; the `*_of(i)` / `*_at(i)` methods address any of them. With
+//!   `n > 1` each gets `--coordinator-id coordinator-<i>` (before
+//!   `coordinator_args`); with `n == 1` the command line is unchanged.
+//!   Log files: `coordinator` for 0, `coordinator-1`, `coordinator-2`, ….
+//! - Coordinators start one after the other, each once the previous one is
+//!   ready, unless [`ClusterBuilder::start_coordinators_together`]: then all
+//!   are spawned before any is waited for (racing on an empty NATS).
+//! - [`ClusterBuilder::coordinator_nats_via_proxy`]`(i)` puts a [`TcpProxy`]
+//!   between coordinator `i` and NATS ([`Cluster::nats_proxy_of`]), to cut
+//!   NATS from that coordinator alone.
+//!
 //! # Example (from a test in the coordinator crate)
 //! ```no_run
 //! # fn main() -> strata_harness::Result<()> {
@@ -63,6 +78,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::nats::NatsServer;
+use crate::tcp_proxy::TcpProxy;
 use crate::util::{self, Probe};
 use crate::{HarnessError, Result};
 
@@ -84,9 +100,35 @@ pub struct ClusterBuilder {
     coordinator_args: Vec<OsString>,
     store_url: Option<String>,
     env: Vec<(OsString, OsString)>,
+    coordinators: usize,
+    coordinators_together: bool,
+    nats_via_proxy: Vec<usize>,
 }
 
 impl ClusterBuilder {
+    /// How many coordinators to start (default 1; at least 1). With more
+    /// than one, each gets `--coordinator-id coordinator-<i>`.
+    pub fn coordinators(mut self, count: usize) -> Self {
+        self.coordinators = count.max(1);
+        self
+    }
+
+    /// Spawn every coordinator before waiting for any to be ready (default:
+    /// one after the other), so they race on an empty NATS.
+    pub fn start_coordinators_together(mut self, together: bool) -> Self {
+        self.coordinators_together = together;
+        self
+    }
+
+    /// Coordinator `i` reaches NATS through a [`TcpProxy`] the test can cut
+    /// ([`Cluster::nats_proxy_of`]). Repeatable; workers always connect directly.
+    pub fn coordinator_nats_via_proxy(mut self, i: usize) -> Self {
+        if !self.nats_via_proxy.contains(&i) {
+            self.nats_via_proxy.push(i);
+        }
+        self
+    }
+
     /// How many workers to start (default 1; 0 is allowed).
     pub fn workers(mut self, count: usize) -> Self {
         self.workers = count;
@@ -117,7 +159,7 @@ impl ClusterBuilder {
         self
     }
 
-    /// Extra arguments for the coordinator, after the harness's own.
+    /// Extra arguments for every coordinator, after the harness's own.
     pub fn coordinator_args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -171,6 +213,15 @@ impl ClusterBuilder {
             }
         };
         let nats = NatsServer::start()?;
+        let nats_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, nats.port()));
+        let mut nats_proxies = Vec::new();
+        for i in 0..self.coordinators {
+            nats_proxies.push(if self.nats_via_proxy.contains(&i) {
+                Some(TcpProxy::start(nats_addr)?)
+            } else {
+                None
+            });
+        }
         let mut cluster = Cluster {
             spawner: Spawner {
                 binary: self.binary,
@@ -185,12 +236,20 @@ impl ClusterBuilder {
             insecure_registries: self.insecure_registries,
             worker_args: self.worker_args,
             coordinator_args: self.coordinator_args,
-            grpc_port: 0,
-            coordinator: None,
+            coordinator_total: self.coordinators,
+            coordinators: Vec::new(),
+            nats_proxies,
             workers: Vec::new(),
         };
         // On an error below, dropping `cluster` kills what was started.
-        cluster.coordinator = Some(cluster.launch_coordinator()?);
+        if self.coordinators_together {
+            cluster.launch_coordinators_together()?;
+        } else {
+            for i in 0..self.coordinators {
+                let proc = cluster.launch_coordinator(i)?;
+                cluster.coordinators.push(proc);
+            }
+        }
         for _ in 0..self.workers {
             cluster.start_worker()?;
         }
@@ -204,6 +263,8 @@ struct Proc {
     name: String,
     args: Vec<OsString>,
     metrics_port: u16,
+    /// The gRPC port of a coordinator (0 for a worker).
+    grpc_port: u16,
     child: Option<Child>,
 }
 
@@ -218,9 +279,12 @@ pub struct Cluster {
     insecure_registries: Vec<String>,
     worker_args: Vec<OsString>,
     coordinator_args: Vec<OsString>,
-    grpc_port: u16,
-    /// `None` only while [`ClusterBuilder::start`] runs.
-    coordinator: Option<Proc>,
+    /// How many coordinators the builder asked for.
+    coordinator_total: usize,
+    /// By index; complete once [`ClusterBuilder::start`] returns.
+    coordinators: Vec<Proc>,
+    /// Per coordinator: the proxy it reaches NATS through, if any.
+    nats_proxies: Vec<Option<TcpProxy>>,
     workers: Vec<Proc>,
 }
 
@@ -237,17 +301,55 @@ impl Cluster {
             coordinator_args: Vec::new(),
             store_url: None,
             env: Vec::new(),
+            coordinators: 1,
+            coordinators_together: false,
+            nats_via_proxy: Vec::new(),
         }
     }
 
     /// `http://127.0.0.1:PORT`, the coordinator's gRPC endpoint.
     pub fn grpc_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_port)
+        self.grpc_url_of(0)
+    }
+
+    /// `http://127.0.0.1:PORT`, coordinator `i`'s gRPC endpoint. Panics when
+    /// there is no coordinator `i`.
+    pub fn grpc_url_of(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.coordinator_at(i).grpc_port)
+    }
+
+    /// Every coordinator's gRPC endpoint, in index order.
+    pub fn grpc_urls(&self) -> Vec<String> {
+        (0..self.coordinators.len())
+            .map(|i| self.grpc_url_of(i))
+            .collect()
+    }
+
+    /// How many coordinators were started (running or not).
+    pub fn coordinator_count(&self) -> usize {
+        self.coordinators.len()
+    }
+
+    /// Coordinator `i`'s `--coordinator-id` (`coordinator-<i>`; given on its
+    /// command line only when the cluster has more than one).
+    pub fn coordinator_id_of(&self, i: usize) -> String {
+        format!("coordinator-{i}")
     }
 
     /// `http://127.0.0.1:PORT/metrics` of the coordinator.
     pub fn coordinator_metrics_url(&self) -> String {
-        metrics_url(self.coordinator().metrics_port)
+        self.coordinator_metrics_url_of(0)
+    }
+
+    /// `http://127.0.0.1:PORT/metrics` of coordinator `i`.
+    pub fn coordinator_metrics_url_of(&self, i: usize) -> String {
+        metrics_url(self.coordinator_at(i).metrics_port)
+    }
+
+    /// The proxy coordinator `i` reaches NATS through
+    /// ([`ClusterBuilder::coordinator_nats_via_proxy`]), if any.
+    pub fn nats_proxy_of(&self, i: usize) -> Option<&TcpProxy> {
+        self.nats_proxies.get(i)?.as_ref()
     }
 
     /// `http://127.0.0.1:PORT/metrics` of worker `i`. Panics when there is no
@@ -269,7 +371,12 @@ impl Cluster {
     /// The coordinator's process id, while it runs (for its CPU time and
     /// memory in `/proc`).
     pub fn coordinator_pid(&self) -> Option<u32> {
-        self.coordinator.as_ref()?.child.as_ref().map(Child::id)
+        self.coordinators.first()?.child.as_ref().map(Child::id)
+    }
+
+    /// Coordinator `i`'s process id, while it runs.
+    pub fn coordinator_pid_of(&self, i: usize) -> Option<u32> {
+        self.coordinators.get(i)?.child.as_ref().map(Child::id)
     }
 
     /// Worker `i`'s process id, while it runs.
@@ -332,6 +439,7 @@ impl Cluster {
                 name: name.clone(),
                 args,
                 metrics_port,
+                grpc_port: 0,
                 child: None,
             };
             match self.spawner.launch(&mut proc) {
@@ -361,7 +469,13 @@ impl Cluster {
     /// SIGKILLs the coordinator and waits for it to exit (nothing happens
     /// when it is not running).
     pub fn kill_coordinator(&mut self) {
-        if let Some(mut child) = self.coordinator_mut().child.take() {
+        self.kill_coordinator_at(0);
+    }
+
+    /// SIGKILLs coordinator `i` and waits for it to exit (nothing happens
+    /// when it is not running). Panics when there is no coordinator `i`.
+    pub fn kill_coordinator_at(&mut self, i: usize) {
+        if let Some(mut child) = self.coordinator_at_mut(i).child.take() {
             util::kill(&mut child);
         }
     }
@@ -369,24 +483,64 @@ impl Cluster {
     /// Sends SIGTERM to the coordinator and waits up to 30 s for it to exit;
     /// as [`terminate_worker`](Self::terminate_worker).
     pub fn terminate_coordinator(&mut self) -> Result<ExitStatus> {
+        self.terminate_coordinator_at(0)
+    }
+
+    /// [`terminate_coordinator`](Self::terminate_coordinator) for coordinator `i`.
+    pub fn terminate_coordinator_at(&mut self, i: usize) -> Result<ExitStatus> {
         let logs = self.spawner.logs.clone();
-        terminate(self.coordinator_mut(), &logs)
+        terminate(self.coordinator_at_mut(i), &logs)
     }
 
     /// Kills the coordinator if it runs and starts it again on the same
     /// ports with the same arguments; waits until it is ready.
     pub fn restart_coordinator(&mut self) -> Result<()> {
-        self.kill_coordinator();
-        let proc = self
-            .coordinator
-            .as_mut()
-            .expect("the cluster always has a coordinator after start");
-        self.spawner.relaunch(proc)
+        self.restart_coordinator_at(0)
+    }
+
+    /// [`restart_coordinator`](Self::restart_coordinator) for coordinator `i`.
+    pub fn restart_coordinator_at(&mut self, i: usize) -> Result<()> {
+        self.kill_coordinator_at(i);
+        self.coordinator_at(i);
+        self.spawner.relaunch(&mut self.coordinators[i])
+    }
+
+    /// Spawns coordinator `i` again (same ports, id and arguments) after a
+    /// kill or terminate, **without** waiting for it to be ready (so several
+    /// can be started at once); follow with
+    /// [`wait_coordinator_ready_at`](Self::wait_coordinator_ready_at). An
+    /// error when it is running already.
+    pub fn start_coordinator_at(&mut self, i: usize) -> Result<()> {
+        let proc = self.coordinator_at_mut(i);
+        if proc.child.is_some() {
+            return Err(HarnessError::Binary(format!(
+                "strata {}: cannot start it, it is running",
+                proc.name
+            )));
+        }
+        self.spawner
+            .spawn(&mut self.coordinators[i])
+            .map_err(Launch::into_error)
+    }
+
+    /// Waits (30 s) until coordinator `i` answers `/healthz`; when it does
+    /// not, it is killed and this is [`HarnessError::NotReady`] with its log tail.
+    pub fn wait_coordinator_ready_at(&mut self, i: usize) -> Result<()> {
+        self.coordinator_at(i);
+        self.spawner
+            .wait_ready(&mut self.coordinators[i])
+            .map_err(Launch::into_error)
     }
 
     /// The coordinator's whole log (stdout and stderr, every run).
     pub fn coordinator_log(&self) -> String {
-        read_log(&self.spawner.log_path("coordinator"))
+        self.coordinator_log_of(0)
+    }
+
+    /// Coordinator `i`'s whole log (`logs/coordinator.log` for 0,
+    /// `logs/coordinator-<i>.log` for the others).
+    pub fn coordinator_log_of(&self, i: usize) -> String {
+        read_log(&self.spawner.log_path(&coordinator_name(i)))
     }
 
     /// Worker `i`'s whole log (stdout and stderr, every run). Panics when
@@ -412,16 +566,18 @@ impl Cluster {
         Ok(body)
     }
 
-    fn coordinator(&self) -> &Proc {
-        self.coordinator
-            .as_ref()
-            .expect("the cluster always has a coordinator after start")
+    fn coordinator_at(&self, i: usize) -> &Proc {
+        let count = self.coordinators.len();
+        self.coordinators
+            .get(i)
+            .unwrap_or_else(|| panic!("no coordinator {i}: the cluster has {count}"))
     }
 
-    fn coordinator_mut(&mut self) -> &mut Proc {
-        self.coordinator
-            .as_mut()
-            .expect("the cluster always has a coordinator after start")
+    fn coordinator_at_mut(&mut self, i: usize) -> &mut Proc {
+        let count = self.coordinators.len();
+        self.coordinators
+            .get_mut(i)
+            .unwrap_or_else(|| panic!("no coordinator {i}: the cluster has {count}"))
     }
 
     fn worker(&self, i: usize) -> &Proc {
@@ -439,10 +595,10 @@ impl Cluster {
     }
 
     /// The flags every process gets: `--nats`, `--store`.
-    fn common_args(&self) -> Vec<OsString> {
+    fn common_args(&self, nats_url: String) -> Vec<OsString> {
         vec![
             "--nats".into(),
-            self.nats.url().into(),
+            nats_url.into(),
             "--store".into(),
             self.store_url.clone().into(),
         ]
@@ -455,9 +611,18 @@ impl Cluster {
             .collect()
     }
 
+    #[cfg(test)]
     fn coordinator_command(&self, grpc_port: u16, metrics_port: u16) -> Vec<OsString> {
+        self.coordinator_command_at(0, grpc_port, metrics_port)
+    }
+
+    fn coordinator_command_at(&self, i: usize, grpc_port: u16, metrics_port: u16) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec!["coordinator".into()];
-        args.extend(self.common_args());
+        let nats_url = match self.nats_proxy_of(i) {
+            Some(proxy) => format!("nats://{}", proxy.host()),
+            None => self.nats.url(),
+        };
+        args.extend(self.common_args(nats_url));
         args.extend([
             "--listen".into(),
             format!("127.0.0.1:{grpc_port}").into(),
@@ -466,6 +631,9 @@ impl Cluster {
             "--db".into(),
             self.db.clone().into_os_string(),
         ]);
+        if self.coordinator_total > 1 {
+            args.extend(["--coordinator-id".into(), self.coordinator_id_of(i).into()]);
+        }
         args.extend(self.insecure_args());
         args.extend(self.coordinator_args.iter().cloned());
         args
@@ -473,7 +641,7 @@ impl Cluster {
 
     fn worker_command(&self, name: &str, metrics_port: u16) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec!["worker".into()];
-        args.extend(self.common_args());
+        args.extend(self.common_args(self.nats.url()));
         args.extend([
             "--metrics-listen".into(),
             format!("127.0.0.1:{metrics_port}").into(),
@@ -485,28 +653,60 @@ impl Cluster {
         args
     }
 
-    /// The first start of the coordinator, on fresh ports.
-    fn launch_coordinator(&mut self) -> Result<Proc> {
+    /// A coordinator process on fresh ports, not yet spawned.
+    fn coordinator_proc(&self, i: usize) -> Result<Proc> {
+        let grpc_port = util::free_port()?;
+        let metrics_port = util::free_port()?;
+        Ok(Proc {
+            name: coordinator_name(i),
+            args: self.coordinator_command_at(i, grpc_port, metrics_port),
+            metrics_port,
+            grpc_port,
+            child: None,
+        })
+    }
+
+    /// The first start of coordinator `i`, on fresh ports.
+    fn launch_coordinator(&mut self, i: usize) -> Result<Proc> {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
-            let grpc_port = util::free_port()?;
-            let metrics_port = util::free_port()?;
-            let mut proc = Proc {
-                name: "coordinator".into(),
-                args: self.coordinator_command(grpc_port, metrics_port),
-                metrics_port,
-                child: None,
-            };
+            let mut proc = self.coordinator_proc(i)?;
             match self.spawner.launch(&mut proc) {
-                Ok(()) => {
-                    self.grpc_port = grpc_port;
-                    return Ok(proc);
-                }
+                Ok(()) => return Ok(proc),
                 Err(Launch::ExitedEarly(e)) => last_error = Some(e),
                 Err(Launch::Failed(e)) => return Err(e),
             }
         }
-        Err(last_error.unwrap_or_else(|| HarnessError::Binary("coordinator: no attempt made".into())))
+        Err(last_error
+            .unwrap_or_else(|| HarnessError::Binary(format!("{}: no attempt made", coordinator_name(i)))))
+    }
+
+    /// Every coordinator spawned, then each waited for; one that exited
+    /// early (a port taken) is launched again on fresh ports by itself.
+    fn launch_coordinators_together(&mut self) -> Result<()> {
+        for i in 0..self.coordinator_total {
+            let mut proc = self.coordinator_proc(i)?;
+            let spawned = self.spawner.spawn(&mut proc);
+            self.coordinators.push(proc);
+            spawned.map_err(Launch::into_error)?;
+        }
+        for i in 0..self.coordinator_total {
+            match self.spawner.wait_ready(&mut self.coordinators[i]) {
+                Ok(()) => {}
+                Err(Launch::ExitedEarly(_)) => self.coordinators[i] = self.launch_coordinator(i)?,
+                Err(Launch::Failed(e)) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `coordinator` for 0 (as before several existed), `coordinator-<i>` else.
+fn coordinator_name(i: usize) -> String {
+    if i == 0 {
+        "coordinator".to_owned()
+    } else {
+        format!("coordinator-{i}")
     }
 }
 
@@ -540,6 +740,12 @@ impl Spawner {
 
     /// Spawns `proc` and waits for its `/healthz`.
     fn launch(&self, proc: &mut Proc) -> std::result::Result<(), Launch> {
+        self.spawn(proc)?;
+        self.wait_ready(proc)
+    }
+
+    /// Spawns `proc` (its child is set) without waiting for it.
+    fn spawn(&self, proc: &mut Proc) -> std::result::Result<(), Launch> {
         let log_path = self.log_path(&proc.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -566,12 +772,26 @@ impl Spawner {
         for (key, value) in &self.env {
             command.env(key, value);
         }
-        let mut child = command.spawn().map_err(|e| {
+        let child = command.spawn().map_err(|e| {
             Launch::Failed(HarnessError::io(
                 format!("starting {} {}", self.binary.display(), proc.name),
                 e,
             ))
         })?;
+        proc.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits for a spawned `proc`'s `/healthz`; on failure it is killed and
+    /// its child cleared.
+    fn wait_ready(&self, proc: &mut Proc) -> std::result::Result<(), Launch> {
+        let log_path = self.log_path(&proc.name);
+        let Some(mut child) = proc.child.take() else {
+            return Err(Launch::Failed(HarnessError::Binary(format!(
+                "strata {}: not running",
+                proc.name
+            ))));
+        };
         let port = proc.metrics_port;
         let ready = || match util::http_status(port, "GET", "/healthz") {
             Some(200) => Probe::Ready,
@@ -612,9 +832,17 @@ enum Launch {
     Failed(HarnessError),
 }
 
+impl Launch {
+    fn into_error(self) -> HarnessError {
+        match self {
+            Launch::ExitedEarly(e) | Launch::Failed(e) => e,
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for proc in self.workers.iter_mut().chain(self.coordinator.as_mut()) {
+        for proc in self.workers.iter_mut().chain(self.coordinators.iter_mut()) {
             if let Some(mut child) = proc.child.take() {
                 util::kill(&mut child);
             }
@@ -803,8 +1031,9 @@ mod tests {
             insecure_registries: vec!["127.0.0.1:5000".into(), "127.0.0.1:5001".into()],
             worker_args: vec!["--concurrency".into(), "2".into()],
             coordinator_args: vec!["--max-deliver".into(), "3".into()],
-            grpc_port: 0,
-            coordinator: None,
+            coordinator_total: 1,
+            coordinators: Vec::new(),
+            nats_proxies: Vec::new(),
             workers: Vec::new(),
         };
         let nats_url = cluster.nats().url();
@@ -825,5 +1054,58 @@ mod tests {
                  --insecure-registry 127.0.0.1:5001 --concurrency 2"
             )
         );
+    }
+
+    #[test]
+    fn several_coordinators_get_ids_and_their_proxies() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nats = match NatsServer::start() {
+            Ok(nats) => nats,
+            Err(e) => panic!("{e}"),
+        };
+        let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, nats.port()));
+        let proxy = TcpProxy::start(upstream).expect("a proxy");
+        let proxy_host = proxy.host();
+        let cluster = Cluster {
+            spawner: Spawner {
+                binary: "/bin/false".into(),
+                env: Vec::new(),
+                logs: dir.path().join("logs"),
+            },
+            dir: tempfile::tempdir().expect("temp dir"),
+            nats,
+            store_url: "file:///tmp/store".into(),
+            default_store: None,
+            db: dir.path().join("db"),
+            insecure_registries: Vec::new(),
+            worker_args: Vec::new(),
+            coordinator_args: vec!["--lease-ttl-secs".into(), "3".into()],
+            coordinator_total: 2,
+            coordinators: Vec::new(),
+            nats_proxies: vec![None, Some(proxy)],
+            workers: Vec::new(),
+        };
+        let nats_url = cluster.nats().url();
+        let db = dir.path().join("db").display().to_string();
+        assert_eq!(
+            display_args(&cluster.coordinator_command_at(0, 7001, 7002)),
+            format!(
+                "coordinator --nats {nats_url} --store file:///tmp/store --listen 127.0.0.1:7001 \
+                 --metrics-listen 127.0.0.1:7002 --db {db} --coordinator-id coordinator-0 \
+                 --lease-ttl-secs 3"
+            )
+        );
+        assert_eq!(
+            display_args(&cluster.coordinator_command_at(1, 7003, 7004)),
+            format!(
+                "coordinator --nats nats://{proxy_host} --store file:///tmp/store --listen 127.0.0.1:7003 \
+                 --metrics-listen 127.0.0.1:7004 --db {db} --coordinator-id coordinator-1 \
+                 --lease-ttl-secs 3"
+            )
+        );
+        assert!(cluster.nats_proxy_of(0).is_none());
+        assert_eq!(cluster.nats_proxy_of(1).map(TcpProxy::host), Some(proxy_host));
+        assert_eq!(coordinator_name(0), "coordinator");
+        assert_eq!(coordinator_name(2), "coordinator-2");
     }
 }

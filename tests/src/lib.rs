@@ -11,7 +11,9 @@
 //! - [`image`]: layers, images and multi-platform indexes built in memory, pushed
 //!   to a [`Registry`], or written as an OCI layout or a `docker save` archive.
 //! - [`s3`]: [`S3Server`], moto in server mode, an S3-compatible endpoint.
-//! - [`cluster`]: [`Cluster`], a coordinator and workers as `strata` processes.
+//! - [`cluster`]: [`Cluster`], coordinators (one or several) and workers as
+//!   `strata` processes.
+//! - [`tcp_proxy`]: [`TcpProxy`], a TCP forwarder a test can cut and restore.
 //! - [`sandbox`]: [`ClusterSandbox`], a coordinator and worker loops in this
 //!   process on the memory queue or a real NATS server.
 //! - [`fixtures`]: what the coordinator's integration tests share: the test
@@ -39,6 +41,7 @@ pub mod proxy;
 pub mod registry;
 pub mod s3;
 pub mod sandbox;
+pub mod tcp_proxy;
 mod util;
 
 pub use cluster::Cluster;
@@ -48,6 +51,7 @@ pub use proxy::RegistryProxy;
 pub use registry::{Registry, RegistryClient};
 pub use s3::S3Server;
 pub use sandbox::{ClusterSandbox, SandboxQueue};
+pub use tcp_proxy::TcpProxy;
 
 /// Everything the harness can fail with. Messages carry the binary, port or
 /// path involved, and for a server that did not come up, its log.

@@ -3,6 +3,11 @@
 //! gRPC metadata, deadlines, and one mapping from gRPC status codes to the
 //! one-line reasons CI logs show.
 //!
+//! `--server` may name several coordinators (comma-separated, or the flag
+//! repeated): [`ConnectArgs::connect`] tries them in order, and a command
+//! whose stream breaks resumes on the next one ([`ConnectArgs::resume`],
+//! round-robin), as `submit --wait` and `fleet watch` do.
+//!
 //! The token never appears in output: [`Secret`] prints as `<redacted>`,
 //! clap hides `STRATA_TOKEN`'s value in `--help`, and no error message
 //! quotes it.
@@ -14,6 +19,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+use tokio::time::Instant;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -35,6 +41,15 @@ const MAX_PEM_BYTES: u64 = 1 << 20;
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// The metadata key the token rides in.
 pub const AUTHORIZATION: &str = "authorization";
+/// Bound on how many servers `--server` may list.
+const MAX_SERVERS: usize = 32;
+/// Bound on resuming a broken stream without any new event (unless the
+/// command's own timeout is longer).
+pub const RESUME_LIMIT: Duration = Duration::from_secs(120);
+/// The first pause between passes over the servers while resuming
+/// (doubling up to [`RESUME_PAUSE_MAX`]).
+const RESUME_PAUSE_FIRST: Duration = Duration::from_millis(250);
+const RESUME_PAUSE_MAX: Duration = Duration::from_secs(2);
 
 /// A value that must never be printed (the API token).
 #[derive(Clone, PartialEq, Eq)]
@@ -63,14 +78,18 @@ impl FromStr for Secret {
 /// client subcommand).
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
-    /// The coordinator's gRPC URL; `https://` means TLS.
+    /// The coordinator's gRPC URL; `https://` means TLS. Several
+    /// coordinators of one cluster: comma-separated, or the flag repeated.
+    /// Connecting tries them in order; a `submit --wait` or `fleet watch`
+    /// whose connection breaks resumes on the next one.
     #[arg(
         long,
         env = "STRATA_SERVER",
         default_value = "http://127.0.0.1:7700",
-        value_name = "URL"
+        value_name = "URL[,URL...]",
+        value_delimiter = ','
     )]
-    pub server: String,
+    pub server: Vec<String>,
     /// API token, sent as `authorization: Bearer <token>`. Prefer --token-file
     /// (a flag is visible in the process list).
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true, value_name = "TOKEN")]
@@ -129,6 +148,8 @@ pub struct Connection {
     auth: Auth,
     /// The server as shown in messages.
     server: String,
+    /// Its place in the `--server` list.
+    index: usize,
     timeout: Duration,
     https: bool,
     client_cert: bool,
@@ -153,12 +174,76 @@ impl ConnectArgs {
         }
     }
 
-    /// Connects (eagerly, so an unreachable server is reported here).
+    /// The `--server` list as URIs to dial, in order, duplicates dropped.
+    pub fn servers(&self) -> anyhow::Result<Vec<String>> {
+        let tls_wanted = self.ca.is_some() || self.cert.is_some();
+        server_list(&self.server, tls_wanted)
+    }
+
+    /// Connects (eagerly, so an unreachable server is reported here) to the
+    /// first server of the list that answers, trying them in order.
     pub async fn connect(&self) -> anyhow::Result<Connection> {
+        let servers = self.servers()?;
+        self.connect_pass(&servers, 0).await
+    }
+
+    /// One pass over the servers after `lost`'s (round-robin, ending with
+    /// `lost`'s own): the first that connects.
+    pub async fn reconnect(&self, lost: &Connection) -> anyhow::Result<Connection> {
+        let servers = self.servers()?;
+        self.connect_pass(&servers, lost.index + 1).await
+    }
+
+    /// [`reconnect`](Self::reconnect) again and again, pausing between
+    /// passes, until one connects or `until` passes (then the last error).
+    /// Each success is told through `note` as `connection to X lost;
+    /// resuming on Y`.
+    pub async fn resume(
+        &self,
+        lost: &Connection,
+        until: Instant,
+        note: impl Fn(&str),
+    ) -> anyhow::Result<Connection> {
+        let mut pause = RESUME_PAUSE_FIRST;
+        loop {
+            match self.reconnect(lost).await {
+                Ok(conn) => {
+                    note(&format!(
+                        "connection to {} lost; resuming on {}",
+                        lost.server, conn.server
+                    ));
+                    return Ok(conn);
+                }
+                Err(e) if Instant::now() + pause >= until => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RESUME_PAUSE_MAX);
+                }
+            }
+        }
+    }
+
+    /// Tries each server once, from `start` (modulo the count) round.
+    /// One server: its error as it is; several: every server's reason.
+    async fn connect_pass(&self, servers: &[String], start: usize) -> anyhow::Result<Connection> {
+        let count = servers.len();
+        let mut failures = Vec::new();
+        for k in 0..count {
+            let index = (start + k) % count;
+            match self.connect_to(index, &servers[index]).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) if count == 1 => return Err(e),
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        anyhow::bail!("cannot reach any of the {count} servers: {}", failures.join("; "))
+    }
+
+    /// Connects to the one server `uri` (`index` in the list).
+    async fn connect_to(&self, index: usize, uri: &str) -> anyhow::Result<Connection> {
         let timeout = Duration::from_secs(self.timeout_secs);
         let token = self.token()?;
-        let tls_wanted = self.ca.is_some() || self.cert.is_some();
-        let uri = server_uri(&self.server, tls_wanted)?;
+        let uri = uri.to_owned();
         let shown = uri.clone();
         let https = uri.starts_with("https://");
         if !https && token.is_some() && !is_loopback(&uri) {
@@ -208,6 +293,7 @@ impl ConnectArgs {
             channel,
             auth: Auth { header },
             server: shown,
+            index,
             timeout,
             https,
             client_cert: self.cert.is_some(),
@@ -218,6 +304,11 @@ impl ConnectArgs {
 impl Connection {
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The server this connection went to, as messages show it.
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     pub fn scan(&self) -> ScanServiceClient<AuthChannel> {
@@ -337,6 +428,26 @@ impl Connection {
     }
 }
 
+/// Answers that no retry or other server changes (the caller's fault, or a
+/// call the server does not have): a command ends with the error.
+pub fn is_final(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::Unimplemented
+            | Code::OutOfRange
+    )
+}
+
+/// A status this side raised because the connection broke (a transport
+/// error underneath), rather than one the server sent.
+pub fn is_transport(status: &Status) -> bool {
+    status.source().is_some()
+}
+
 /// A server message on one line, at most `max` characters.
 pub use strata_proto::text::one_line;
 
@@ -372,6 +483,28 @@ pub fn code_name(code: Code) -> &'static str {
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
+}
+
+/// The `--server` values (each may itself hold a comma-separated list, as
+/// `STRATA_SERVER` does) as URIs to dial, in order, without duplicates
+/// or empty items.
+fn server_list(values: &[String], tls_wanted: bool) -> anyhow::Result<Vec<String>> {
+    let mut servers: Vec<String> = Vec::new();
+    for item in values.iter().flat_map(|v| v.split(',')) {
+        if item.trim().is_empty() {
+            continue;
+        }
+        let uri = server_uri(item, tls_wanted)?;
+        if !servers.contains(&uri) {
+            servers.push(uri);
+        }
+    }
+    anyhow::ensure!(!servers.is_empty(), "--server is empty");
+    anyhow::ensure!(
+        servers.len() <= MAX_SERVERS,
+        "--server: over {MAX_SERVERS} servers"
+    );
+    Ok(servers)
 }
 
 /// The URI to dial, also the form shown in messages (it never holds user info).
@@ -501,6 +634,109 @@ mod tests {
         assert!(server_uri("ftp://h", false).is_err());
         assert!(is_loopback("http://127.0.0.1:1") && is_loopback("http://localhost:1"));
         assert!(!is_loopback("http://example.com:1"));
+    }
+
+    #[test]
+    fn server_lists() {
+        let list = |v: &[&str]| server_list(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>(), false);
+        assert_eq!(list(&["127.0.0.1:1"]).unwrap(), ["http://127.0.0.1:1"]);
+        assert_eq!(
+            list(&["a:1, https://b:2/", "c:3"]).unwrap(),
+            ["http://a:1", "https://b:2", "http://c:3"]
+        );
+        // Duplicates (after normalising) and empty items are dropped.
+        assert_eq!(
+            list(&["a:1,", "http://a:1/", ",b:2"]).unwrap(),
+            ["http://a:1", "http://b:2"]
+        );
+        assert_eq!(
+            server_list(&["a:1,b:2".to_owned()], true).unwrap(),
+            ["https://a:1", "https://b:2"]
+        );
+        assert!(
+            list(&[" , "])
+                .unwrap_err()
+                .to_string()
+                .contains("--server is empty")
+        );
+        assert!(list(&["a:1,ftp://b"]).is_err());
+        let many: Vec<String> = (0..40).map(|i| format!("h:{}", i + 1)).collect();
+        assert!(server_list(&many, false).is_err());
+        let err = list(&["a:1,https://u:secret@b:2"]).unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn server_flags_parse_comma_separated_and_repeated() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            connect: ConnectArgs,
+        }
+        let cli = Cli::try_parse_from(["x", "--server", "a:1,b:2", "--server", "c:3"]).unwrap();
+        assert_eq!(cli.connect.server, ["a:1", "b:2", "c:3"]);
+        assert_eq!(
+            cli.connect.servers().unwrap(),
+            ["http://a:1", "http://b:2", "http://c:3"]
+        );
+        // The default when no flag or STRATA_SERVER is given is one server
+        // (the test runner's environment may carry STRATA_SERVER: only
+        // checked when it does not).
+        if std::env::var_os("STRATA_SERVER").is_none() {
+            let cli = Cli::try_parse_from(["x"]).unwrap();
+            assert_eq!(cli.connect.servers().unwrap(), ["http://127.0.0.1:7700"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn connecting_tries_the_servers_in_order_and_reconnects_round_robin() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            connect: ConnectArgs,
+        }
+        // Two closed loopback ports and one that accepts (an HTTP/2
+        // handshake is not needed for `connect`: TCP is).
+        let closed = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (dead1, dead2) = (closed(), closed());
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_port = live.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = live.accept().await {
+                held.push(conn);
+            }
+        });
+        let servers = format!("127.0.0.1:{dead1},127.0.0.1:{live_port},127.0.0.1:{dead2}");
+        let cli = Cli::try_parse_from(["x", "--server", &servers, "--timeout-secs", "5"]).unwrap();
+        let conn = cli.connect.connect().await.unwrap();
+        assert_eq!(conn.server(), format!("http://127.0.0.1:{live_port}"));
+        assert_eq!(conn.index, 1);
+        // The next pass starts after it, tries the dead one, and comes round.
+        let again = cli.connect.reconnect(&conn).await.unwrap();
+        assert_eq!(again.index, 1);
+        // None reachable: every reason, each server named.
+        let dead = format!("127.0.0.1:{dead1},127.0.0.1:{dead2}");
+        let cli = Cli::try_parse_from(["x", "--server", &dead, "--timeout-secs", "5"]).unwrap();
+        let err = format!("{:#}", cli.connect.connect().await.unwrap_err());
+        assert!(err.starts_with("cannot reach any of the 2 servers: "), "{err}");
+        assert!(
+            err.contains(&format!("127.0.0.1:{dead1}")) && err.contains(&format!("127.0.0.1:{dead2}")),
+            "{err}"
+        );
+        // One server: its message as before.
+        let one = format!("127.0.0.1:{dead1}");
+        let cli = Cli::try_parse_from(["x", "--server", &one, "--timeout-secs", "5"]).unwrap();
+        let err = format!("{:#}", cli.connect.connect().await.unwrap_err());
+        assert!(
+            err.starts_with(&format!("cannot reach the server at http://127.0.0.1:{dead1}")),
+            "{err}"
+        );
     }
 
     #[test]

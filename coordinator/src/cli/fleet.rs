@@ -36,7 +36,8 @@ pub enum FleetCommand {
     /// The registered images with their status and finding counts.
     List(ListArgs),
     /// Print fleet events (findings new and resolved) as they happen,
-    /// resuming after the last one printed when the connection drops.
+    /// resuming after the last one printed when the connection drops (on
+    /// the next --server when several are given).
     Watch(WatchArgs),
     /// Match every image again against the vulnerability data in force,
     /// from the stored inventories (after a matcher or analyser upgrade;
@@ -596,16 +597,11 @@ const RECONNECT_FIRST: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 /// Answers that no retry changes: the watch ends with the error.
-fn is_final(code: tonic::Code) -> bool {
-    use tonic::Code::*;
-    matches!(
-        code,
-        InvalidArgument | Unauthenticated | PermissionDenied | Unimplemented | OutOfRange | NotFound
-    )
-}
+use super::client::is_final;
 
 async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
-    let conn = args.connect.connect().await?;
+    let servers = args.connect.servers()?.len();
+    let mut conn = args.connect.connect().await?;
     let request = v1::WatchEventsRequest {
         after_sequence: args.after,
         min_severity: args
@@ -665,6 +661,22 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
         );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RECONNECT_MAX);
+        // One server: its channel reconnects by itself. Several: the next
+        // one (round-robin); the events are the cluster's, in one log, so
+        // `after_sequence` means the same on every coordinator.
+        if servers > 1 {
+            match args.connect.reconnect(&conn).await {
+                Ok(next) => {
+                    eprintln!(
+                        "strata: connection to {} lost; resuming on {} after event {last}",
+                        conn.server(),
+                        next.server()
+                    );
+                    conn = next;
+                }
+                Err(e) => eprintln!("strata: {}", one_line(&format!("{e:#}"), 300)),
+            }
+        }
     }
 }
 

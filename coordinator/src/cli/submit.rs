@@ -5,8 +5,14 @@
 //! stdout carries the report (or, without `--wait`, the scan id) and nothing
 //! else; progress goes to stderr: a progress bar on a terminal, plain lines
 //! otherwise (CI logs).
+//!
+//! Given several `--server`s, a broken connection (before the first answer,
+//! or while following the scan) moves to the next one: the submit is sent
+//! again (submits are idempotent) or the scan is watched again
+//! (`WatchScan` replays its history; events already shown, keyed by
+//! [`EventKey`], are dropped), so the output is as without the break.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,8 +28,6 @@ use tonic::Code;
 
 use super::client::{self, ConnectArgs, Connection};
 
-/// How often a broken event stream is re-watched before giving up.
-const MAX_REWATCH: u32 = 5;
 /// Bound on the image reference sent (the server checks it again).
 const MAX_REFERENCE_LEN: usize = 4096;
 
@@ -53,7 +57,9 @@ pub struct SubmitArgs {
     /// Exit 1 when a finding (after the server's suppressions) is at or above this severity.
     #[arg(long, value_name = "SEVERITY", requires = "wait")]
     pub fail_on: Option<Severity>,
-    /// With --wait: give up waiting after this many seconds (the scan goes on on the server).
+    /// With --wait: give up waiting after this many seconds (the scan goes on
+    /// on the server). A broken connection is resumed (on the next --server,
+    /// round-robin) for up to 2 minutes without news, within this bound.
     #[arg(long, env = "STRATA_WAIT_TIMEOUT_SECS", default_value_t = 1800, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub wait_timeout_secs: u64,
@@ -79,9 +85,11 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<u8> {
         reference.len() <= MAX_REFERENCE_LEN,
         "the image reference is over {MAX_REFERENCE_LEN} characters"
     );
-    let conn = args.connect.connect().await?;
+    let servers = args.connect.servers()?.len();
+    let mut conn = args.connect.connect().await?;
     let overall = Duration::from_secs(args.wait_timeout_secs);
     let deadline = Instant::now() + overall;
+    let resume_limit = client::RESUME_LIMIT.max(conn.timeout());
 
     let request = v1::SubmitImageRequest {
         reference: reference.clone(),
@@ -95,39 +103,60 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<u8> {
         wait: args.wait,
         insecure_registry: args.insecure_registry,
     };
-    // The server's deadline covers the whole stream when waiting.
-    let call_deadline = if args.wait { overall } else { conn.timeout() };
-    let mut client = conn.scan();
-    let mut stream = conn
-        .call(client.submit_image(conn.request_within(request, call_deadline)))
-        .await
-        .with_context(|| format!("submitting {reference}"))?;
-
     let mut progress = Progress::new(args.progress);
-    let first = match tokio::time::timeout(conn.timeout(), stream.message()).await {
-        Ok(Ok(Some(event))) => event,
-        Ok(Ok(None)) => {
-            anyhow::bail!("submitting {reference}: the server closed the stream without an answer")
+    // Until the first answer: a broken connection sends the submit again
+    // on the next server, each server once.
+    let mut attempts = 0;
+    let (first, stream) = loop {
+        attempts += 1;
+        match submit_once(&conn, &request, args.wait, overall).await {
+            Ok(answer) => break answer,
+            Err(Broken::Final(e)) => return Err(e).with_context(|| format!("submitting {reference}")),
+            Err(Broken::Lost(e)) if attempts >= servers => {
+                return Err(e).with_context(|| format!("submitting {reference}"));
+            }
+            Err(Broken::Lost(e)) => {
+                let until = deadline.min(Instant::now() + resume_limit);
+                conn = match args
+                    .connect
+                    .resume(&conn, until, |line| progress.warn(line))
+                    .await
+                {
+                    Ok(next) => next,
+                    Err(_) => return Err(e).with_context(|| format!("submitting {reference}")),
+                };
+            }
         }
-        Ok(Err(status)) => {
-            return Err(conn.status_error(&status)).with_context(|| format!("submitting {reference}"));
-        }
-        Err(_) => return Err(conn.deadline_error()).with_context(|| format!("submitting {reference}")),
     };
     let scan_id = first.scan_id.clone();
     anyhow::ensure!(
         !scan_id.is_empty(),
         "submitting {reference}: the server answered without a scan id"
     );
+    let mut seen = HashSet::new();
+    if let Some(key) = EventKey::of(&first) {
+        seen.insert(key);
+    }
     progress.event(&first);
     if !args.wait {
         progress.finish();
         println!("{scan_id}");
         return Ok(super::EXIT_OK);
     }
+    let follower = Follower {
+        connect: &args.connect,
+        scan_id: &scan_id,
+        deadline,
+        overall,
+        resume_limit,
+    };
     let done = match &first.event {
         Some(Event::Done(done)) => done.clone(),
-        _ => follow(&conn, &scan_id, stream, &mut progress, deadline, overall).await?,
+        _ => {
+            follower
+                .follow(&mut conn, stream, &mut progress, &mut seen)
+                .await?
+        }
     };
     progress.finish();
 
@@ -148,12 +177,15 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<u8> {
         );
     }
 
-    let wire = conn
-        .call(conn.scan().get_report(conn.request(v1::GetReportRequest {
-            selector: Some(Selector::ScanId(scan_id.clone())),
-        })))
-        .await
-        .with_context(|| format!("fetching the report of scan {scan_id}"))?;
+    let wire = fetch_report(
+        &args.connect,
+        &mut conn,
+        &scan_id,
+        deadline.min(Instant::now() + resume_limit),
+        &progress,
+    )
+    .await
+    .with_context(|| format!("fetching the report of scan {scan_id}"))?;
     let report = Report::try_from(wire).with_context(|| format!("the report of scan {scan_id}"))?;
     write_report(&args, &report)?;
 
@@ -175,65 +207,205 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<u8> {
     Ok(super::EXIT_OK)
 }
 
-/// Reads events until `Done`, watching the scan again (the server replays
-/// it) when the stream breaks, until `deadline`.
-async fn follow(
+/// Why a step did not get its answer: an answer no other attempt changes,
+/// or a connection lost (worth resuming elsewhere).
+enum Broken {
+    Final(anyhow::Error),
+    Lost(anyhow::Error),
+}
+
+/// One `SubmitImage` call up to its first event. A server's own refusal
+/// (UNAVAILABLE included: it could not reach the registry) is final; a
+/// transport failure or a stream closed without an answer is `Lost`.
+async fn submit_once(
     conn: &Connection,
-    scan_id: &str,
-    mut stream: tonic::Streaming<v1::ScanEvent>,
-    progress: &mut Progress,
+    request: &v1::SubmitImageRequest,
+    wait: bool,
+    overall: Duration,
+) -> Result<(v1::ScanEvent, tonic::Streaming<v1::ScanEvent>), Broken> {
+    // The server's deadline covers the whole stream when waiting.
+    let call_deadline = if wait { overall } else { conn.timeout() };
+    let mut client = conn.scan();
+    let call = client.submit_image(conn.request_within(request.clone(), call_deadline));
+    let mut stream = match tokio::time::timeout(conn.timeout(), call).await {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(status)) if client::is_transport(&status) => {
+            return Err(Broken::Lost(conn.status_error(&status)));
+        }
+        Ok(Err(status)) => return Err(Broken::Final(conn.status_error(&status))),
+        Err(_) => return Err(Broken::Final(conn.deadline_error())),
+    };
+    match tokio::time::timeout(conn.timeout(), stream.message()).await {
+        Ok(Ok(Some(event))) => Ok((event, stream)),
+        Ok(Ok(None)) => Err(Broken::Lost(anyhow::anyhow!(
+            "the server closed the stream without an answer"
+        ))),
+        Ok(Err(status)) if client::is_transport(&status) => Err(Broken::Lost(conn.status_error(&status))),
+        Ok(Err(status)) => Err(Broken::Final(conn.status_error(&status))),
+        Err(_) => Err(Broken::Final(conn.deadline_error())),
+    }
+}
+
+/// What identifies a scan event for dropping replays: its kind, and for a
+/// layer event the layer's index and state. A scan emits each at most once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum EventKey {
+    Submitted,
+    Resolved,
+    Layer { index: u32, state: i32 },
+    Matched,
+    Done,
+}
+
+impl EventKey {
+    /// `None` for an event without a payload (nothing to show or count).
+    pub(crate) fn of(event: &v1::ScanEvent) -> Option<EventKey> {
+        Some(match event.event.as_ref()? {
+            Event::Submitted(_) => EventKey::Submitted,
+            Event::Resolved(_) => EventKey::Resolved,
+            Event::Layer(l) => EventKey::Layer {
+                index: l.index,
+                state: l.state,
+            },
+            Event::Matched(_) => EventKey::Matched,
+            Event::Done(_) => EventKey::Done,
+        })
+    }
+}
+
+/// Following one scan to its `Done`, across broken connections.
+struct Follower<'a> {
+    connect: &'a ConnectArgs,
+    scan_id: &'a str,
     deadline: Instant,
     overall: Duration,
-) -> anyhow::Result<v1::Done> {
-    let mut rewatches = 0;
-    loop {
-        let broken = match tokio::time::timeout_at(deadline, stream.message()).await {
-            Err(_) => anyhow::bail!(
-                "scan {scan_id} not done after {}s (--wait-timeout-secs); it goes on on the server",
-                overall.as_secs()
-            ),
-            Ok(Ok(Some(event))) => {
-                progress.event(&event);
-                if let Some(Event::Done(done)) = event.event {
-                    return Ok(done);
+    resume_limit: Duration,
+}
+
+impl Follower<'_> {
+    fn timed_out(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "scan {} not done after {}s (--wait-timeout-secs); it goes on on the server",
+            self.scan_id,
+            self.overall.as_secs()
+        )
+    }
+
+    /// Reads events until `Done`. When the stream breaks (a transport error,
+    /// a status other than the caller's fault, the stream ending early), it
+    /// resumes on the next server and watches the scan again, dropping the
+    /// events `seen` already holds; it gives up after `resume_limit` without
+    /// a new event, or at the deadline.
+    async fn follow(
+        &self,
+        conn: &mut Connection,
+        mut stream: tonic::Streaming<v1::ScanEvent>,
+        progress: &mut Progress,
+        seen: &mut HashSet<EventKey>,
+    ) -> anyhow::Result<v1::Done> {
+        let scan_id = self.scan_id;
+        let mut quiet_since = Instant::now();
+        loop {
+            let lost = match tokio::time::timeout_at(self.deadline, stream.message()).await {
+                Err(_) => return Err(self.timed_out()),
+                Ok(Ok(Some(event))) => {
+                    let Some(key) = EventKey::of(&event) else { continue };
+                    if !seen.insert(key) {
+                        continue;
+                    }
+                    quiet_since = Instant::now();
+                    progress.event(&event);
+                    if let Some(Event::Done(done)) = event.event {
+                        return Ok(done);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Ok(Ok(None)) => None,
-            Ok(Err(status))
-                if matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled) =>
-            {
-                Some(status)
-            }
-            Ok(Err(status)) => {
-                return Err(conn.status_error(&status)).with_context(|| format!("following scan {scan_id}"));
-            }
-        };
-        rewatches += 1;
-        if rewatches > MAX_REWATCH {
-            let why = match broken {
-                Some(status) => conn.status_error(&status).to_string(),
-                None => "the server kept closing the stream before the scan was done".to_owned(),
+                Ok(Ok(None)) => anyhow::anyhow!("the server closed the stream before the scan was done"),
+                Ok(Err(status)) if client::is_final(status.code()) => {
+                    return Err(conn.status_error(&status))
+                        .with_context(|| format!("following scan {scan_id}"));
+                }
+                Ok(Err(status))
+                    if status.code() == Code::DeadlineExceeded && Instant::now() >= self.deadline =>
+                {
+                    return Err(self.timed_out());
+                }
+                Ok(Err(status)) => conn.status_error(&status),
             };
-            anyhow::bail!("following scan {scan_id}: {why}");
+            stream = self.rewatch(conn, lost, quiet_since, progress).await?;
         }
-        progress.note(&format!("event stream broke; watching scan {scan_id} again"));
-        tokio::time::sleep(Duration::from_secs(u64::from(rewatches))).await;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let request = conn.request_within(
-            v1::WatchScanRequest {
-                scan_id: scan_id.to_owned(),
-            },
-            remaining.max(Duration::from_secs(1)),
-        );
-        match tokio::time::timeout(conn.timeout(), conn.scan().watch_scan(request)).await {
-            Ok(Ok(response)) => stream = response.into_inner(),
-            Ok(Err(status)) if status.code() == Code::Unavailable => continue,
-            Ok(Err(status)) => {
-                return Err(conn.status_error(&status)).with_context(|| format!("following scan {scan_id}"));
+    }
+
+    /// A new connection (the next server) and a `WatchScan` on it, retried
+    /// until `resume_limit` after `quiet_since` or the deadline.
+    async fn rewatch(
+        &self,
+        conn: &mut Connection,
+        mut lost: anyhow::Error,
+        quiet_since: Instant,
+        progress: &Progress,
+    ) -> anyhow::Result<tonic::Streaming<v1::ScanEvent>> {
+        let scan_id = self.scan_id;
+        let until = self.deadline.min(quiet_since + self.resume_limit);
+        loop {
+            if Instant::now() >= until {
+                if Instant::now() >= self.deadline {
+                    return Err(self.timed_out());
+                }
+                return Err(lost).with_context(|| format!("following scan {scan_id}"));
             }
-            Err(_) => continue,
+            *conn = match self.connect.resume(conn, until, |line| progress.warn(line)).await {
+                Ok(next) => next,
+                Err(_) => return Err(lost).with_context(|| format!("following scan {scan_id}")),
+            };
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            let request = conn.request_within(
+                v1::WatchScanRequest {
+                    scan_id: scan_id.to_owned(),
+                },
+                remaining.max(Duration::from_secs(1)),
+            );
+            match tokio::time::timeout(conn.timeout(), conn.scan().watch_scan(request)).await {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) if client::is_final(status.code()) => {
+                    return Err(conn.status_error(&status))
+                        .with_context(|| format!("following scan {scan_id}"));
+                }
+                Ok(Err(status)) => lost = conn.status_error(&status),
+                Err(_) => lost = conn.deadline_error(),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+}
+
+/// `GetReport`, resumed on the next server when the connection breaks.
+async fn fetch_report(
+    connect: &ConnectArgs,
+    conn: &mut Connection,
+    scan_id: &str,
+    until: Instant,
+    progress: &Progress,
+) -> anyhow::Result<v1::Report> {
+    loop {
+        let request = conn.request(v1::GetReportRequest {
+            selector: Some(Selector::ScanId(scan_id.to_owned())),
+        });
+        let mut client = conn.scan();
+        let call = client.get_report(request);
+        let status = match tokio::time::timeout(conn.timeout(), call).await {
+            Ok(Ok(response)) => return Ok(response.into_inner()),
+            Ok(Err(status)) => status,
+            Err(_) => return Err(conn.deadline_error()),
+        };
+        if !client::is_transport(&status) || Instant::now() >= until {
+            return Err(conn.status_error(&status));
+        }
+        let lost = conn.status_error(&status);
+        *conn = match connect.resume(conn, until, |line| progress.warn(line)).await {
+            Ok(next) => next,
+            Err(_) => return Err(lost),
+        };
     }
 }
 
@@ -297,6 +469,15 @@ impl Progress {
             display,
             total: 0,
             done: BTreeSet::new(),
+        }
+    }
+
+    /// A warning that goes out whatever the display (`--progress none` too),
+    /// as `strata: <line>`.
+    fn warn(&self, line: &str) {
+        match &self.display {
+            Display::Bar(bar) => bar.suspend(|| eprintln!("strata: {line}")),
+            Display::Lines | Display::Quiet => eprintln!("strata: {line}"),
         }
     }
 
@@ -410,5 +591,109 @@ impl Progress {
             // What is left to say goes out as plain lines.
             self.display = Display::Lines;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(e: Event) -> v1::ScanEvent {
+        v1::ScanEvent {
+            scan_id: "s1".into(),
+            event: Some(e),
+            ..Default::default()
+        }
+    }
+
+    fn layer(index: u32, state: v1::LayerState) -> v1::ScanEvent {
+        event(Event::Layer(v1::LayerProgress {
+            index,
+            state: state.into(),
+            digest: format!("sha256:{index}"),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn event_keys_tell_kind_layer_and_state_apart() {
+        use v1::LayerState::{Analysed, Queued};
+        let submitted = event(Event::Submitted(v1::Submitted::default()));
+        let resolved = event(Event::Resolved(v1::Resolved::default()));
+        let matched = event(Event::Matched(v1::Matched::default()));
+        let done = event(Event::Done(v1::Done::default()));
+        let keys: Vec<EventKey> = [
+            &submitted,
+            &resolved,
+            &layer(0, Queued),
+            &layer(1, Queued),
+            &layer(0, Analysed),
+            &matched,
+            &done,
+        ]
+        .into_iter()
+        .map(|e| EventKey::of(e).unwrap())
+        .collect();
+        let distinct: HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
+        assert_eq!(
+            EventKey::of(&layer(3, Analysed)),
+            Some(EventKey::Layer {
+                index: 3,
+                state: Analysed as i32
+            })
+        );
+        // The same layer event again (a replay) has the same key, whatever
+        // else differs (the digest is not part of it).
+        let mut again = layer(0, Analysed);
+        if let Some(Event::Layer(l)) = &mut again.event {
+            l.packages = 7;
+        }
+        assert_eq!(EventKey::of(&again), EventKey::of(&layer(0, Analysed)));
+        assert_eq!(EventKey::of(&v1::ScanEvent::default()), None);
+    }
+
+    #[test]
+    fn a_replayed_history_adds_only_what_was_not_seen() {
+        use v1::LayerState::{Analysed, Cached, Queued};
+        // Seen before the break: submitted, resolved, both layers queued,
+        // layer 0 cached.
+        let before = [
+            event(Event::Submitted(v1::Submitted::default())),
+            event(Event::Resolved(v1::Resolved::default())),
+            layer(0, Queued),
+            layer(1, Queued),
+            layer(0, Cached),
+        ];
+        let mut seen = HashSet::new();
+        for e in &before {
+            assert!(seen.insert(EventKey::of(e).unwrap()));
+        }
+        // WatchScan replays everything, then goes on.
+        let replay: Vec<v1::ScanEvent> = before
+            .iter()
+            .cloned()
+            .chain([
+                layer(1, Analysed),
+                event(Event::Matched(v1::Matched::default())),
+                event(Event::Done(v1::Done::default())),
+            ])
+            .collect();
+        let fresh: Vec<EventKey> = replay
+            .iter()
+            .filter_map(EventKey::of)
+            .filter(|k| seen.insert(*k))
+            .collect();
+        assert_eq!(
+            fresh,
+            [
+                EventKey::Layer {
+                    index: 1,
+                    state: Analysed as i32
+                },
+                EventKey::Matched,
+                EventKey::Done
+            ]
+        );
     }
 }

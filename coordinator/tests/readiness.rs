@@ -101,6 +101,9 @@ async fn health_is_not_serving_while_nats_is_down() {
 
 /// The status of `GET /readyz` on the coordinator's metrics port.
 async fn readyz(cluster: &Cluster) -> u16 {
-    let url = format!("{}/readyz", cluster.coordinator_metrics_url().trim_end_matches("/metrics"));
+    let url = format!(
+        "{}/readyz",
+        cluster.coordinator_metrics_url().trim_end_matches("/metrics")
+    );
     reqwest::get(&url).await.unwrap().status().as_u16()
 }

@@ -80,8 +80,8 @@ use std::time::{Duration, Instant};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use strata_coordinator::api::{self, AdminApi, NatsHandle, Security, Services};
-use strata_coordinator::cluster::records::{ScanRecord, ScanStatus};
 use strata_coordinator::cluster::peers::{PeerConfig, Peers};
+use strata_coordinator::cluster::records::{ScanRecord, ScanStatus};
 use strata_coordinator::cluster::{Buckets, Coordinator, CoordinatorConfig, VulnData};
 use strata_coordinator::vulndb::Db;
 use strata_worker::job::JobContext;
@@ -317,7 +317,11 @@ impl ClusterSandboxBuilder {
             .collect();
         for (i, c) in all.into_iter().enumerate() {
             let stopped = sandbox.stopped();
-            let name = if i == 0 { "coordinator".to_owned() } else { format!("coordinator-{i}") };
+            let name = if i == 0 {
+                "coordinator".to_owned()
+            } else {
+                format!("coordinator-{i}")
+            };
             sandbox.spawn(name, async move {
                 c.run(stopped).await;
                 Ok(())
@@ -416,7 +420,9 @@ impl ClusterSandbox {
 
     /// Every coordinator, the first one first.
     pub fn coordinators(&self) -> Vec<&Coordinator> {
-        std::iter::once(&self.coordinator).chain(self.others.iter()).collect()
+        std::iter::once(&self.coordinator)
+            .chain(self.others.iter())
+            .collect()
     }
 
     /// The coordinator's state buckets.

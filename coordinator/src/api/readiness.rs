@@ -71,7 +71,10 @@ pub fn follow_nats(
                 _ => tracing::warn!(nats = ?state, "nats not connected: health NOT_SERVING until it is"),
             }
             set(&health, status).await;
-            ready.store(status == ServingStatus::Serving, std::sync::atomic::Ordering::Relaxed);
+            ready.store(
+                status == ServingStatus::Serving,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             last = Some(status);
         }
         ready.store(false, std::sync::atomic::Ordering::Relaxed);

@@ -35,7 +35,8 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<v1::ScanEvent, Status>> + Se
 /// `deadline`: the client's (`grpc-timeout`); tonic bounds only the call up
 /// to the response headers, so the stream ends itself with
 /// `DEADLINE_EXCEEDED` when it passes. The task also ends when the client
-/// goes away, even while the scan is quiet.
+/// goes away, even while the scan is quiet, and with `UNAVAILABLE` when the
+/// server shuts down (the roles close the event log first).
 async fn follow(
     coordinator: &Coordinator,
     scan_id: &str,
@@ -53,9 +54,19 @@ async fn follow(
                 None => std::future::pending().await,
             }
         };
+        let closing = coordinator.event_log().clone();
         tokio::select! {
             () = pump(&coordinator, &scan_id, skip_submitted, history, live, &tx) => {}
             () = tx.closed() => {}
+            // The server is stopping: the stream ends now (or graceful
+            // shutdown would wait for the scan), saying where to go on.
+            () = closing.closed() => {
+                let _ = tx
+                    .send(Err(Status::unavailable(
+                        "this coordinator is shutting down; watch the scan again (on another coordinator, or this one once restarted)",
+                    )))
+                    .await;
+            }
             () = expired => {
                 let _ = tx
                     .send(Err(Status::deadline_exceeded(

@@ -210,7 +210,8 @@ pub async fn run(
     // `/readyz` on the metrics port follows NATS like the gRPC health does
     // (a probe that works whether or not the API speaks TLS).
     let ready: strata_worker::telemetry::http::Ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let metrics_at = roles::spawn_metrics(metrics_addr, metrics, Some(ready.clone()), shutdown.clone()).await?;
+    let metrics_at =
+        roles::spawn_metrics(metrics_addr, metrics, Some(ready.clone()), shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the gRPC address {listen}"))?;
@@ -228,7 +229,14 @@ pub async fn run(
         {
             // Ready only while NATS is connected (see api::readiness).
             let (client, shutdown, ready) = (client.clone(), shutdown.clone(), ready.clone());
-            move |health| drop(api::readiness::follow_nats(health, client, ready, shutdown.wait()))
+            move |health| {
+                drop(api::readiness::follow_nats(
+                    health,
+                    client,
+                    ready,
+                    shutdown.wait(),
+                ))
+            }
         },
         {
             // Open event watches end first, or the server's graceful

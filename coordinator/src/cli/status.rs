@@ -201,7 +201,8 @@ fn status_text(status: &v1::GetStatusResponse) -> String {
                 } else {
                     strata_proto::text::one_line(&c.leases.join(","), 24)
                 },
-                age_secs(c.last_seen_unix_ms, now).map_or("-".to_owned(), |a| format!("{} ago", shown_age(a)))
+                age_secs(c.last_seen_unix_ms, now)
+                    .map_or("-".to_owned(), |a| format!("{} ago", shown_age(a)))
             ));
         }
         out.push_str("  (* answered this call)\n");

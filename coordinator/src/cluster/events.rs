@@ -297,23 +297,23 @@ mod tests {
         logs.emit("s", progress());
         let (past, mut rx) = logs.subscribe("s", || unreachable!("the log is kept"));
         assert_eq!(past.len(), 1);
-        let layer = |index, state| {
-            v1::ScanEvent {
-                scan_id: "s".into(),
-                at_unix_ms: 1,
-                event: Some(Event::Layer(v1::LayerProgress {
-                    index,
-                    state,
-                    ..Default::default()
-                })),
-            }
+        let layer = |index, state| v1::ScanEvent {
+            scan_id: "s".into(),
+            at_unix_ms: 1,
+            event: Some(Event::Layer(v1::LayerProgress {
+                index,
+                state,
+                ..Default::default()
+            })),
         };
         // Another coordinator's record: submitted (told), layer 0 queued.
         logs.emit_replayed("s", vec![past[0].clone(), layer(0, 1)]);
         // The same record again, then a newer one.
         logs.emit_replayed("s", vec![past[0].clone(), layer(0, 1)]);
         logs.emit_replayed("s", vec![past[0].clone(), layer(0, 1), layer(0, 3)]);
-        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).map(|e| event_key(&e)).collect();
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| event_key(&e))
+            .collect();
         assert_eq!(got, vec![(3, 0, 1), (3, 0, 3)]);
         // No log kept: nothing is made for a scan nobody watches.
         logs.emit_replayed("other", vec![layer(0, 1)]);

@@ -49,7 +49,13 @@ pub const LEASE_HISTORY: &str = "history";
 /// Fleet events POSTed to the configured webhooks (cursors are shared).
 pub const LEASE_WEBHOOKS: &str = "webhooks";
 /// Every lease, in the order they are taken.
-pub const LEASES: [&str; 5] = [LEASE_REFRESH, LEASE_FEEDS, LEASE_GC, LEASE_HISTORY, LEASE_WEBHOOKS];
+pub const LEASES: [&str; 5] = [
+    LEASE_REFRESH,
+    LEASE_FEEDS,
+    LEASE_GC,
+    LEASE_HISTORY,
+    LEASE_WEBHOOKS,
+];
 
 /// How a coordinator takes part.
 #[derive(Debug, Clone)]
@@ -196,9 +202,8 @@ impl Peers {
                 let silent = renewed.map_or(Duration::MAX, |at| at.elapsed());
                 tracing::warn!(error = %err, silent_secs = silent.as_secs_f64().min(1e9), "cannot reach the coordinators' bucket");
                 if silent >= self.config.ttl * 2 / 3 {
-                    let lost: Vec<&'static str> = std::mem::take(&mut lock(&self.state).held)
-                        .into_keys()
-                        .collect();
+                    let lost: Vec<&'static str> =
+                        std::mem::take(&mut lock(&self.state).held).into_keys().collect();
                     if !lost.is_empty() {
                         tracing::warn!(
                             leases = %lost.join(","),
@@ -346,9 +351,19 @@ pub fn sanitize_id(id: &str) -> String {
     let cleaned: String = id
         .chars()
         .take(64)
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    if cleaned.is_empty() { "coordinator".to_owned() } else { cleaned }
+    if cleaned.is_empty() {
+        "coordinator".to_owned()
+    } else {
+        cleaned
+    }
 }
 
 /// Rendezvous hashing: `me` looks after `scan_id` when no member's hash
@@ -363,9 +378,7 @@ fn responsible_among<'a>(members: impl Iterator<Item = &'a str>, me: &str, scan_
         u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
     };
     let mine = score(me);
-    members
-        .filter(|m| *m != me)
-        .all(|m| (score(m), m) < (mine, me))
+    members.filter(|m| *m != me).all(|m| (score(m), m) < (mine, me))
 }
 
 #[cfg(test)]
@@ -414,7 +427,10 @@ mod tests {
 
     #[test]
     fn ids_become_valid_keys() {
-        assert_eq!(sanitize_id("strata-coordinator-7d9f/x.y"), "strata-coordinator-7d9f_x_y");
+        assert_eq!(
+            sanitize_id("strata-coordinator-7d9f/x.y"),
+            "strata-coordinator-7d9f_x_y"
+        );
         assert_eq!(sanitize_id(""), "coordinator");
         assert_eq!(sanitize_id(&"a".repeat(100)).len(), 64);
     }
@@ -446,6 +462,13 @@ mod tests {
         // `a` leaves cleanly: `b` takes them at its next round.
         a2.leave().await;
         assert_eq!(b.round().await.gained.len(), LEASES.len());
-        assert_eq!(b.lease_holders().await.unwrap().get("refresh").map(String::as_str), Some("b"));
+        assert_eq!(
+            b.lease_holders()
+                .await
+                .unwrap()
+                .get("refresh")
+                .map(String::as_str),
+            Some("b")
+        );
     }
 }

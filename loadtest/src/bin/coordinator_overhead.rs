@@ -400,7 +400,10 @@ async fn through_coordinator(
     // Let them see each other first, as a running cluster's would.
     if coordinators > 1 {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while all.iter().any(|c| c.peers().is_none_or(|p| p.members().len() < coordinators)) {
+        while all
+            .iter()
+            .any(|c| c.peers().is_none_or(|p| p.members().len() < coordinators))
+        {
             if Instant::now() > deadline {
                 return Err("the coordinators did not see each other in 30 s".into());
             }

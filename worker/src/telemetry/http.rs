@@ -36,7 +36,10 @@ pub fn router(metrics: Metrics, ready: Option<Ready>) -> Router {
                     if ready.is_none_or(|r| r.load(Ordering::Relaxed)) {
                         (axum::http::StatusCode::OK, "ready")
                     } else {
-                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready: NATS is not connected")
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: NATS is not connected",
+                        )
                     }
                 }
             }),
@@ -80,9 +83,14 @@ mod tests {
             .add(1, &[opentelemetry::KeyValue::new("priority", "normal")]);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let ready: Ready = Arc::new(AtomicBool::new(false));
-        let server = tokio::spawn(serve_metrics(listener, metrics.clone(), Some(ready.clone()), async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(serve_metrics(
+            listener,
+            metrics.clone(),
+            Some(ready.clone()),
+            async {
+                let _ = stopped.await;
+            },
+        ));
 
         let client = reqwest::Client::new();
         let response = client
@@ -119,9 +127,16 @@ mod tests {
 
         // Not ready until the owner says so; alive all along.
         let readyz = |c: reqwest::Client| async move {
-            c.get(format!("http://{addr}/readyz")).send().await.expect("GET /readyz").status()
+            c.get(format!("http://{addr}/readyz"))
+                .send()
+                .await
+                .expect("GET /readyz")
+                .status()
         };
-        assert_eq!(readyz(client.clone()).await, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            readyz(client.clone()).await,
+            reqwest::StatusCode::SERVICE_UNAVAILABLE
+        );
         ready.store(true, Ordering::Relaxed);
         assert_eq!(readyz(client.clone()).await, reqwest::StatusCode::OK);
 

@@ -73,8 +73,7 @@ impl Coordinator {
         }
         let wanted = {
             let state = self.inner.fleet.read();
-            state.by_scan.contains_key(scan_id)
-                && state.scans.get(scan_id).is_none_or(|e| e.report.is_none())
+            state.by_scan.contains_key(scan_id) && state.scans.get(scan_id).is_none_or(|e| e.report.is_none())
         };
         if !wanted {
             return;

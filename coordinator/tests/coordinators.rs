@@ -692,3 +692,103 @@ async fn wait_fleet_current(url: &str, n: usize, moved_from: Option<usize>) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_coordinator_polls_the_feeds_and_the_other_takes_in_what_it_stored() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(STRATA, dir.path());
+    // A feed: a directory of OSV records (the test data), over file://.
+    let feed = dir.path().join("feed");
+    std::fs::create_dir(&feed).unwrap();
+    for entry in std::fs::read_dir(fixtures::OSV_TESTDATA).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, feed.join(path.file_name().unwrap())).unwrap();
+    }
+    let registry = Registry::start().unwrap();
+    let base = base_layers();
+    push_image(&registry, &base, "fleet/app", "v0", 0).await;
+    let feed_url = format!("file://{}", feed.display());
+    let cluster = builder(&registry.host(), &db, 2, 1)
+        .coordinator_args(["--feed", feed_url.as_str(), "--feed-interval-secs", "1"])
+        .start()
+        .unwrap();
+    let urls = [cluster.grpc_url_of(0), cluster.grpc_url_of(1)];
+    let reference = format!("{}/fleet/app:v0", registry.host());
+    v1::fleet_service_client::FleetServiceClient::new(channel(&urls[0]).await)
+        .register_images(v1::RegisterImagesRequest {
+            references: vec![reference.clone()],
+            insecure_registry: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    wait_fleet_current(&urls[1], 1, None).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let holder = loop {
+        if let Some(h) = holders(&urls[0]).await.get("feeds") {
+            break h.clone();
+        }
+        assert!(Instant::now() < deadline, "nobody holds the feeds lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let holder_i = usize::from(holder == "coordinator-1");
+
+    // A new advisory for the image's own package appears in the feed.
+    let advisory = serde_json::json!({
+        "id": "STRATA-HA-1",
+        "modified": "2026-12-07T00:00:00Z",
+        "affected": [{
+            "package": {"ecosystem": "Debian:12", "name": "app0"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0"}]}]
+        }]
+    });
+    std::fs::write(
+        feed.join("STRATA-HA-1.json"),
+        serde_json::to_vec(&advisory).unwrap(),
+    )
+    .unwrap();
+    // Both coordinators answer with it: the holder polled, the other loaded
+    // what the holder stored and re-matched its own fleet index.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for url in &urls {
+        let mut fleet = v1::fleet_service_client::FleetServiceClient::new(channel(url).await);
+        loop {
+            let affected = fleet
+                .list_affected(v1::ListAffectedRequest {
+                    query: Some(v1::list_affected_request::Query::VulnerabilityId(
+                        "STRATA-HA-1".into(),
+                    )),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().images)
+                .unwrap_or_default();
+            if affected.iter().any(|i| i.reference == reference) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} never answered with the new advisory\n--- holder ---\n{}\n--- other ---\n{}",
+                cluster.coordinator_log_of(holder_i),
+                cluster.coordinator_log_of(1 - holder_i)
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let follower_log = cluster.coordinator_log_of(1 - holder_i);
+    assert!(
+        follower_log.contains("polled by another coordinator"),
+        "{follower_log}"
+    );
+    let holder_log = cluster.coordinator_log_of(holder_i);
+    assert!(
+        !holder_log.contains("polled by another coordinator"),
+        "{holder_log}"
+    );
+    // The other reports the feed as the holder left it.
+    let feeds = status(&urls[1 - holder_i]).await.feeds;
+    assert_eq!(feeds.len(), 1, "{feeds:?}");
+    assert!(feeds[0].last_success_unix_ms > 0, "{feeds:?}");
+    assert!(feeds[0].records > 0, "{feeds:?}");
+}

@@ -294,3 +294,71 @@ async fn events_reach_watchers_and_webhooks_across_a_restart() {
     drop(log);
     client.drain().await.unwrap();
 }
+
+/// Two coordinators with the same webhook: the one holding the `webhooks`
+/// lease delivers, so each event is POSTed once; when it is killed, the
+/// other takes the lease and goes on from the shared cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_coordinators_deliver_each_event_once_and_the_survivor_goes_on() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(STRATA, dir.path());
+    let receiver = Receiver::default();
+    let url = serve(receiver.clone()).await;
+    let key = fixtures::write_file(dir.path(), "webhook.key", &format!("{SECRET}\n"));
+    let config = fixtures::write_file(
+        dir.path(),
+        "coordinator.toml",
+        &format!("[[webhooks]]\nurl = \"{url}\"\nsecret_file = \"{key}\"\n"),
+    );
+    let mut cluster = Cluster::builder(STRATA)
+        .coordinators(2)
+        .workers(0)
+        .db(&db)
+        .coordinator_args(["--config", config.as_str(), "--lease-ttl-secs", "3"])
+        .start()
+        .unwrap();
+    let delivering = |cluster: &Cluster| -> Vec<usize> {
+        (0..2)
+            .filter(|&i| cluster.coordinator_log_of(i).contains("webhook delivering"))
+            .collect()
+    };
+    wait_for("one coordinator delivers", &cluster, async || {
+        (!delivering(&cluster).is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let holder = match delivering(&cluster).as_slice() {
+        [one] => *one,
+        both => panic!("coordinators {both:?} both deliver"),
+    };
+
+    let client = async_nats::connect(cluster.nats().url()).await.unwrap();
+    let log = EventLog::jetstream(&async_nats::jetstream::new(client.clone()), 1)
+        .await
+        .unwrap();
+    use v1::Severity::{High, Low};
+    log.publish(vec![event(1, High), event(2, Low), event(3, High)])
+        .await
+        .unwrap();
+    wait_for("3 events delivered", &cluster, async || {
+        (receiver.hits.lock().unwrap().len() >= 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sequences(&receiver.hits.lock().unwrap()), [1, 2, 3], "each once");
+
+    cluster.kill_coordinator_at(holder);
+    log.publish(vec![event(4, Low), event(5, High)]).await.unwrap();
+    wait_for("the survivor delivers the rest", &cluster, async || {
+        (receiver.hits.lock().unwrap().len() >= 5).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sequences(&receiver.hits.lock().unwrap()),
+        [1, 2, 3, 4, 5],
+        "nothing lost or repeated across the takeover\n{}",
+        cluster.coordinator_log_of(1 - holder)
+    );
+}

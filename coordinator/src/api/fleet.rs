@@ -136,7 +136,11 @@ impl FleetService for FleetApi {
     ) -> Result<Response<v1::RematchResponse>, Status> {
         let who = super::caller(&request);
         tracing::info!(caller = %who, "full fleet re-match requested");
-        let s = self.coordinator.rematch_all().await.map_err(status_of)?;
+        let s = self
+            .coordinator
+            .fleet_rematch_everywhere()
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(v1::RematchResponse {
             images: s.images,
             findings_new: s.findings_new,

@@ -196,6 +196,7 @@ impl Coordinator {
                     self.fleet_repository_noted(record);
                 }
             }
+            Some(value) if key == super::fleet::REMATCH_REQUEST_KEY => self.fleet_rematch_requested(&value),
             Some(_) => {}
             None if key.starts_with("ref.") => self.fleet_image_key_deleted(&key),
             None if key.starts_with("repo.") => self.fleet_repository_key_deleted(&key),

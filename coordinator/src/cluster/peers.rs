@@ -366,6 +366,16 @@ pub fn sanitize_id(id: &str) -> String {
     }
 }
 
+/// The member that looks after `scan_id` among `members` (rendezvous
+/// hashing, as [`Peers::responsible`]); `None` for no members. Public for
+/// benchmarks and tools that tell which coordinator owns a scan.
+pub fn owner_of<'a>(members: &[&'a str], scan_id: &str) -> Option<&'a str> {
+    members
+        .iter()
+        .copied()
+        .find(|m| responsible_among(members.iter().copied(), m, scan_id))
+}
+
 /// Rendezvous hashing: `me` looks after `scan_id` when no member's hash
 /// beats its own. An empty member list (no round yet) means alone.
 fn responsible_among<'a>(members: impl Iterator<Item = &'a str>, me: &str, scan_id: &str) -> bool {
@@ -417,6 +427,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_owner_is_the_one_member_responsible() {
+        let members = ["a", "b", "c"];
+        for i in 0..100 {
+            let scan = format!("s-{i}");
+            let owner = owner_of(&members, &scan).unwrap();
+            assert!(responsible_among(members.iter().copied(), owner, &scan));
+        }
+        assert_eq!(owner_of(&[], "s-1"), None);
     }
 
     #[test]

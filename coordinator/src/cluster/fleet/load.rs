@@ -22,6 +22,10 @@ use crate::cluster::{Coordinator, CoordinatorError};
 /// findings were last matched with.
 const MATCHER_REVISION_KEY: &str = "matcher-revision";
 
+/// Key in the images bucket a coordinator writes when asked to re-match
+/// the whole fleet, so the others do too.
+pub(in crate::cluster) const REMATCH_REQUEST_KEY: &str = "rematch-request";
+
 /// Reports re-matched at a time at load.
 const REMATCH_CHUNK: usize = 2_000;
 
@@ -61,6 +65,44 @@ impl Coordinator {
             state.by_scan.get(scan_id).cloned().unwrap_or_default()
         };
         self.fleet_reconcile_later(references);
+    }
+
+    /// `strata fleet rematch`: this coordinator's index re-matched whole,
+    /// then the others asked to do the same with theirs (the key
+    /// `rematch-request` in `strata_images`, which they follow).
+    pub async fn fleet_rematch_everywhere(&self) -> Result<super::RematchSummary, CoordinatorError> {
+        let summary = self.rematch_all().await?;
+        if let Some(peers) = self.peers() {
+            let request =
+                serde_json::json!({ "by": peers.id(), "at_unix_ms": strata_proto::text::now_unix_ms() });
+            self.inner
+                .buckets
+                .images
+                .put(
+                    REMATCH_REQUEST_KEY,
+                    serde_json::to_vec(&request).unwrap_or_default().into(),
+                )
+                .await?;
+        }
+        Ok(summary)
+    }
+
+    /// Another coordinator asked for a whole re-match (change stream).
+    pub(in crate::cluster) fn fleet_rematch_requested(&self, value: &[u8]) {
+        let by = serde_json::from_slice::<serde_json::Value>(value)
+            .ok()
+            .and_then(|v| v["by"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if self.peers().is_some_and(|p| p.id() == by) {
+            return; // this coordinator's own request
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            tracing::info!(by = %by, "re-matching the whole fleet, as another coordinator was asked to");
+            if let Err(err) = this.rematch_all().await {
+                tracing::warn!(error = %err, "re-matching the fleet failed; `strata fleet rematch` tries again");
+            }
+        });
     }
 
     /// Another coordinator completed a scan (the change stream): the
@@ -148,7 +190,10 @@ impl Coordinator {
         self.fleet_ready().await?;
         let stored = self.inner.buckets.images.get(MATCHER_REVISION_KEY).await?;
         let stored = stored.map(|e| String::from_utf8_lossy(&e.value).into_owned());
-        if stored.as_deref() == Some(current.as_str()) {
+        // With other coordinators the stored revision may have been written
+        // by one that re-matched its own index only (a rolling upgrade): each
+        // coordinator re-matches its own at start.
+        if stored.as_deref() == Some(current.as_str()) && self.peers().is_none() {
             return Ok(());
         }
         let has_reports = self.inner.fleet.read().scans.values().any(|s| s.report.is_some());

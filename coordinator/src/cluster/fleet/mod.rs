@@ -46,6 +46,7 @@ mod watch;
 
 pub use history::{Histories, History, Reconciled};
 pub use index::FleetIndex;
+pub(in crate::cluster) use load::REMATCH_REQUEST_KEY;
 pub use query::{AffectedQuery, FleetSummary, ImageFilter, PackageQuery};
 pub use rematch::RematchSummary;
 pub(crate) use watch::check_reference_count;

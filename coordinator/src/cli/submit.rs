@@ -346,7 +346,11 @@ impl Follower<'_> {
         progress: &Progress,
     ) -> anyhow::Result<tonic::Streaming<v1::ScanEvent>> {
         let scan_id = self.scan_id;
-        let until = self.deadline.min(quiet_since + self.resume_limit);
+        // From the break or the last event, whichever is later: a scan
+        // quiet for long (one big layer) still gets the whole window.
+        let until = self
+            .deadline
+            .min(quiet_since.max(Instant::now()) + self.resume_limit);
         loop {
             if Instant::now() >= until {
                 if Instant::now() >= self.deadline {

@@ -83,7 +83,7 @@ impl Coordinator {
                     next = changes.next() => match next {
                         Some(Ok(change)) => {
                             last = last.max(change.revision);
-                            self.on_change(which, change).await;
+                            self.on_change(which, change);
                         }
                         Some(Err(err)) => {
                             tracing::warn!(bucket = ?which, error = %err, "following the bucket broke; resuming");
@@ -101,10 +101,10 @@ impl Coordinator {
         }
     }
 
-    async fn on_change(&self, which: Followed, change: Change) {
+    fn on_change(&self, which: Followed, change: Change) {
         match which {
             Followed::Scans => self.on_scan_change(change),
-            Followed::Layers => self.on_layer_change(change).await,
+            Followed::Layers => self.on_layer_change(change),
             Followed::Images => self.on_image_change(change),
         }
     }
@@ -140,6 +140,7 @@ impl Coordinator {
             }
         } else {
             lock(&self.inner.running).remove(&scan.id);
+            self.unwait_finished(&scan);
             if scan.status == ScanStatus::Complete {
                 let this = self.clone();
                 tokio::spawn(async move { this.fleet_follow_report(&scan.id).await });
@@ -154,6 +155,11 @@ impl Coordinator {
         if lock(&self.inner.running).insert(scan.id.clone(), mine).is_some() {
             return false;
         }
+        if !mine {
+            // Its owner waits on its layers; if the owner leaves, the
+            // takeover dispatches it again here, waiters and all.
+            return true;
+        }
         let mut waiters = lock(&self.inner.waiters);
         for layer in scan.layers.iter().filter(|l| !l.state.is_terminal()) {
             waiters
@@ -164,7 +170,25 @@ impl Coordinator {
         true
     }
 
-    async fn on_layer_change(&self, change: Change) {
+    /// Drops the scan from the waiters of its finished layers (of every
+    /// layer once the scan is done): no result needs to wake it for them,
+    /// and a base layer analysed long ago would otherwise collect every
+    /// scan that ever used it.
+    pub(super) fn unwait_finished(&self, scan: &ScanRecord) {
+        let all = scan.status.is_terminal();
+        let mut waiters = lock(&self.inner.waiters);
+        for layer in scan.layers.iter().filter(|l| all || l.state.is_terminal()) {
+            let key = layer_key(&scan.analyzer_set, &layer.digest);
+            if let Some(set) = waiters.get_mut(&key) {
+                set.remove(&scan.id);
+                if set.is_empty() {
+                    waiters.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn on_layer_change(&self, change: Change) {
         let Some(value) = change.value else { return };
         let Ok(record) = from_json::<LayerRecord>("layer", &value) else {
             return;
@@ -174,12 +198,17 @@ impl Coordinator {
         }
         let waiting = lock(&self.inner.waiters).contains_key(&change.key);
         if waiting {
-            self.wake(vec![super::results::Woken {
-                key: change.key,
-                digest: record.digest.clone(),
-                stored: Some(LayerNow::of(&record)),
-            }])
-            .await;
+            // Off the stream's task: a shared layer wakes hundreds of scans,
+            // some finalized, and the next changes must not wait on them.
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.wake(vec![super::results::Woken {
+                    key: change.key,
+                    digest: record.digest.clone(),
+                    stored: Some(LayerNow::of(&record)),
+                }])
+                .await;
+            });
         }
     }
 
@@ -232,7 +261,7 @@ impl Coordinator {
                     Ok(Some((scan, _))) if scan.status == ScanStatus::Running => {
                         if let Err(err) = self.dispatch_scan(&scan, true).await {
                             tracing::warn!(scan = %id, error = %err, "could not take over scan; retrying");
-                            lock(&self.inner.retry).insert(id);
+                            lock(&self.inner.redispatch).insert(id);
                         }
                     }
                     Ok(_) => {
@@ -240,7 +269,7 @@ impl Coordinator {
                     }
                     Err(err) => {
                         tracing::warn!(scan = %id, error = %err, "could not read a scan to take over; retrying");
-                        lock(&self.inner.retry).insert(id);
+                        lock(&self.inner.redispatch).insert(id);
                     }
                 }
             })

@@ -60,6 +60,7 @@ impl Coordinator {
         };
         if scan.status.is_terminal() {
             lock(&self.inner.running).remove(id);
+            self.unwait_finished(&scan);
             return Ok(Refreshed::Stored(Some(scan)));
         }
         let mut changed = false;
@@ -116,6 +117,7 @@ impl Coordinator {
         }
         let done = scan.layers.iter().all(|l| l.state.is_terminal());
         if !changed && !done {
+            self.unwait_finished(&scan);
             return Ok(Refreshed::Stored(Some(scan)));
         }
         scan.updated_unix_ms = now_unix_ms();
@@ -141,7 +143,8 @@ impl Coordinator {
             Cas::Written(_) => {
                 // The index keeps what queries need: progress counts and
                 // the status; a layer moving from pending to queued is not news.
-                self.fleet_scan_changed(&scan)
+                self.fleet_scan_changed(&scan);
+                self.unwait_finished(&scan);
             }
             Cas::Conflict => return Ok(Refreshed::Conflict),
         }
@@ -280,6 +283,21 @@ impl Coordinator {
             for id in ids {
                 if self.refresh_scan(&id, Known::Nothing).await.is_err() {
                     lock(&self.inner.retry).insert(id);
+                }
+            }
+            let ids: Vec<String> = lock(&self.inner.redispatch).drain().collect();
+            for id in ids {
+                match self.load_scan(&id).await {
+                    Ok(Some((scan, _))) if scan.status == ScanStatus::Running && self.looks_after(&id) => {
+                        if self.dispatch_scan(&scan, true).await.is_err() {
+                            lock(&self.inner.redispatch).insert(id);
+                        }
+                    }
+                    // Finished, gone, or another coordinator's now.
+                    Ok(_) => {}
+                    Err(_) => {
+                        lock(&self.inner.redispatch).insert(id);
+                    }
                 }
             }
         }

@@ -100,22 +100,34 @@ impl Kv {
         bucket: &str,
         replicas: usize,
         max_age: std::time::Duration,
-    ) -> Result<Kv, KvError> {
+    ) -> Result<(Kv, std::time::Duration), KvError> {
         let err = |what: &str, e: &dyn std::fmt::Display| KvError::Backend {
             bucket: bucket.to_owned(),
             what: what.to_owned(),
             reason: e.to_string(),
         };
+        let mut effective = max_age;
         let store = match js.get_key_value(bucket).await {
             Ok(mut store) => {
-                if let Ok(info) = store.stream.info().await
-                    && info.config.max_age != max_age
-                {
+                let info = store
+                    .stream
+                    .info()
+                    .await
+                    .map_err(|e| err("reading the bucket's settings", &e))?;
+                effective = info.config.max_age;
+                if effective.is_zero() {
+                    return Err(err(
+                        "checking the bucket's expiry",
+                        &"its entries never expire, so a dead coordinator would hold its leases forever; \
+                          delete the bucket (`nats kv del strata_coordinators`) and the coordinators create it again",
+                    ));
+                }
+                if effective != max_age {
                     tracing::warn!(
                         bucket,
-                        stored_secs = info.config.max_age.as_secs_f64(),
+                        stored_secs = effective.as_secs_f64(),
                         wanted_secs = max_age.as_secs_f64(),
-                        "the bucket keeps the expiry it was created with (delete it to change the lease time)"
+                        "the bucket keeps the expiry it was created with, and that is the lease time used (delete the bucket to change it)"
                     );
                 }
                 store
@@ -133,7 +145,22 @@ impl Kv {
                 .await
                 .map_err(|e| err("creating", &e))?,
         };
-        Ok(Kv::Nats(Box::new(store), bucket.to_owned()))
+        Ok((Kv::Nats(Box::new(store), bucket.to_owned()), effective))
+    }
+
+    /// Deletes `key` only if it is still at `revision`: an error when it
+    /// is not (someone else wrote it since) or the store is away.
+    pub async fn delete_at(&self, key: &str, revision: u64) -> Result<(), KvError> {
+        match self {
+            Kv::Nats(store, _) => store
+                .delete_expect_revision(key, Some(revision))
+                .await
+                .map_err(|e| self.error(&format!("delete {key} at {revision}"), e)),
+            Kv::Local(_) => match self.get(key).await? {
+                Some(e) if e.revision == revision => self.delete(key).await,
+                _ => Err(self.error(&format!("delete {key} at {revision}"), "written since")),
+            },
+        }
     }
 
     /// Every change written to the bucket after `revision` (see

@@ -172,6 +172,10 @@ struct Inner {
     /// stream) → whether this coordinator looked after each as of the last
     /// change of coordinators.
     running: Mutex<HashMap<String, bool>>,
+    /// Running scans whose dispatch at a restart or takeover failed: jobs
+    /// published again by `retry_loop` (a refresh alone would not queue a
+    /// layer the coordinator that died left unpublished).
+    redispatch: Mutex<HashSet<String>>,
 }
 
 impl Coordinator {
@@ -215,6 +219,7 @@ impl Coordinator {
                 gc_stats: gc::GcStats::default(),
                 peers: None,
                 running: Mutex::new(HashMap::new()),
+                redispatch: Mutex::new(HashSet::new()),
             }),
         }
     }

@@ -129,10 +129,13 @@ impl Peers {
     /// Opens the bucket (creating it with `config.ttl` as its expiry).
     pub async fn open(
         js: &async_nats::jetstream::Context,
-        config: PeerConfig,
+        mut config: PeerConfig,
         replicas: usize,
     ) -> Result<Peers, KvError> {
-        let kv = Kv::nats_expiring(js, COORDINATORS_BUCKET, replicas, config.ttl).await?;
+        let (kv, ttl) = Kv::nats_expiring(js, COORDINATORS_BUCKET, replicas, config.ttl).await?;
+        // The bucket's expiry is the lease time, whatever this one was told:
+        // renewing on another schedule would let leases lapse between renewals.
+        config.ttl = ttl;
         Ok(Peers::with_kv(kv, config))
     }
 
@@ -229,6 +232,16 @@ impl Peers {
             last_seen_unix_ms: now_unix_ms(),
             leases: self.held(),
         };
+        if let Some(entry) = self.kv.get(&member_key(&self.config.id)).await?
+            && let Ok(other) = serde_json::from_slice::<Member>(&entry.value)
+            && other.started_unix_ms != self.started_unix_ms
+            && lock(&self.state).renewed.is_some()
+        {
+            tracing::warn!(
+                id = %self.config.id,
+                "another coordinator runs with this --coordinator-id: give each its own, or they take each other's leases"
+            );
+        }
         let json = serde_json::to_vec(&me).unwrap_or_default();
         self.kv.put(&member_key(&self.config.id), json.into()).await?;
         lock(&self.state).renewed = Some(Instant::now());
@@ -250,16 +263,28 @@ impl Peers {
         }
         members.sort_by(|a, b| a.id.cmp(&b.id));
         let mut state = lock(&self.state);
-        let ids = |ms: &[Member]| ms.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+        // A member is its id and when it started: one restarted under the
+        // same id (a pod name) within the lease time left and came back,
+        // and what it was doing when it died must be taken over.
+        let ids = |ms: &[Member]| {
+            ms.iter()
+                .map(|m| (m.id.clone(), m.started_unix_ms))
+                .collect::<Vec<_>>()
+        };
         round.members_changed = ids(&state.members) != ids(&members);
         round.left = state
             .members
             .iter()
-            .filter(|old| !members.iter().any(|m| m.id == old.id))
+            .filter(|old| {
+                !members
+                    .iter()
+                    .any(|m| m.id == old.id && m.started_unix_ms == old.started_unix_ms)
+            })
             .map(|old| old.id.clone())
             .collect();
         if round.members_changed {
-            tracing::info!(coordinators = %ids(&members).join(","), "coordinators changed");
+            let shown: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+            tracing::info!(coordinators = %shown.join(","), left = %round.left.join(","), "coordinators changed");
         }
         state.members = members;
         Ok(())
@@ -317,8 +342,10 @@ impl Peers {
     /// for them to expire) and removes the presence record.
     pub async fn leave(&self) {
         let held = std::mem::take(&mut lock(&self.state).held);
-        for (lease, _) in held {
-            let _ = self.kv.delete(&lease_key(lease)).await;
+        for (lease, revision) in held {
+            // At the revision last written: a lease taken by another since
+            // (this one stalled) stays theirs.
+            let _ = self.kv.delete_at(&lease_key(lease), revision).await;
         }
         let _ = self.kv.delete(&member_key(&self.config.id)).await;
     }
@@ -477,9 +504,15 @@ mod tests {
         assert!(a.round().await.gained.is_empty());
         assert!(b.round().await.gained.is_empty());
         assert_eq!(b.members().len(), 2);
-        // `a` restarts under the same id: its leases are its again.
+        // `a` restarts under the same id: its leases are its again, and
+        // `b` sees that `a` left and came back (what `a` was doing when it
+        // died is `b`'s to take over).
+        tokio::time::sleep(Duration::from_millis(5)).await;
         let a2 = Peers::with_kv(kv.clone(), config("a"));
         assert_eq!(a2.round().await.gained.len(), LEASES.len());
+        let rb = b.round().await;
+        assert!(rb.members_changed);
+        assert_eq!(rb.left, ["a"]);
         // `a` leaves cleanly: `b` takes them at its next round.
         a2.leave().await;
         assert_eq!(b.round().await.gained.len(), LEASES.len());

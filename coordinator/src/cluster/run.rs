@@ -20,18 +20,34 @@ impl Coordinator {
     /// scan is dispatched again, then results, dead jobs, heartbeats and
     /// queue lag are followed.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
         // With other coordinators: the leases and the members first (who
-        // looks after which scan decides what is dispatched again), and the
-        // change streams' starting points before the buckets are read.
+        // looks after which scan decides what is dispatched again), renewed
+        // from then on (recovering thousands of scans may outlast a lease),
+        // and the change streams' starting points before the buckets are read.
         let mut follow_from = Vec::new();
         if let Some(peers) = self.peers() {
             peers.round().await;
             for which in [Followed::Scans, Followed::Layers, Followed::Images] {
                 follow_from.push((which, self.follow_from(which).await));
             }
+            tasks.spawn(self.clone().peers_loop(stop_rx.clone()));
         }
-        if let Err(err) = self.recover().await {
-            tracing::error!(error = %err, "recovering unfinished scans failed; they resume when resubmitted");
+        // Retried until every scan was read: a scan not tracked here would
+        // never be taken over.
+        let mut pause = Duration::from_secs(1);
+        while let Err(err) = self.recover().await {
+            tracing::warn!(error = %err, retry_secs = pause.as_secs(), "recovering unfinished scans failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = &mut shutdown => {
+                    self.stop_tasks(stop_tx, tasks).await;
+                    return;
+                }
+            }
+            pause = (pause * 2).min(Duration::from_secs(30));
         }
         tokio::spawn({
             let this = self.clone();
@@ -46,8 +62,6 @@ impl Coordinator {
                 }
             }
         });
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.clone().results_loop(stop_rx.clone()));
         tasks.spawn(self.clone().dead_jobs_loop(stop_rx.clone()));
         tasks.spawn(self.clone().heartbeat_loop(stop_rx.clone()));
@@ -58,9 +72,12 @@ impl Coordinator {
         for (which, after) in follow_from {
             tasks.spawn(self.clone().follow_bucket(which, after, stop_rx.clone()));
         }
-        tasks.spawn(self.clone().peers_loop(stop_rx.clone()));
         shutdown.await;
-        let _ = stop_tx.send(true);
+        self.stop_tasks(stop_tx, tasks).await;
+    }
+
+    async fn stop_tasks(&self, stop: tokio::sync::watch::Sender<bool>, mut tasks: tokio::task::JoinSet<()>) {
+        let _ = stop.send(true);
         // Each loop finishes what it holds (a result batch is acked only
         // after its effects are stored), then returns.
         let _ = tokio::time::timeout(Duration::from_secs(30), async {
@@ -122,7 +139,8 @@ impl Coordinator {
                 }
                 resumed += 1;
                 if let Err(err) = self.dispatch_scan(&scan, true).await {
-                    tracing::warn!(scan = %scan.id, error = %err, "could not resume scan");
+                    tracing::warn!(scan = %scan.id, error = %err, "could not resume scan; retrying");
+                    lock(&self.inner.redispatch).insert(scan.id.clone());
                 }
             }
         }

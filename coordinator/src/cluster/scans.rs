@@ -63,6 +63,16 @@ impl Coordinator {
             .scan(id)
             .await?
             .ok_or_else(|| CoordinatorError::NotFound(format!("scan {id}")))?;
-        Ok(self.inner.events.subscribe(id, || events::replay(&scan)))
+        let subscribed = self.inner.events.subscribe(id, || events::replay(&scan));
+        // A change written by another coordinator between the read above
+        // and the subscription reached no log here: read again, now that
+        // one is kept (what was told already is dropped by its key).
+        if self.peers().is_some()
+            && let Some(now) = self.scan(id).await?
+            && now.updated_unix_ms != scan.updated_unix_ms
+        {
+            self.inner.events.emit_replayed(id, events::replay(&now));
+        }
+        Ok(subscribed)
     }
 }

@@ -352,6 +352,7 @@ impl Feeds {
             Err(_) => return,
         };
         if lock(&self.inner.followed).as_deref() == Some(tag.as_str()) {
+            self.mark_dirty_unless_combined();
             return;
         }
         let new = match state::load_combined(&self.inner.store).await {
@@ -391,9 +392,19 @@ impl Feeds {
         let mut data = lock(&self.inner.data);
         data.db = new;
         data.started_empty = false;
-        data.dirty = false;
         drop(data);
         *lock(&self.inner.followed) = Some(tag);
+        self.mark_dirty_unless_combined();
+    }
+
+    /// Whether the data in force is the combination of the feeds' records
+    /// as stored: a holder that stored a feed's new records and died before
+    /// storing the database leaves it behind, and whoever holds the lease
+    /// next must combine (its polls of that feed will be "not modified").
+    fn mark_dirty_unless_combined(&self) {
+        let expected = sources(&self.inner.feeds, &self.current());
+        let mut data = lock(&self.inner.data);
+        data.dirty = data.db.status().sources != expected;
     }
 
     /// One round now with every feed polled, due or not (tests, and the

@@ -383,6 +383,8 @@ struct Cursor {
 enum Outcome {
     Delivered,
     DeadLetter(String),
+    /// The lease went to another coordinator between tries: it sends it.
+    Abandoned,
 }
 
 impl Deliverer {
@@ -390,7 +392,7 @@ impl Deliverer {
     async fn run(self) {
         let url = shown(self.hook.url());
         let mut live = self.log.subscribe();
-        let held = || self.holds.as_ref().is_none_or(|h| h());
+        let held = || self.held();
         while !held() {
             tokio::time::sleep(LEASE_CHECK).await;
         }
@@ -425,8 +427,18 @@ impl Deliverer {
             }
             let mut moved = false;
             for e in page {
+                if !held() {
+                    // Lost the lease mid-page: the holder goes on from the
+                    // stored cursor (this one's unsaved moves are redone).
+                    moved = false;
+                    break;
+                }
                 if self.hook.filter.matches(&e) {
                     match self.deliver(&e).await {
+                        Outcome::Abandoned => {
+                            moved = false;
+                            break;
+                        }
                         Outcome::Delivered => {
                             self.log.deliveries().delivered.fetch_add(1, Ordering::Relaxed);
                             if let Some(m) = self.log.metrics() {
@@ -479,7 +491,16 @@ impl Deliverer {
         Ok(newest)
     }
 
+    /// Whether this process delivers now (the `webhooks` lease).
+    fn held(&self) -> bool {
+        self.holds.as_ref().is_none_or(|h| h())
+    }
+
     async fn save(&self, sequence: u64) {
+        if !self.held() {
+            // The cursor is the holder's now: never moved back from here.
+            return;
+        }
         let cursor = Cursor {
             url: shown(self.hook.url()),
             sequence,
@@ -526,6 +547,9 @@ impl Deliverer {
             tracing::debug!(webhook = %shown(self.hook.url()), sequence = e.sequence, attempt, reason = %reason, "webhook delivery failed; retrying");
             self.log.deliveries().retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(pause).await;
+            if !self.held() {
+                return Outcome::Abandoned;
+            }
         }
     }
 

@@ -50,8 +50,9 @@ pub struct CoordinatorSettings {
 /// `cluster::peers`): any number may run, all active.
 #[derive(Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PeerSettings {
-    /// This coordinator's name, unique among the cluster's (a pod name).
-    /// Default: the host name and the process id.
+    /// This coordinator's name, unique among the cluster's and the same
+    /// across its restarts (a pod name). Default: the host name and the
+    /// --listen port.
     #[arg(long, env = "STRATA_COORDINATOR_ID", value_name = "ID")]
     pub coordinator_id: Option<String>,
     /// The gRPC address `strata status` shows for this coordinator
@@ -90,7 +91,9 @@ impl PeerSettings {
                     .map(|h| h.trim().to_owned())
                     .filter(|h| !h.is_empty())
                     .unwrap_or_else(|| "coordinator".to_owned());
-                peers::sanitize_id(&format!("{host}-{}", std::process::id()))
+                // Stable across restarts (a restarted coordinator is not a
+                // second one), and two on one host differ by their port.
+                peers::sanitize_id(&format!("{host}-{}", listen.port()))
             }
         };
         Ok(PeerConfig {

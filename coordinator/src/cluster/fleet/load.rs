@@ -190,10 +190,11 @@ impl Coordinator {
         self.fleet_ready().await?;
         let stored = self.inner.buckets.images.get(MATCHER_REVISION_KEY).await?;
         let stored = stored.map(|e| String::from_utf8_lossy(&e.value).into_owned());
-        // With other coordinators the stored revision may have been written
-        // by one that re-matched its own index only (a rolling upgrade): each
-        // coordinator re-matches its own at start.
-        if stored.as_deref() == Some(current.as_str()) && self.peers().is_none() {
+        // With other coordinators running, the stored revision may have been
+        // written by one that re-matched its own index only (a rolling
+        // upgrade): a coordinator joining others re-matches its own at start.
+        let others = self.peers().is_some_and(|p| p.members().len() > 1);
+        if stored.as_deref() == Some(current.as_str()) && !others {
             return Ok(());
         }
         let has_reports = self.inner.fleet.read().scans.values().any(|s| s.report.is_some());

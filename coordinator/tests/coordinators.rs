@@ -156,18 +156,13 @@ async fn follow(urls: &[String], scan_id: &str) -> (v1::Done, Vec<v1::ScanEvent>
             continue;
         };
         let mut stream = resp.into_inner();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(20), stream.next()).await {
-                Ok(Some(Ok(event))) => {
-                    let key = key_of(&event);
-                    if seen.insert(key) {
-                        kept.push(event.clone());
-                    }
-                    if let Some(Event::Done(done)) = event.event {
-                        return (done, kept, resumed);
-                    }
-                }
-                _ => break,
+        // A break, an error or 20 s of quiet: watch again on the next.
+        while let Ok(Some(Ok(event))) = tokio::time::timeout(Duration::from_secs(20), stream.next()).await {
+            if seen.insert(key_of(&event)) {
+                kept.push(event.clone());
+            }
+            if let Some(Event::Done(done)) = event.event {
+                return (done, kept, resumed);
             }
         }
     }

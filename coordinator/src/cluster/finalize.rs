@@ -41,7 +41,7 @@ impl Coordinator {
         let mut known = known;
         for _ in 0..super::CAS_ATTEMPTS {
             match self.refresh_scan_once(id, known).await? {
-                Refreshed::Stored(scan) => return Ok(scan),
+                Refreshed::Stored(scan) => return Ok(scan.map(|s| *s)),
                 // Another coordinator wrote the scan meanwhile (two of them
                 // briefly looking after it): read it and every layer back.
                 Refreshed::Conflict => known = Known::Nothing,
@@ -61,7 +61,7 @@ impl Coordinator {
         if scan.status.is_terminal() {
             lock(&self.inner.running).remove(id);
             self.unwait_finished(&scan);
-            return Ok(Refreshed::Stored(Some(scan)));
+            return Ok(Refreshed::Stored(Some(Box::new(scan))));
         }
         let mut changed = false;
         let mut states: HashMap<String, (ScanLayerState, Option<String>, u32)> = HashMap::new();
@@ -118,7 +118,7 @@ impl Coordinator {
         let done = scan.layers.iter().all(|l| l.state.is_terminal());
         if !changed && !done {
             self.unwait_finished(&scan);
-            return Ok(Refreshed::Stored(Some(scan)));
+            return Ok(Refreshed::Stored(Some(Box::new(scan))));
         }
         scan.updated_unix_ms = now_unix_ms();
         if done {
@@ -175,7 +175,7 @@ impl Coordinator {
             );
             tracing::info!(scan = %id, status = scan.status.as_str(), findings = scan.findings, "scan done");
         }
-        Ok(Refreshed::Stored(Some(scan)))
+        Ok(Refreshed::Stored(Some(Box::new(scan))))
     }
 
     /// Composes and matches a scan whose layers are all done, and stores its report.
@@ -325,7 +325,7 @@ impl LayerNow {
 /// What one refresh attempt came to.
 enum Refreshed {
     /// The scan as stored after (`None`: no such scan).
-    Stored(Option<ScanRecord>),
+    Stored(Option<Box<ScanRecord>>),
     /// Someone else rewrote the record first.
     Conflict,
 }

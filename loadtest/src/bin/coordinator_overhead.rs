@@ -392,6 +392,9 @@ async fn through_coordinator(
     let sandbox = ClusterSandbox::builder()
         .queue(SandboxQueue::Nats)
         .coordinators(coordinators)
+        // The registry policy lets plain HTTP reach only registries the
+        // server lists (and a loopback one only when named).
+        .insecure_registry(host.clone())
         .workers(0)
         .stop_limit(STOP_LIMIT)
         .start()

@@ -14,6 +14,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use strata_coordinator::cluster::events::EventKey;
 use strata_harness::fixtures::{
     self, DEBIAN_ZLIB_STATUS as STATUS, build_db, debian_layer, image_on, serial,
 };
@@ -158,7 +159,7 @@ async fn follow(urls: &[String], scan_id: &str) -> (v1::Done, Vec<v1::ScanEvent>
         let mut stream = resp.into_inner();
         // A break, an error or 20 s of quiet: watch again on the next.
         while let Ok(Some(Ok(event))) = tokio::time::timeout(Duration::from_secs(20), stream.next()).await {
-            if seen.insert(key_of(&event)) {
+            if seen.insert(EventKey::of(&event)) {
                 kept.push(event.clone());
             }
             if let Some(Event::Done(done)) = event.event {
@@ -167,17 +168,6 @@ async fn follow(urls: &[String], scan_id: &str) -> (v1::Done, Vec<v1::ScanEvent>
         }
     }
     unreachable!()
-}
-
-fn key_of(e: &v1::ScanEvent) -> (u8, u32, i32) {
-    match &e.event {
-        None => (0, 0, 0),
-        Some(Event::Submitted(_)) => (1, 0, 0),
-        Some(Event::Resolved(_)) => (2, 0, 0),
-        Some(Event::Layer(l)) => (3, l.index, l.state),
-        Some(Event::Matched(_)) => (4, 0, 0),
-        Some(Event::Done(_)) => (5, 0, 0),
-    }
 }
 
 /// Every layer reached a final state, and the scan was matched and done:

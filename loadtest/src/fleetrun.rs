@@ -711,6 +711,25 @@ fn field(plain: &str, key: &str) -> Option<f64> {
 }
 
 /// Default options for `images` images on `workers` workers.
+/// The `strata` binary the benchmarks run: `given`, else the release build
+/// in the target directory; an error saying how to build it when absent.
+pub fn strata_binary(given: Option<PathBuf>) -> Result<PathBuf, BoxError> {
+    let strata = given.unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
+        target.join("release/strata")
+    });
+    if !strata.exists() {
+        return Err(format!(
+            "{} not found: build it first (cargo build --release -p strata-coordinator) or pass --strata",
+            strata.display()
+        )
+        .into());
+    }
+    Ok(strata)
+}
+
 pub fn options(images: usize, workers: usize, strata: PathBuf) -> RunOptions {
     RunOptions {
         fleet: FleetConfig {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use strata_coordinator::cluster::events::EventKey;
 use strata_coordinator::output::{self, ReportFormat};
 use strata_proto::v1::{self, get_report_request::Selector, scan_event::Event};
 use strata_proto::{Report, Severity};
@@ -243,33 +244,6 @@ async fn submit_once(
         Ok(Err(status)) if client::is_transport(&status) => Err(Broken::Lost(conn.status_error(&status))),
         Ok(Err(status)) => Err(Broken::Final(conn.status_error(&status))),
         Err(_) => Err(Broken::Final(conn.deadline_error())),
-    }
-}
-
-/// What identifies a scan event for dropping replays: its kind, and for a
-/// layer event the layer's index and state. A scan emits each at most once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum EventKey {
-    Submitted,
-    Resolved,
-    Layer { index: u32, state: i32 },
-    Matched,
-    Done,
-}
-
-impl EventKey {
-    /// `None` for an event without a payload (nothing to show or count).
-    pub(crate) fn of(event: &v1::ScanEvent) -> Option<EventKey> {
-        Some(match event.event.as_ref()? {
-            Event::Submitted(_) => EventKey::Submitted,
-            Event::Resolved(_) => EventKey::Resolved,
-            Event::Layer(l) => EventKey::Layer {
-                index: l.index,
-                state: l.state,
-            },
-            Event::Matched(_) => EventKey::Matched,
-            Event::Done(_) => EventKey::Done,
-        })
     }
 }
 

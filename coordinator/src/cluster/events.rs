@@ -42,8 +42,8 @@ struct Logs {
 
 struct Log {
     events: Vec<v1::ScanEvent>,
-    /// The keys of the events told (see [`event_key`]).
-    seen: HashSet<EventKey>,
+    /// The keys of the events told (see [`EventKey`]).
+    seen: HashSet<Option<EventKey>>,
     /// Made when someone subscribes: most scans (background ones) are
     /// never watched, and a channel's buffer is allocated whole.
     tx: Option<broadcast::Sender<v1::ScanEvent>>,
@@ -80,7 +80,7 @@ impl EventLogs {
         let Some(log) = logs.by_scan.get_mut(scan_id) else {
             return;
         };
-        if !log.seen.insert(event_key(&event)) {
+        if !log.seen.insert(EventKey::of(&event)) {
             return; // told already
         }
         if log.events.len() < MAX_EVENTS || done {
@@ -120,7 +120,7 @@ impl EventLogs {
         if !logs.by_scan.contains_key(scan_id) {
             let mut log = Log::new();
             log.events = rebuild();
-            log.seen = log.events.iter().map(event_key).collect();
+            log.seen = log.events.iter().map(EventKey::of).collect();
             log.done = log.events.iter().any(|e| matches!(e.event, Some(Event::Done(_))));
             let done = log.done;
             logs.insert(scan_id, log);
@@ -181,18 +181,32 @@ impl Logs {
     }
 }
 
-/// What tells one event from another: its kind, and for a layer's
-/// progress the layer's index and state. A scan tells each key once.
-pub type EventKey = (u8, u32, i32);
+/// What tells one scan event from another: its kind, and for a layer's
+/// progress the layer's index and state. A scan tells each key once; the
+/// event logs drop repeats by it, and clients that watch again elsewhere
+/// (`strata submit --wait`) drop what they already saw by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKey {
+    Submitted,
+    Resolved,
+    Layer { index: u32, state: i32 },
+    Matched,
+    Done,
+}
 
-pub fn event_key(event: &v1::ScanEvent) -> EventKey {
-    match &event.event {
-        None => (0, 0, 0),
-        Some(Event::Submitted(_)) => (1, 0, 0),
-        Some(Event::Resolved(_)) => (2, 0, 0),
-        Some(Event::Layer(l)) => (3, l.index, l.state),
-        Some(Event::Matched(_)) => (4, 0, 0),
-        Some(Event::Done(_)) => (5, 0, 0),
+impl EventKey {
+    /// `None` for an event without a payload (nothing to show or count).
+    pub fn of(event: &v1::ScanEvent) -> Option<EventKey> {
+        Some(match event.event.as_ref()? {
+            Event::Submitted(_) => EventKey::Submitted,
+            Event::Resolved(_) => EventKey::Resolved,
+            Event::Layer(l) => EventKey::Layer {
+                index: l.index,
+                state: l.state,
+            },
+            Event::Matched(_) => EventKey::Matched,
+            Event::Done(_) => EventKey::Done,
+        })
     }
 }
 
@@ -312,9 +326,15 @@ mod tests {
         logs.emit_replayed("s", vec![past[0].clone(), layer(0, 1)]);
         logs.emit_replayed("s", vec![past[0].clone(), layer(0, 1), layer(0, 3)]);
         let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|e| event_key(&e))
+            .filter_map(|e| EventKey::of(&e))
             .collect();
-        assert_eq!(got, vec![(3, 0, 1), (3, 0, 3)]);
+        assert_eq!(
+            got,
+            vec![
+                EventKey::Layer { index: 0, state: 1 },
+                EventKey::Layer { index: 0, state: 3 }
+            ]
+        );
         // No log kept: nothing is made for a scan nobody watches.
         logs.emit_replayed("other", vec![layer(0, 1)]);
         assert!(!lock(&logs.logs).by_scan.contains_key("other"));

@@ -60,19 +60,7 @@ async fn main() -> Result<(), BoxError> {
     if o.images == 0 || o.workers == 0 || o.fault_every_secs == 0 || o.refresh_secs == 0 {
         return Err("--images, --workers, --fault-every-secs and --refresh-secs must be at least 1".into());
     }
-    let strata = o.strata.clone().unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
-        target.join("release/strata")
-    });
-    if !strata.exists() {
-        return Err(format!(
-            "{} not found: build it first (cargo build --release -p strata-coordinator) or pass --strata",
-            strata.display()
-        )
-        .into());
-    }
+    let strata = fleetrun::strata_binary(o.strata.clone())?;
     let mut run = fleetrun::options(o.images, o.workers, strata);
     run.fleet.seed = o.seed;
     let options = SoakOptions {

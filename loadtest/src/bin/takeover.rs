@@ -36,7 +36,7 @@ use strata_proto::v1::{
     self, admin_service_client::AdminServiceClient, scan_service_client::ScanServiceClient,
 };
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use strata_loadtest::fleetrun::BoxError;
 
 #[derive(clap::Parser)]
 #[command(about = "Takeover time after kill -9 of one of two coordinators")]
@@ -156,15 +156,7 @@ fn summary(mut v: Vec<f64>) -> String {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let o = Options::parse();
-    let strata = o.strata.clone().unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
-        target.join("release/strata")
-    });
-    if !strata.exists() {
-        return Err(format!("{} not found: build it or pass --strata", strata.display()).into());
-    }
+    let strata = strata_loadtest::fleetrun::strata_binary(o.strata.clone())?;
     let dir = tempfile::tempdir()?;
     let db = build_db(&strata, dir.path());
     let registry = Registry::start()?;

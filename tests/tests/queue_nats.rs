@@ -203,3 +203,39 @@ async fn a_job_out_of_deliveries_is_reported_dead_exactly_once() {
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].digest, "x");
 }
+
+/// A results consumer an older build created (60 s `ack_wait`) takes the
+/// new one when the queue is opened: a coordinator killed holding results
+/// costs the others `RESULTS_ACK_WAIT`, not a minute.
+#[tokio::test]
+async fn an_older_results_consumer_takes_the_current_ack_wait() {
+    use async_nats::jetstream::{consumer, stream};
+    use strata_worker::queue::names::{RESULTS_CONSUMER, RESULTS_STREAM, RESULTS_SUBJECT};
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let old = js
+        .create_stream(stream::Config {
+            name: RESULTS_STREAM.to_owned(),
+            subjects: vec![RESULTS_SUBJECT.to_owned()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    old.create_consumer(consumer::pull::Config {
+        durable_name: Some(RESULTS_CONSUMER.to_owned()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(60),
+        max_ack_pending: 10_000,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    NatsQueue::create(client.clone(), &QueueSettings::default())
+        .await
+        .unwrap();
+    let mut stream = js.get_stream(RESULTS_STREAM).await.unwrap();
+    let info = stream.consumer_info(RESULTS_CONSUMER).await.unwrap();
+    assert_eq!(info.config.ack_wait, strata_worker::queue::nats::RESULTS_ACK_WAIT);
+}

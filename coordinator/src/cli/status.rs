@@ -186,20 +186,20 @@ fn status_text(status: &v1::GetStatusResponse) -> String {
     if !status.coordinators.is_empty() {
         out.push_str(&format!("\ncoordinators {}\n", status.coordinators.len()));
         out.push_str(&format!(
-            "  {:<32} {:<24} {:<10} {:<24} {}\n",
+            "  {:<32} {:<24} {:<10} {:<36} {}\n",
             "ID", "ADDRESS", "VERSION", "LEASES", "LAST SEEN"
         ));
         for c in &status.coordinators {
             let id = strata_proto::text::one_line(&c.id, 30);
             out.push_str(&format!(
-                "  {:<32} {:<24} {:<10} {:<24} {}\n",
+                "  {:<32} {:<24} {:<10} {:<36} {}\n",
                 if c.answering { format!("{id} *") } else { id },
                 strata_proto::text::one_line(&c.address, 24),
                 strata_proto::text::one_line(&c.version, 10),
                 if c.leases.is_empty() {
                     "-".to_owned()
                 } else {
-                    strata_proto::text::one_line(&c.leases.join(","), 24)
+                    strata_proto::text::one_line(&c.leases.join(","), 36)
                 },
                 age_secs(c.last_seen_unix_ms, now)
                     .map_or("-".to_owned(), |a| format!("{} ago", shown_age(a)))

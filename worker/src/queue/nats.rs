@@ -44,6 +44,11 @@ const NO_WAIT_EXPIRES: Duration = Duration::from_millis(100);
 /// a worker waits on the background queue is seen soon.
 const POLL_SLICE: Duration = Duration::from_millis(250);
 
+/// How long a result a coordinator pulled stays its own before it is
+/// delivered again (to any coordinator): bounds what a coordinator killed
+/// mid-batch costs the scans waiting on those results.
+pub const RESULTS_ACK_WAIT: Duration = Duration::from_secs(15);
+
 #[derive(Clone)]
 pub struct NatsQueue {
     client: async_nats::Client,
@@ -138,7 +143,11 @@ impl NatsQueue {
             .create_consumer(pull::Config {
                 durable_name: Some(RESULTS_CONSUMER.to_owned()),
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
+                // A coordinator acks a result once its layer record is
+                // stored (milliseconds); one that died holding results has
+                // them redelivered to the others after this. (Created or
+                // updated: an existing consumer takes the new value.)
+                ack_wait: RESULTS_ACK_WAIT,
                 max_ack_pending: 10_000,
                 ..Default::default()
             })

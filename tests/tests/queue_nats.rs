@@ -235,7 +235,7 @@ async fn an_older_results_consumer_takes_the_current_ack_wait() {
     NatsQueue::create(client.clone(), &QueueSettings::default())
         .await
         .unwrap();
-    let mut stream = js.get_stream(RESULTS_STREAM).await.unwrap();
+    let stream = js.get_stream(RESULTS_STREAM).await.unwrap();
     let info = stream.consumer_info(RESULTS_CONSUMER).await.unwrap();
     assert_eq!(info.config.ack_wait, strata_worker::queue::nats::RESULTS_ACK_WAIT);
 }

@@ -25,11 +25,11 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 
+use super::Coordinator;
 use super::error::from_json;
 use super::finalize::{Known, LayerNow};
 use super::kv::{Change, Kv};
 use super::records::*;
-use super::{Coordinator, events};
 use crate::util::lock;
 
 /// Which bucket a follower follows.
@@ -124,7 +124,7 @@ impl Coordinator {
                 return;
             }
         };
-        self.inner.events.emit_replayed(&scan.id, events::replay(&scan));
+        self.inner.events.emit_replayed(&scan);
         self.fleet_scan_changed(&scan);
         if scan.status == ScanStatus::Running {
             if self.track_running(&scan) && self.looks_after(&scan.id) {
@@ -189,15 +189,16 @@ impl Coordinator {
     }
 
     fn on_layer_change(&self, change: Change) {
-        let Some(value) = change.value else { return };
+        // Most layer changes concern no scan waiting here: looked up before
+        // the record is parsed.
+        let waiting = lock(&self.inner.waiters).contains_key(&change.key);
+        let Some(value) = change.value.filter(|_| waiting) else {
+            return;
+        };
         let Ok(record) = from_json::<LayerRecord>("layer", &value) else {
             return;
         };
-        if !matches!(record.state, LayerState::Analysed | LayerState::Failed) {
-            return;
-        }
-        let waiting = lock(&self.inner.waiters).contains_key(&change.key);
-        if waiting {
+        if matches!(record.state, LayerState::Analysed | LayerState::Failed) {
             // Off the stream's task: a shared layer wakes hundreds of scans,
             // some finalized, and the next changes must not wait on them.
             let this = self.clone();

@@ -96,13 +96,22 @@ impl EventLogs {
         }
     }
 
-    /// Feeds the events a scan record implies (`replay`) into the scan's
-    /// log, if one is kept: those not told yet go out, in order.
-    pub fn emit_replayed(&self, scan_id: &str, replayed: Vec<v1::ScanEvent>) {
+    /// Feeds the events a scan record implies ([`replay`]) into the scan's
+    /// log, if one is kept: those not told yet go out, in order. (Called
+    /// for every scan change another coordinator writes: nothing is built
+    /// for a scan nobody here watches.)
+    pub fn emit_replayed(&self, scan: &ScanRecord) {
+        if lock(&self.logs).by_scan.contains_key(&scan.id) {
+            self.emit_kept(&scan.id, replay(scan));
+        }
+    }
+
+    /// `events` into the scan's log if one is kept (see [`Self::emit_replayed`]).
+    fn emit_kept(&self, scan_id: &str, events: Vec<v1::ScanEvent>) {
         if !lock(&self.logs).by_scan.contains_key(scan_id) {
             return;
         }
-        for event in replayed {
+        for event in events {
             if let Some(e) = event.event {
                 self.emit(scan_id, e);
             }
@@ -321,10 +330,10 @@ mod tests {
             })),
         };
         // Another coordinator's record: submitted (told), layer 0 queued.
-        logs.emit_replayed("s", vec![past[0].clone(), layer(0, 1)]);
+        logs.emit_kept("s", vec![past[0].clone(), layer(0, 1)]);
         // The same record again, then a newer one.
-        logs.emit_replayed("s", vec![past[0].clone(), layer(0, 1)]);
-        logs.emit_replayed("s", vec![past[0].clone(), layer(0, 1), layer(0, 3)]);
+        logs.emit_kept("s", vec![past[0].clone(), layer(0, 1)]);
+        logs.emit_kept("s", vec![past[0].clone(), layer(0, 1), layer(0, 3)]);
         let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
             .filter_map(|e| EventKey::of(&e))
             .collect();
@@ -336,7 +345,7 @@ mod tests {
             ]
         );
         // No log kept: nothing is made for a scan nobody watches.
-        logs.emit_replayed("other", vec![layer(0, 1)]);
+        logs.emit_kept("other", vec![layer(0, 1)]);
         assert!(!lock(&logs.logs).by_scan.contains_key("other"));
     }
 

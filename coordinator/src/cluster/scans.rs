@@ -71,7 +71,7 @@ impl Coordinator {
             && let Some(now) = self.scan(id).await?
             && now.updated_unix_ms != scan.updated_unix_ms
         {
-            self.inner.events.emit_replayed(id, events::replay(&now));
+            self.inner.events.emit_replayed(&now);
         }
         Ok(subscribed)
     }
